@@ -1,0 +1,52 @@
+"""The ``amnesiac`` command. One module per subcommand; each has ``add_parser`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import AmnesiacError
+from . import datasets_cmd, ledger_cmd, models_cmd, train_cmd
+
+COMMANDS = [train_cmd, ledger_cmd, datasets_cmd, models_cmd]
+
+DESCRIPTION = """\
+Delete training records from a trained PyTorch model (Amnesiac Machine Learning, AAAI 2021)
+and measure how well they were forgotten.
+
+typical session:
+  amnesiac train --dataset digits --model small-cnn --epochs 5 --out runs/digits
+  amnesiac forget runs/digits --ids 17,42 --dry-run
+  amnesiac forget runs/digits --ids 17,42
+  amnesiac receipts runs/digits
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amnesiac", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"amnesiac {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 failure reported by a command, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except AmnesiacError as err:
+        print(f"amnesiac {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

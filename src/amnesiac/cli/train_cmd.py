@@ -1,0 +1,94 @@
+"""``amnesiac train``: train a model into a run directory, recording a ledger."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import ConfigError
+from ..run import RECORD_CHOICES, RunDir, TrainConfig, train_run
+from ..training import OPTIMIZERS
+from ..utils import read_ids_file
+from .common import add_subparser, emit_json, table
+
+EXAMPLES = """\
+  amnesiac train --dataset digits --model small-cnn --epochs 5 --out runs/digits
+  amnesiac train --dataset fashion-mnist --model small-cnn --epochs 3 --out runs/fmnist --ledger-dtype float16
+  amnesiac train --dataset mnist --data-dir ~/data --model resnet18 --epochs 10 \\
+      --limit-class 3:100 --eval-class 3 --record watch --watch-class 3 --out runs/mnist-amnesiac
+  amnesiac train --resume --out runs/digits        # continue after an interruption
+"""
+
+
+def _limit(text: str) -> tuple[int, int]:
+    try:
+        c, n = text.split(":")
+        return int(c), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CLASS:COUNT such as 3:100, got {text!r}") from None
+
+
+def add_parser(sub: Any) -> None:
+    p = add_subparser(sub, "train", help="train a model into a run directory (with a ledger)",
+                      description="Train a model with a seeded loop, writing model, config, metrics and the "
+                                  "update ledger into the run directory --out.", examples=EXAMPLES)
+    d = TrainConfig()
+    p.add_argument("--out", required=True, help="run directory to create (or to resume with --resume)")
+    p.add_argument("--dataset", default=d.dataset, help=f"dataset name (default {d.dataset}; see `amnesiac datasets`)")
+    p.add_argument("--data-dir", default=None, help="directory holding the dataset files")
+    p.add_argument("--download", action="store_true", help="download missing MNIST/Fashion-MNIST files (checksums verified)")
+    p.add_argument("--model", default=d.model, help=f"architecture (default {d.model}; see `amnesiac models`)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZERS)} (default {d.optimizer}, as in the paper)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--limit-class", type=_limit, action="append", default=[], metavar="C:N",
+                   help="keep only the first N training examples of class C (repeatable)")
+    p.add_argument("--eval-class", type=int, default=None, help="also report test accuracy on this class and on the rest")
+    p.add_argument("--record", default=d.record, choices=RECORD_CHOICES,
+                   help="which updates the ledger stores: auto (all if it fits on disk), all, watch, none")
+    p.add_argument("--watch-ids", default=None, metavar="FILE", help="file of deletable sample ids (for --record watch)")
+    p.add_argument("--watch-class", type=int, default=None, help="treat every example of this class as deletable")
+    p.add_argument("--ledger-dtype", default=d.ledger_dtype, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--no-buffers", action="store_true", help="do not record BatchNorm statistics (the paper's code did not)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved epoch")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    limits: dict[int, int] = {}
+    for c, n in args.limit_class:
+        if c in limits:
+            raise ConfigError(f"--limit-class names class {c} twice")
+        limits[c] = n
+    return TrainConfig(
+        dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        seed=args.seed, data_dir=args.data_dir, download=args.download, limit_class=limits,
+        eval_class=args.eval_class, record=args.record,
+        watch_ids=read_ids_file(args.watch_ids) if args.watch_ids else None,
+        watch_class=args.watch_class, ledger_dtype=args.ledger_dtype, include_buffers=not args.no_buffers,
+    ).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = RunDir.open(args.out).config if args.resume else config_from_args(args)
+    result = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                       progress=False if args.no_progress else None)
+    summary = {"run": str(result.run.path), "record": result.record, "epochs": config.epochs,
+               "final": result.final, "history": result.history}
+    if args.json:
+        emit_json(summary)
+        return 0
+    cols = [k for k in result.history[-1] if k not in ("epoch", "step")] if result.history else []
+    rows = [[r["epoch"], r["step"]] + [r.get(k, "") for k in cols] for r in result.history]
+    print(table(rows, ["epoch", "step"] + cols))
+    print(f"\nrun directory: {result.run.path}  (ledger: {result.record})")
+    print("test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in result.final.items()))
+    return 0

@@ -1,0 +1,23 @@
+"""The update ledger: record which samples fed each optimizer step and that step's update.
+
+See :class:`Recorder` (attaches to an optimizer) and :class:`LedgerStore` (the durable record).
+"""
+
+from .estimate import StorageEstimate, estimate_for_model, estimate_storage, human_bytes, watched_step_probability
+from .recorder import Recorder, tracked_state
+from .store import FORMAT_VERSION, STORAGE_DTYPES, LedgerStore, StepRecord, VerifyReport
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LedgerStore",
+    "Recorder",
+    "STORAGE_DTYPES",
+    "StepRecord",
+    "StorageEstimate",
+    "VerifyReport",
+    "estimate_for_model",
+    "estimate_storage",
+    "human_bytes",
+    "tracked_state",
+    "watched_step_probability",
+]

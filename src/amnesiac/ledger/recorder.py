@@ -1,0 +1,299 @@
+"""The Recorder: watches the user's own optimizer and writes each step's samples and update to a ledger.
+
+Usage with any model, optimizer and data loader::
+
+    recorder = Recorder(model, optimizer, store)        # hooks attach; nothing else changes
+    for x, y, ids in loader:
+        with recorder.batch(ids):                      # the forward pass belongs inside the block
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    recorder.close()                                   # flushes the background writer, removes hooks
+
+Rules, each tested:
+
+* **What an update is.** Delta of step s = state at the end of step s minus the state before it, over every
+  trainable parameter and (by default) every floating-point buffer, such as BatchNorm running statistics,
+  which change in the forward pass. With ``policy="all"`` the state before step s is the state at the end
+  of step s-1 (or when recording began), so the deltas add up exactly to final minus initial.
+  With a watch-list or a callable policy the "before" snapshot is taken when the first ``batch()`` block
+  of a step opens (and, for a watch-list, when the first micro-batch holding a watched id opens), which
+  skips the copy for steps that are not stored.
+* **Gradient accumulation.** Ids of every ``batch()`` block add up until ``optimizer.step()`` runs.
+* **Skipped steps.** When a step does not run (a GradScaler overflow calls no ``optimizer.step()``), its
+  ids stay pending and are attributed to the next step that does run. That is conservative: the next
+  step's delta includes the BatchNorm statistics those samples moved, and forgetting them also undoes it.
+  Call :meth:`Recorder.discard_pending` to drop them instead when buffers are not tracked.
+* **A step with no ids is refused.** ``optimizer.step()`` outside any ``batch()`` block raises
+  :class:`~amnesiac.errors.RecorderError` before the parameters change, because an update whose samples
+  are unknown could never be honoured by a deletion request.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, RecorderError
+from .store import STORAGE_DTYPES, LedgerStore
+
+Policy = str | Callable[[np.ndarray], bool]
+
+
+def tracked_state(model: nn.Module, *, include_buffers: bool = True) -> dict[str, torch.Tensor]:
+    """The live tensors whose changes a ledger records: trainable parameters and floating buffers.
+
+    Names are state-dict names; tensors that share storage (tied weights) are listed once.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    params = {id(p) for p in model.parameters() if p.requires_grad}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = id(tensor)
+        if key in seen:
+            continue
+        if key in params:
+            out[name] = tensor.data
+        elif include_buffers and not isinstance(tensor, nn.Parameter) and tensor.is_floating_point():
+            out[name] = tensor
+        else:
+            continue
+        seen.add(key)
+    return out
+
+
+class _Writer(threading.Thread):
+    """Background thread that persists steps; a bounded queue gives backpressure."""
+
+    def __init__(self, store: LedgerStore, maxsize: int, fsync: bool) -> None:
+        super().__init__(name="amnesiac-ledger-writer", daemon=True)
+        self.store = store
+        self.fsync = fsync
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self.written = 0
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                if self.error is None:
+                    step, epoch, kind, ids, update = item
+                    self.store.put_step(step, epoch=epoch, ids=ids, update=update, kind=kind, fsync=self.fsync)
+                    self.written += 1
+            except BaseException as err:  # surfaced in the training thread
+                self.error = err
+            finally:
+                self.queue.task_done()
+
+    def put(self, item: Any) -> None:
+        while True:
+            self.raise_if_failed()
+            try:
+                self.queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self.is_alive():
+                    raise RecorderError("the ledger writer thread stopped; no more steps can be recorded") from None
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise RecorderError(f"the ledger writer failed: {self.error!r}") from self.error
+
+
+class Recorder:
+    """Record every optimizer step's sample ids and (per policy) its parameter update into a ledger.
+
+    Args:
+        model: the model being trained (its parameters must be the optimizer's).
+        optimizer: the user's own optimizer; only step pre/post hooks are attached.
+        store: an open :class:`LedgerStore`.
+        policy: ``"all"`` stores every update; ``"watch"`` stores only steps holding an id from
+            ``watch_ids``; a callable ``f(ids) -> bool`` decides per step. Steps not stored are still
+            indexed with their ids, so a later request touching them is refused by step number.
+        watch_ids: the deletable ids for ``policy="watch"``.
+        dtype: storage dtype of updates: ``"float32"`` (exact), ``"float16"`` or ``"bfloat16"``.
+        include_buffers: record floating buffers (BatchNorm statistics) too. Default True.
+        start_step: number of the last step already in the ledger (for resuming).
+        queue_size: how many step updates may wait for the writer (bounds memory).
+        kind: label stored with each step (``"train"``, ``"repair"``, ...).
+
+    >>> import tempfile, torch
+    >>> from amnesiac.ledger import LedgerStore, Recorder
+    >>> model = torch.nn.Linear(2, 1)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> store = LedgerStore.create(tempfile.mkdtemp() + "/l", manifest={"storage_dtype": "float32"})
+    >>> with Recorder(model, opt, store) as rec:
+    ...     with rec.batch([7, 8]):
+    ...         model(torch.ones(2, 2)).sum().backward()
+    ...         opt.step()
+    >>> store.step(1).ids.tolist(), store.step(1).recorded
+    ([7, 8], True)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        store: LedgerStore,
+        *,
+        policy: Policy = "all",
+        watch_ids: Iterable[int] | None = None,
+        dtype: str = "float32",
+        include_buffers: bool = True,
+        start_step: int = 0,
+        queue_size: int = 4,
+        fsync: bool = False,
+        kind: str = "train",
+    ) -> None:
+        if dtype not in STORAGE_DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+        if not (callable(policy) or policy in ("all", "watch")):
+            raise ConfigError(f"policy must be 'all', 'watch' or a callable f(ids) -> bool, got {policy!r}")
+        if policy == "watch" and watch_ids is None:
+            raise ConfigError("policy='watch' needs watch_ids: the sample ids that may later be deleted")
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigError(f"queue_size must be a positive integer, got {queue_size!r}")
+        opt_params = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        if not opt_params & {id(p) for p in model.parameters()}:
+            raise ConfigError("the optimizer holds none of the model's parameters; pass the optimizer that trains this model")
+        self.model = model
+        self.optimizer = optimizer
+        self.store = store
+        self.policy = policy
+        self.watch: np.ndarray = np.unique(np.asarray(list(watch_ids), dtype=np.int64)) if watch_ids is not None else np.empty(0, np.int64)
+        self.dtype = STORAGE_DTYPES[dtype]
+        self.include_buffers = include_buffers
+        self.kind = kind
+        self.step = int(start_step)
+        self.epoch = 0
+        self.recorded_steps = 0
+        self._live = tracked_state(model, include_buffers=include_buffers)
+        self._pending: list[np.ndarray] = []
+        self._in_block = 0
+        self._snapshot: dict[str, torch.Tensor] | None = None
+        self._continuous = policy == "all"
+        if self._continuous:
+            self._snapshot = self._copy_state()
+        self._writer = _Writer(store, queue_size, fsync)
+        self._writer.start()
+        self._handles = [
+            optimizer.register_step_pre_hook(self._pre_hook),
+            optimizer.register_step_post_hook(self._post_hook),
+        ]
+        self._closed = False
+
+    # ------------------------------------------------------------------ user API
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the recorder which epoch the coming steps belong to (stored in the index)."""
+        self.epoch = int(epoch)
+
+    @contextmanager
+    def batch(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> Iterator["Recorder"]:
+        """Declare the sample ids feeding the coming optimizer step (micro-batches accumulate)."""
+        if self._closed:
+            raise RecorderError("this recorder is closed; create a new one to keep recording")
+        arr = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+        if arr.size == 0:
+            raise RecorderError("recorder.batch() was given no sample ids; every step must name the samples it used")
+        if not self._continuous and self._snapshot is None and self._wants_snapshot(arr):
+            self._snapshot = self._copy_state()
+        self._pending.append(arr)
+        self._in_block += 1
+        try:
+            yield self
+        finally:
+            self._in_block -= 1
+
+    @property
+    def pending_ids(self) -> np.ndarray:
+        """Ids declared since the last step that really ran."""
+        return np.concatenate(self._pending) if self._pending else np.empty(0, np.int64)
+
+    def discard_pending(self) -> None:
+        """Drop the ids of a skipped step instead of carrying them into the next one."""
+        self._pending.clear()
+        if not self._continuous:
+            self._snapshot = None
+
+    def flush(self) -> None:
+        """Wait until every step so far is durable in the ledger; raise if the writer failed."""
+        self._writer.raise_if_failed()
+        self._writer.queue.join()
+        self._writer.raise_if_failed()
+
+    def close(self) -> None:
+        """Flush, stop the writer and remove the optimizer hooks. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for h in self._handles:
+            h.remove()
+        try:
+            self.flush()
+        finally:
+            self._writer.queue.put(None)
+            self._writer.join()
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _copy_state(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {k: v.detach().clone() for k, v in self._live.items()}
+
+    def _wants_snapshot(self, arr: np.ndarray) -> bool:
+        if callable(self.policy):
+            return True
+        return bool(np.isin(arr, self.watch, assume_unique=False).any())
+
+    def _should_store(self, ids: np.ndarray) -> bool:
+        if self.policy == "all":
+            return True
+        if self.policy == "watch":
+            return bool(np.isin(ids, self.watch).any())
+        return bool(self.policy(ids))  # type: ignore[operator]
+
+    def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._writer.raise_if_failed()
+        if not self._pending:
+            raise RecorderError(
+                "optimizer.step() ran with no sample ids declared; wrap the forward pass, backward pass and "
+                "step in `with recorder.batch(ids):` so the ledger knows which samples this update used"
+            )
+
+    def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        ids = self.pending_ids
+        self._pending.clear()
+        self.step += 1
+        update: dict[str, torch.Tensor] | None = None
+        if self._should_store(ids):
+            snap = self._snapshot
+            if snap is None:  # callable said yes but no snapshot: cannot know the update
+                raise RecorderError(f"step {self.step}: no state snapshot was taken before this step")
+            with torch.no_grad():
+                update = {}
+                for name, live in self._live.items():
+                    delta = live - snap[name]
+                    update[name] = delta.to(device="cpu", dtype=self.dtype)
+            self.recorded_steps += 1
+        with torch.no_grad():
+            if self._continuous and self._snapshot is not None:
+                for name, live in self._live.items():
+                    self._snapshot[name].copy_(live)
+            elif not self._continuous:
+                self._snapshot = None
+        self._writer.put((self.step, self.epoch, self.kind, ids, update))

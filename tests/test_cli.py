@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from amnesiac.cli import main
+
+
+def test_no_subcommand_prints_help(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "ledger" in out and "typical session" in out
+
+
+@pytest.mark.parametrize("cmd", ["train", "ledger", "datasets", "models"])
+def test_every_subcommand_has_help_with_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_unknown_model_gives_suggestion_and_exit_2(tmp_path, capsys):
+    code = main(["train", "--model", "small_cnn", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'small_cnn'" in err and "Did you mean 'small-cnn'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_then_ledger_info_and_verify(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    assert main(["train", "--epochs", "1", "--out", run, "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["record"] == "all" and summary["history"][0]["step"] == 23
+    assert main(["ledger", "info", run, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["steps"] == 23 and info["recorded_steps"] == 23 and info["training_complete"]
+    assert main(["ledger", "verify", run]) == 0
+    assert "all good" in capsys.readouterr().out
+
+
+def test_datasets_and_models_list(capsys):
+    assert main(["datasets", "--json"]) == 0
+    names = [d["name"] for d in json.loads(capsys.readouterr().out)]
+    assert {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100"} <= set(names)
+    assert main(["models"]) == 0
+    assert "resnet18-cifar" in capsys.readouterr().out
+
+
+def test_python_dash_m(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "amnesiac", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("amnesiac ")
