@@ -1,0 +1,372 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from amnesiac.errors import ConfigError, LedgerCorruptError, LedgerError, RecorderError
+from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, tracked_state
+from amnesiac.run import RunDir, TrainConfig, train_run
+from amnesiac.training import batches, fit, make_optimizer
+
+from conftest import TinyBNNet
+
+
+def _store(tmp_path, name="ledger", dtype="float32"):
+    return LedgerStore.create(tmp_path / name, manifest={"storage_dtype": dtype})
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in tracked_state(model).items()}
+
+
+def _subtract_all(model, store):
+    state = {k: v.detach().clone().float() for k, v in tracked_state(model).items()}
+    for rec in store.iter_steps():
+        for k, d in store.load_update(rec).items():
+            state[k] -= d.float()
+    return state
+
+
+OPTIMIZERS = {
+    "sgd-momentum-wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+def test_undoing_every_step_returns_the_initial_state(tmp_path, tiny_data, tiny_net, opt_name):
+    initial = _state(tiny_net)
+    opt = OPTIMIZERS[opt_name](tiny_net.parameters())
+    store = _store(tmp_path)
+    with Recorder(tiny_net, opt, store) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=3, batch_size=16, recorder=rec, progress=False)
+    assert store.last_step() == 15
+    final = _state(tiny_net)
+    assert not torch.allclose(final["bn.running_mean"], initial["bn.running_mean"])  # buffers did move
+    back = _subtract_all(tiny_net, store)
+    assert set(back) == set(initial)
+    for k in initial:
+        torch.testing.assert_close(back[k], initial[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_run_level_ledger_reconstructs_initial_weights(tmp_path):
+    result = train_run(TrainConfig(epochs=2, record="all"), tmp_path / "run", progress=False)
+    store = RunDir.open(tmp_path / "run").open_ledger()
+    initial = store.load_initial()
+    back = _subtract_all(result.model, store)
+    for k, v in back.items():
+        torch.testing.assert_close(v, initial[k].float(), rtol=0, atol=1e-5, msg=k)
+    man = store.manifest
+    assert man["optimizer"]["class"] == "Adam" and man["optimizer"]["lr"] == 1e-3
+    assert ["fc.weight"] != [f[0] for f in man["model_fingerprint"]][:1]
+    assert any(name.endswith("running_var") for name, _, _ in man["model_fingerprint"])
+
+
+def test_gradient_accumulation_collects_every_micro_batch(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    with Recorder(tiny_net, opt, store) as rec:
+        micro = list(batches(tiny_data, 8, shuffle=False))
+        for a, b in [(micro[0], micro[1]), (micro[2], micro[3])]:
+            for x, y, ids in (a, b):
+                with rec.batch(ids):
+                    loss_fn(tiny_net(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    assert store.last_step() == 2
+    assert store.step(1).ids.tolist() == list(range(100, 116))
+    assert store.step(2).ids.tolist() == list(range(116, 132))
+
+
+def test_skipped_gradscaler_step_carries_its_ids_to_the_next_step(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))  # first step's gradients overflow
+    store = _store(tmp_path)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, y, ids = tiny_data[list(range(8))]
+    before = _state(tiny_net)
+    with Recorder(tiny_net, opt, store) as rec:
+        with rec.batch(ids[:4]):  # an overflowing step: GradScaler skips optimizer.step()
+            scaler.scale(loss_fn(tiny_net(x[:4]), y[:4])).backward()
+            scaler.step(opt)
+            scaler.update(new_scale=1.0)
+            opt.zero_grad()
+        rec.flush()
+        assert store.last_step() == 0 and rec.pending_ids.tolist() == ids[:4].tolist()
+        with rec.batch(ids[4:]):
+            scaler.scale(loss_fn(tiny_net(x[4:]), y[4:])).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+    assert store.last_step() == 1
+    assert store.step(1).ids.tolist() == ids.tolist()  # conservative: both batches
+    # the recorded delta still adds up to the whole change, BatchNorm drift of the skipped batch included
+    after = _state(tiny_net)
+    delta = store.load_update(1)
+    for k in before:
+        torch.testing.assert_close(after[k] - delta[k], before[k], rtol=0, atol=1e-6)
+
+
+def test_discard_pending_drops_a_skipped_steps_ids(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    x, y, ids = tiny_data[list(range(8))]
+    with Recorder(tiny_net, opt, store) as rec:
+        with rec.batch(ids[:4]):
+            pass
+        rec.discard_pending()
+        with rec.batch(ids[4:]):
+            torch.nn.functional.cross_entropy(tiny_net(x[4:]), y[4:]).backward()
+            opt.step()
+    assert store.step(1).ids.tolist() == ids[4:].tolist()
+
+
+def test_a_step_without_ids_is_refused_before_anything_changes(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    x, y, _ = tiny_data[list(range(8))]
+    with Recorder(tiny_net, opt, store):
+        torch.nn.functional.cross_entropy(tiny_net(x), y).backward()
+        params_before = {k: v.clone() for k, v in tiny_net.named_parameters()}
+        with pytest.raises(RecorderError, match="no sample ids declared"):
+            opt.step()
+        for k, v in tiny_net.named_parameters():
+            assert torch.equal(v, params_before[k])
+    assert store.last_step() == 0
+
+
+def test_hooks_are_removed_on_close(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    Recorder(tiny_net, opt, store).close()
+    x, y, _ = tiny_data[list(range(4))]
+    torch.nn.functional.cross_entropy(tiny_net(x), y).backward()
+    opt.step()  # no recorder: must not raise
+    assert store.last_step() == 0
+
+
+def test_watch_policy_stores_only_steps_with_watched_ids(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.Adam(tiny_net.parameters(), lr=1e-2)
+    store = _store(tmp_path)
+    watched = [105, 150]
+    snapshots = {}
+    loss_fn = torch.nn.CrossEntropyLoss()
+    with Recorder(tiny_net, opt, store, policy="watch", watch_ids=watched) as rec:
+        for step, (x, y, ids) in enumerate(batches(tiny_data, 8, seed=1), start=1):
+            before = _state(tiny_net)
+            with rec.batch(ids):
+                loss_fn(tiny_net(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+            snapshots[step] = (before, _state(tiny_net))
+    recs = list(store.iter_steps())
+    assert len(recs) == 10  # every step indexed
+    stored = [r.step for r in recs if r.recorded]
+    expected = [r.step for r in recs if set(r.ids.tolist()) & set(watched)]
+    assert stored == expected and 1 <= len(stored) <= 2
+    assert store.steps_for_ids(watched) == expected
+    for s in stored:  # each stored update is exactly that step's change, buffers included
+        before, after = snapshots[s]
+        delta = store.load_update(s)
+        for k in before:
+            torch.testing.assert_close(before[k] + delta[k], after[k], rtol=0, atol=1e-6)
+    assert not store.step(next(r.step for r in recs if not r.recorded)).recorded
+
+
+def test_callable_policy(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    with Recorder(tiny_net, opt, store, policy=lambda ids: int(ids.min()) < 120) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=1, batch_size=16, recorder=rec, progress=False)
+    for r in store.iter_steps():
+        assert r.recorded == (int(r.ids.min()) < 120)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float16", 5e-3), ("bfloat16", 3e-2)])
+def test_low_precision_storage(tmp_path, tiny_data, tiny_net, dtype, tol):
+    initial = _state(tiny_net)
+    opt = torch.optim.Adam(tiny_net.parameters(), lr=1e-2)
+    store = _store(tmp_path, dtype=dtype)
+    with Recorder(tiny_net, opt, store, dtype=dtype) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=2, batch_size=16, recorder=rec, progress=False)
+    upd = store.load_update(1)
+    assert all(v.dtype == getattr(torch, dtype) for v in upd.values())
+    back = _subtract_all(tiny_net, store)  # summed in float32
+    for k in initial:
+        torch.testing.assert_close(back[k], initial[k], rtol=0, atol=tol, msg=k)
+
+
+def test_buffers_can_be_left_out(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    with Recorder(tiny_net, opt, store, include_buffers=False) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=1, batch_size=40, recorder=rec, progress=False)
+    keys = set(store.load_update(1))
+    assert "bn.running_mean" not in keys and "bn.weight" in keys and "conv.weight" in keys
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_blob_is_detected_by_step(tmp_path, tiny_data, tiny_net, damage):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    with Recorder(tiny_net, opt, store) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=1, batch_size=16, recorder=rec, progress=False)
+    path = store.path / "blobs" / store.step(3).blob
+    raw = path.read_bytes()
+    if damage == "flip":
+        path.write_bytes(raw[:-5] + bytes([raw[-5] ^ 0xFF]) + raw[-4:])
+    elif damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    else:
+        path.unlink()
+    with pytest.raises(LedgerCorruptError, match="step 3") as err:
+        store.load_update(3)
+    assert err.value.steps == [3]
+    report = store.verify(progress=False)
+    assert not report.ok and list(report.bad) == [3] and report.checked == 4
+
+
+def test_writer_failure_surfaces_in_the_training_thread(tmp_path, tiny_data, tiny_net, monkeypatch):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "put_step", broken)
+    rec = Recorder(tiny_net, opt, store)
+    with pytest.raises(RecorderError, match="No space left"):
+        fit(tiny_net, opt, tiny_data, epochs=2, batch_size=8, recorder=rec, progress=False)
+        rec.flush()
+    with pytest.raises(RecorderError):
+        rec.close()
+
+
+def test_backpressure_keeps_every_step_in_order(tmp_path, tiny_data, tiny_net, monkeypatch):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    real = store.put_step
+    high_water = []
+
+    rec = Recorder(tiny_net, opt, store, queue_size=1)
+
+    def slow(*args, **kwargs):
+        high_water.append(rec._writer.queue.qsize())
+        time.sleep(0.01)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "put_step", slow)
+    fit(tiny_net, opt, tiny_data, epochs=1, batch_size=8, recorder=rec, progress=False)
+    rec.close()
+    assert [r.step for r in store.iter_steps()] == list(range(1, 11))
+    assert max(high_water) <= 1
+
+
+def test_orphans_and_temporaries_are_removed_on_open(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    with Recorder(tiny_net, opt, store) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=1, batch_size=40, recorder=rec, progress=False)
+    store.close()
+    (tmp_path / "ledger" / "blobs" / "000000000099.safetensors").write_bytes(b"partial")
+    (tmp_path / "ledger" / "blobs" / ".000000000003.safetensors.x.tmp").write_bytes(b"partial")
+    reopened = LedgerStore.open(tmp_path / "ledger")
+    assert sorted(p.name for p in (tmp_path / "ledger" / "blobs").iterdir()) == [
+        "000000000001.safetensors", "000000000002.safetensors"]
+    assert reopened.verify(progress=False).ok
+
+
+def test_bad_arguments_are_refused(tmp_path, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        Recorder(tiny_net, opt, store, dtype="float8")
+    with pytest.raises(ConfigError, match="needs watch_ids"):
+        Recorder(tiny_net, opt, store, policy="watch")
+    other = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="none of the model's parameters"):
+        Recorder(tiny_net, other, store)
+    with pytest.raises(LedgerError, match="already holds a ledger"):
+        _store(tmp_path)
+    with pytest.raises(LedgerError, match="no ledger"):
+        LedgerStore.open(tmp_path / "nothing")
+
+
+def test_estimate_matches_real_blob_size(tmp_path):
+    result = train_run(TrainConfig(epochs=1, record="all", ledger_dtype="float16"), tmp_path / "run", progress=False)
+    store = RunDir.open(tmp_path / "run").open_ledger()
+    est = estimate_for_model(result.model, num_examples=1438, batch_size=64, epochs=1, dtype="float16")
+    actual = store.step(1).nbytes
+    assert est.steps == store.last_step() == 23
+    assert abs(est.bytes_per_step - actual) / actual < 0.05
+
+
+def test_resume_truncates_steps_beyond_the_checkpoint(tmp_path):
+    train_run(TrainConfig(epochs=1, record="all"), tmp_path / "run", progress=False)
+    run = RunDir.open(tmp_path / "run")
+    store = run.open_ledger()
+    store.put_step(24, epoch=1, ids=[1, 2], update=None)  # a step the saved model does not contain
+    store.close()
+    cfg = run.config
+    cfg.epochs = 2
+    run.write_config(cfg)
+    result = train_run(cfg, tmp_path / "run", resume=True, progress=False)
+    store = run.open_ledger()
+    assert [r.step for r in store.iter_steps()] == list(range(1, 47))
+    back = _subtract_all(result.model, store)
+    for k, v in store.load_initial().items():
+        if k in back:
+            torch.testing.assert_close(back[k], v.float(), rtol=0, atol=1e-5)
+
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import sys
+    from amnesiac.run import TrainConfig, train_run
+    train_run(TrainConfig(epochs=40, batch_size=16, record="all"), sys.argv[1], progress=False)
+""")
+
+
+def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(out)])
+    try:
+        deadline = time.time() + 120
+        blobs = out / "ledger" / "blobs"
+        while time.time() < deadline:  # wait until two epochs are saved and the third is under way
+            if (out / "model.safetensors").exists() and blobs.exists() and len(list(blobs.iterdir())) > 230:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("training did not get far enough to test a crash")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run = RunDir.open(out)
+    store = run.open_ledger()
+    report = store.verify(progress=False)
+    assert report.ok and report.orphans == []
+    assert store.get_meta("training_complete") == "0"
+    steps = [r.step for r in store.iter_steps()]
+    assert steps == list(range(1, len(steps) + 1))
+    saved_step = run.model_meta()["step"]
+    assert saved_step % 90 == 0 and saved_step <= len(steps)  # 90 steps per epoch at batch 16
+    store.close()
+    cfg = run.config
+    cfg.epochs = saved_step // 90 + 1
+    run.write_config(cfg)
+    result = train_run(cfg, out, resume=True, progress=False)
+    store = run.open_ledger()
+    assert store.verify(progress=False).ok
+    assert store.last_step() == 90 * cfg.epochs and store.get_meta("training_complete") == "1"
+    back = _subtract_all(result.model, store)
+    for k, v in store.load_initial().items():
+        if k in back:
+            torch.testing.assert_close(back[k], v.float(), rtol=0, atol=1e-4)
