@@ -182,7 +182,6 @@ class RunDir:
         run = cls(path)
         if not (run.path / "config.json").is_file():
             raise RunDirError(f"{run.path} is not a run directory (no config.json); create one with `amnesiac train --out`")
-        run.finish_pending_commit()
         return run
 
     def write_config(self, config: TrainConfig) -> None:
@@ -290,7 +289,10 @@ class RunDir:
     # ----------------------------------------------------------------- locking and commits
     @contextlib.contextmanager
     def lock(self, *, wait: bool = True) -> Iterator[None]:
-        """An exclusive lock on the run (training and forgetting take it; a second process waits)."""
+        """An exclusive lock on the run (training and forgetting take it; a second process waits).
+
+        Whoever takes the lock first finishes or rolls back a change that a crashed process left behind.
+        """
         fh = open(self.path / ".lock", "a+")
         try:
             try:
@@ -299,6 +301,7 @@ class RunDir:
                 if err.errno in (errno.EAGAIN, errno.EACCES):
                     raise RunDirError(f"{self.path} is in use by another amnesiac process") from None
                 raise
+            self.finish_pending_commit()
             yield
         finally:
             fh.close()

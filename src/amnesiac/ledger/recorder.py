@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, RecorderError
+from .blob import BlobBuffer, Layout
 from .store import STORAGE_DTYPES, LedgerStore
 
 Policy = str | Callable[[np.ndarray], bool]
@@ -72,10 +73,11 @@ def tracked_state(model: nn.Module, *, include_buffers: bool = True) -> dict[str
 class _Writer(threading.Thread):
     """Background thread that persists steps; a bounded queue gives backpressure."""
 
-    def __init__(self, store: LedgerStore, maxsize: int, fsync: bool) -> None:
+    def __init__(self, store: LedgerStore, maxsize: int, fsync: bool, free: "queue.Queue[BlobBuffer]") -> None:
         super().__init__(name="amnesiac-ledger-writer", daemon=True)
         self.store = store
         self.fsync = fsync
+        self.free = free
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
         self.written = 0
@@ -88,7 +90,11 @@ class _Writer(threading.Thread):
                     return
                 if self.error is None:
                     step, epoch, kind, ids, update = item
-                    self.store.put_step(step, epoch=epoch, ids=ids, update=update, kind=kind, fsync=self.fsync)
+                    try:
+                        self.store.put_step(step, epoch=epoch, ids=ids, update=update, kind=kind, fsync=self.fsync)
+                    finally:
+                        if update is not None:
+                            self.free.put(update)  # the buffer may be refilled now
                     self.written += 1
             except BaseException as err:  # surfaced in the training thread
                 self.error = err
@@ -178,13 +184,21 @@ class Recorder:
         self.epoch = 0
         self.recorded_steps = 0
         self._live = tracked_state(model, include_buffers=include_buffers)
+        self._names = list(self._live)
         self._pending: list[np.ndarray] = []
         self._in_block = 0
-        self._snapshot: dict[str, torch.Tensor] | None = None
+        # the state before the coming step: allocated once, refreshed in place
+        self._snap = {k: v.detach().clone() for k, v in self._live.items()}
+        self._have_snapshot = True
         self._continuous = policy == "all"
-        if self._continuous:
-            self._snapshot = self._copy_state()
-        self._writer = _Writer(store, queue_size, fsync)
+        if not self._continuous:
+            self._have_snapshot = False
+        # update buffers: at most queue_size + 1 exist, so memory stays bounded
+        self._layout = Layout.of(self._live, self.dtype)
+        self._free: queue.Queue[BlobBuffer] = queue.Queue()
+        self._max_buffers = queue_size + 1
+        self._allocated = 0
+        self._writer = _Writer(store, queue_size, fsync, self._free)
         self._writer.start()
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_hook),
@@ -205,8 +219,8 @@ class Recorder:
         arr = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
         if arr.size == 0:
             raise RecorderError("recorder.batch() was given no sample ids; every step must name the samples it used")
-        if not self._continuous and self._snapshot is None and self._wants_snapshot(arr):
-            self._snapshot = self._copy_state()
+        if not self._continuous and not self._have_snapshot and self._wants_snapshot(arr):
+            self._take_snapshot()
         self._pending.append(arr)
         self._in_block += 1
         try:
@@ -223,7 +237,7 @@ class Recorder:
         """Drop the ids of a skipped step instead of carrying them into the next one."""
         self._pending.clear()
         if not self._continuous:
-            self._snapshot = None
+            self._have_snapshot = False
 
     def flush(self) -> None:
         """Wait until every step so far is durable in the ledger; raise if the writer failed."""
@@ -251,9 +265,31 @@ class Recorder:
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _copy_state(self) -> dict[str, torch.Tensor]:
+    def _take_snapshot(self) -> None:
         with torch.no_grad():
-            return {k: v.detach().clone() for k, v in self._live.items()}
+            dst = [self._snap[k] for k in self._names]
+            src = [self._live[k] for k in self._names]
+            if hasattr(torch, "_foreach_copy_"):
+                torch._foreach_copy_(dst, src)
+            else:  # pragma: no cover - older torch
+                for d, s_ in zip(dst, src):
+                    d.copy_(s_)
+        self._have_snapshot = True
+
+    def _acquire_buffer(self) -> BlobBuffer:
+        while True:
+            try:
+                return self._free.get_nowait()
+            except queue.Empty:
+                pass
+            if self._allocated < self._max_buffers:
+                self._allocated += 1
+                return BlobBuffer(self._layout)
+            self._writer.raise_if_failed()
+            try:
+                return self._free.get(timeout=0.5)
+            except queue.Empty:
+                continue
 
     def _wants_snapshot(self, arr: np.ndarray) -> bool:
         if callable(self.policy):
@@ -279,21 +315,21 @@ class Recorder:
         ids = self.pending_ids
         self._pending.clear()
         self.step += 1
-        update: dict[str, torch.Tensor] | None = None
+        update: BlobBuffer | None = None
         if self._should_store(ids):
-            snap = self._snapshot
-            if snap is None:  # callable said yes but no snapshot: cannot know the update
+            if not self._have_snapshot:  # callable said yes but no snapshot: cannot know the update
                 raise RecorderError(f"step {self.step}: no state snapshot was taken before this step")
+            update = self._acquire_buffer()
             with torch.no_grad():
-                update = {}
-                for name, live in self._live.items():
-                    delta = live - snap[name]
-                    update[name] = delta.to(device="cpu", dtype=self.dtype)
+                for name in self._names:
+                    live, snap, out = self._live[name], self._snap[name], update.views[name]
+                    if live.device.type == "cpu":
+                        torch.sub(live, snap, out=out)
+                    else:
+                        out.copy_(live - snap)
             self.recorded_steps += 1
-        with torch.no_grad():
-            if self._continuous and self._snapshot is not None:
-                for name, live in self._live.items():
-                    self._snapshot[name].copy_(live)
-            elif not self._continuous:
-                self._snapshot = None
+        if self._continuous:
+            self._take_snapshot()
+        else:
+            self._have_snapshot = False
         self._writer.put((self.step, self.epoch, self.kind, ids, update))

@@ -10,12 +10,12 @@ Layout of ``RUN/ledger``::
 Durability rules. A blob is written under a temporary name and renamed into place before its index row
 is committed, so a committed row never points at a partial file; a blob with no committed row is an
 orphan that :meth:`LedgerStore.open` removes. The index runs in WAL mode, which survives a killed
-process. Every blob read is checked against the SHA-256 recorded at write time.
+process. Every blob read is checked against the checksum recorded at write time (CRC-32 by default,
+which catches damage and truncation cheaply; SHA-256 with ``checksum='sha256'`` in the manifest).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from .blob import CHECKSUMS, BlobBuffer, blob_from_tensors, checksum, verify_checksum, write_blob
 
 from ..errors import ConfigError, LedgerCorruptError, LedgerError
 from ..utils import atomic_write_bytes, atomic_write_json
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS steps (
     ids BLOB NOT NULL,
     recorded INTEGER NOT NULL,
     blob TEXT,
-    sha256 TEXT,
+    checksum TEXT,
     nbytes INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'applied',
     created REAL NOT NULL
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS step_ids (
     PRIMARY KEY (sample_id, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten (sample_id INTEGER PRIMARY KEY, event INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -75,7 +78,7 @@ class StepRecord:
     ids: np.ndarray
     recorded: bool
     blob: str | None
-    sha256: str | None
+    checksum: str | None
     nbytes: int
     state: str  # 'applied' (in the model) or 'reverted' (subtracted by a forget)
 
@@ -143,6 +146,9 @@ class LedgerStore:
         dtype = manifest.get("storage_dtype", "float32")
         if dtype not in STORAGE_DTYPES:
             raise ConfigError(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+        manifest = {"checksum": "crc32", **manifest}
+        if manifest["checksum"] not in CHECKSUMS:
+            raise ConfigError(f"checksum must be one of {', '.join(CHECKSUMS)}, got {manifest['checksum']!r}")
         (path / "blobs").mkdir(parents=True, exist_ok=True)
         full = {"format_version": FORMAT_VERSION, "created": time.time(), **manifest}
         conn = cls._connect(path)
@@ -191,38 +197,38 @@ class LedgerStore:
     def blob_name(step: int) -> str:
         return f"{step:012d}.safetensors"
 
-    def encode_update(self, step: int, update: dict[str, torch.Tensor]) -> bytes:
-        """Serialise one step's update as safetensors bytes."""
-        return st_save({k: v.contiguous() for k, v in update.items()}, metadata={"step": str(step)})
-
     def put_step(
         self,
         step: int,
         *,
         epoch: int,
         ids: Sequence[int] | np.ndarray | torch.Tensor,
-        update: dict[str, torch.Tensor] | None,
+        update: dict[str, torch.Tensor] | BlobBuffer | None,
         kind: str = "train",
-        encoded: bytes | None = None,
         fsync: bool = False,
     ) -> None:
-        """Store one step: first its blob (if any), then its index row and id rows in one transaction."""
+        """Store one step: first its blob (if any), then its index row and id rows in one transaction.
+
+        ``update`` is a dict of tensors, a filled :class:`BlobBuffer` (the recorder's zero-copy path), or
+        None for a step that is indexed without a stored update.
+        """
         ids_np = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
         blob = digest = None
         nbytes = 0
-        if update is not None or encoded is not None:
-            data = encoded if encoded is not None else self.encode_update(step, update or {})
+        if update is not None:
+            buf = update if isinstance(update, BlobBuffer) else blob_from_tensors(update)
+            buf.seal({"step": str(int(step)), "kind": kind})
             blob = self.blob_name(step)
-            digest = hashlib.sha256(data).hexdigest()
-            nbytes = len(data)
-            atomic_write_bytes(self.path / "blobs" / blob, data, fsync=fsync)
+            digest = checksum(buf.payload(), self.manifest.get("checksum", "sha256"))
+            nbytes = buf.size
+            write_blob(self.path / "blobs" / blob, buf, fsync=fsync)
         unique = np.unique(ids_np)
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 cur.execute(
-                    "INSERT INTO steps (step, epoch, kind, n_ids, ids, recorded, blob, sha256, nbytes, state, created)"
+                    "INSERT INTO steps (step, epoch, kind, n_ids, ids, recorded, blob, checksum, nbytes, state, created)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'applied', ?)",
                     (int(step), int(epoch), kind, int(ids_np.size), _ids_to_blob(ids_np), int(blob is not None),
                      blob, digest, nbytes, time.time()),
@@ -286,7 +292,7 @@ class LedgerStore:
     def _row(self, r: tuple[Any, ...]) -> StepRecord:
         return StepRecord(int(r[0]), int(r[1]), r[2], _ids_from_blob(r[3]), bool(r[4]), r[5], r[6], int(r[7]), r[8])
 
-    _COLS = "step, epoch, kind, ids, recorded, blob, sha256, nbytes, state"
+    _COLS = "step, epoch, kind, ids, recorded, blob, checksum, nbytes, state"
 
     def step(self, step: int) -> StepRecord:
         """The index row of one step; an unknown step raises LedgerError."""
@@ -366,7 +372,7 @@ class LedgerStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise LedgerCorruptError(f"the update of step {rec.step} is missing ({path})", [rec.step]) from None
-        if hashlib.sha256(data).hexdigest() != rec.sha256:
+        if rec.checksum is None or not verify_checksum(data, rec.checksum):
             raise LedgerCorruptError(
                 f"the update of step {rec.step} does not match its checksum ({path}: {len(data)} bytes, "
                 f"{rec.nbytes} recorded); the blob is corrupt or truncated", [rec.step]
@@ -400,7 +406,7 @@ class LedgerStore:
             for start in range(0, len(steps), 500):
                 chunk = steps[start : start + 500]
                 cur.execute(
-                    f"UPDATE steps SET blob = NULL, sha256 = NULL WHERE step IN ({','.join('?' * len(chunk))})", chunk
+                    f"UPDATE steps SET blob = NULL, checksum = NULL WHERE step IN ({','.join('?' * len(chunk))})", chunk
                 )
             cur.execute("COMMIT")
         return len(rows)
@@ -434,7 +440,7 @@ class LedgerStore:
         return report
 
     def commit_revert(self, steps: Sequence[int], *, new_hash: str, event: dict[str, Any],
-                       extra_meta: dict[str, Any] | None = None) -> int:
+                      forgotten_ids: Sequence[int] = (), extra_meta: dict[str, Any] | None = None) -> int:
         """In one transaction: mark ``steps`` reverted, move the head to ``new_hash``, log ``event``.
 
         This transaction is the commit point of a forget: before it the old model is the truth, after it
@@ -460,12 +466,34 @@ class LedgerStore:
                     (time.time(), event.get("kind", "forget"), json.dumps(event, sort_keys=True, default=str)),
                 )
                 event_id = int(cur.lastrowid)
+                cur.executemany(
+                    "INSERT OR IGNORE INTO forgotten (sample_id, event) VALUES (?, ?)",
+                    ((int(i), event_id) for i in forgotten_ids),
+                )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
         return event_id
 
+
+    def forgotten_ids(self) -> np.ndarray:
+        """Every sample id a committed deletion removed (they are never trained on again)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT sample_id FROM forgotten ORDER BY sample_id").fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def id_salt(self) -> str:
+        """A random salt, made once per ledger, for the hashed ids in receipts."""
+        salt = self.get_meta("id_salt")
+        if salt is None:
+            import secrets
+
+            salt = secrets.token_hex(16)
+            with self._lock:
+                self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id_salt', ?)", (salt,))
+            salt = self.get_meta("id_salt")
+        return str(salt)
 
     # ------------------------------------------------------------------ initial state
     def save_initial(self, state: dict[str, torch.Tensor]) -> None:

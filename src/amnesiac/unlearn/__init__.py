@@ -1,0 +1,30 @@
+"""Unlearning: deletion requests, planning, the methods behind one interface, receipts.
+
+>>> from amnesiac.unlearn import METHODS
+>>> METHODS.names()[:1]
+['amnesiac']
+"""
+
+from . import amnesiac as _amnesiac  # noqa: F401  (registers the method)
+from .base import METHODS, MethodContext, MethodOutcome, register_method
+from .forget import ForgetResult, evaluate_sets, forget, list_receipts
+from .planner import Plan, Thresholds, make_plan, recommend
+from .request import DeletionRequest, read_subject_map, resolve_request
+
+__all__ = [
+    "METHODS",
+    "DeletionRequest",
+    "ForgetResult",
+    "MethodContext",
+    "MethodOutcome",
+    "Plan",
+    "Thresholds",
+    "evaluate_sets",
+    "forget",
+    "list_receipts",
+    "make_plan",
+    "read_subject_map",
+    "recommend",
+    "register_method",
+    "resolve_request",
+]

@@ -3,14 +3,18 @@
 A model change (a forget, a repair) must leave either the old state or the new one, never a mix. The
 protocol, with a journal file ``RUN/.commit.json``:
 
-1. write the journal (old hash, new hash, what to clean up afterwards);
-2. write the new model to ``model.next.safetensors``;
+0. :func:`begin_change` writes the journal (old hash, the ledger's last step) before any work that
+   touches the ledger, such as recording repair steps;
+1. :func:`commit_model` adds the new hash and what to clean up afterwards to the journal;
+2. it writes the new model to ``model.next.safetensors``;
 3. commit the ledger transaction that moves its head to the new hash (the commit point);
 4. rename ``model.next.safetensors`` over ``model.safetensors``;
 5. clean up (destroy reverted updates, the stale optimizer state), then delete the journal.
 
-:func:`recover`, run whenever a run directory is opened, finishes steps 4-5 when the ledger already
-points at the new model, and otherwise discards ``model.next.safetensors``: the old state stands.
+:func:`recover`, run whenever a process takes the run's lock (so never while another process is in
+the middle of a change), finishes steps 4-5 when the ledger already
+points at the new model, and otherwise discards ``model.next.safetensors`` and every ledger step
+recorded after the journal was written: the old state stands.
 """
 
 from __future__ import annotations
@@ -52,7 +56,12 @@ def recover(run: "RunDir") -> str | None:
     store = run.open_ledger() if run.has_ledger() else None
     try:
         head = store.get_meta("head_hash") if store is not None else None
-        committed = head == journal["new_hash"] if store is not None else nxt.is_file() is False
+        if journal.get("new_hash") is None:  # died before commit_model began
+            committed = False
+        elif store is not None:
+            committed = head == journal["new_hash"]
+        else:  # without a ledger the rename itself is the commit point
+            committed = not nxt.is_file()
         if committed:
             if nxt.is_file():
                 os.replace(nxt, run.model_path)
@@ -60,6 +69,8 @@ def recover(run: "RunDir") -> str | None:
             outcome = "rolled-forward"
         else:
             nxt.unlink(missing_ok=True)
+            if store is not None and journal.get("base_last_step") is not None:
+                store.truncate_after(int(journal["base_last_step"]))
             outcome = "rolled-back"
     finally:
         if store is not None:
@@ -68,11 +79,25 @@ def recover(run: "RunDir") -> str | None:
     return outcome
 
 
+def begin_change(run: "RunDir", *, old_hash: str, store: "LedgerStore | None") -> dict[str, Any]:
+    """Write the journal that lets :func:`recover` undo a change that dies before its commit point."""
+    journal = {"old_hash": old_hash, "new_hash": None,
+               "base_last_step": store.last_step() if store is not None else None}
+    atomic_write_json(run.path / JOURNAL, journal)
+    return journal
+
+
+def abort_change(run: "RunDir") -> None:
+    """Undo a change that failed before its commit point (the same as recovering after a crash)."""
+    recover(run)
+
+
 def commit_model(
     run: "RunDir",
     model: nn.Module,
     *,
     old_hash: str,
+    new_hash: str | None = None,
     store: "LedgerStore | None",
     ledger_commit: Callable[[str], Any] | None,
     destroy_steps: Sequence[int] = (),
@@ -85,10 +110,12 @@ def commit_model(
     ``ledger_commit(new_hash)`` performs step 3 (one ledger transaction). ``crash_at`` names a point at
     which to stop abruptly (``"after-next"``, ``"after-ledger"``, ``"after-rename"``), for tests.
     """
-    new_hash = model_hash(model)
-    journal = {"old_hash": old_hash, "new_hash": new_hash, "destroy_steps": [int(s) for s in destroy_steps],
-               "destroy_optimizer": bool(destroy_optimizer)}
-    atomic_write_json(run.path / JOURNAL, journal)
+    new_hash = new_hash or model_hash(model)
+    jpath = run.path / JOURNAL
+    journal = json.loads(jpath.read_text()) if jpath.is_file() else {"old_hash": old_hash, "base_last_step": None}
+    journal.update({"new_hash": new_hash, "destroy_steps": [int(s) for s in destroy_steps],
+                    "destroy_optimizer": bool(destroy_optimizer)})
+    atomic_write_json(jpath, journal)
     save_tensors(run.path / NEXT_MODEL, model_state(model), {**(meta or {}), "hash": new_hash})
     if crash_at == "after-next":
         raise _SimulatedCrash(crash_at)

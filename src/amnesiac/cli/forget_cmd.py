@@ -1,0 +1,114 @@
+"""``amnesiac forget``: honour a deletion request on a run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import ConfigError
+from ..ledger import human_bytes  # noqa: F401  (re-exported for scripts)
+from ..run import RunDir
+from ..unlearn import METHODS, Thresholds, forget, read_subject_map
+from ..utils import parse_id_list, read_ids_file
+from .common import add_subparser, emit_json, table
+
+EXAMPLES = """\
+  amnesiac forget runs/digits --ids 17,42 --dry-run        # plan only: steps touched, share, recommendation
+  amnesiac forget runs/digits --ids 17,42                  # amnesiac: subtract the updates of those steps
+  amnesiac forget runs/digits --ids-file deletions.txt --repair-epochs 1
+  amnesiac forget runs/digits --class 3 --repair-steps 50
+  amnesiac forget runs/digits --subjects alice,bob --subjects-file subjects.json
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = add_subparser(sub, "forget", help="forget training records (a deletion request)",
+                      description="Remove the influence of training records from a run's model. By default the "
+                                  "paper's amnesiac method: subtract the stored updates of every step that saw them, "
+                                  "then optionally repair with a short fine-tune on the retained data. The stored "
+                                  "updates of reverted steps and the optimizer state, which still encode the deleted "
+                                  "data, are destroyed afterwards; a receipt goes to the run's audit log.",
+                      examples=EXAMPLES)
+    p.add_argument("run", help="run directory")
+    what = p.add_argument_group("what to forget (exactly one)")
+    what.add_argument("--ids", default=None, help="sample ids, e.g. 17,42,100-120")
+    what.add_argument("--ids-file", default=None, help="file of sample ids (JSON list, or one per line)")
+    what.add_argument("--class", dest="class_", type=int, default=None, help="every training example of this class")
+    what.add_argument("--subjects", default=None, help="data subjects, comma-separated (needs --subjects-file)")
+    p.add_argument("--subjects-file", default=None, help="subject -> ids mapping (JSON object or 'subject,id' CSV)")
+    p.add_argument("--method", default="amnesiac", help="unlearning method (see `amnesiac methods`; default amnesiac)")
+    p.add_argument("--repair-epochs", type=int, default=None, help="after amnesiac, fine-tune N epochs on retained data")
+    p.add_argument("--repair-steps", type=int, default=None, help="after amnesiac, fine-tune N optimizer steps")
+    p.add_argument("--max-share", type=float, default=Thresholds().amnesiac_max_share,
+                   help="planner: share of steps up to which amnesiac alone is recommended (default %(default)s)")
+    p.add_argument("--repair-share", type=float, default=Thresholds().repair_max_share,
+                   help="planner: share of steps up to which amnesiac + repair is recommended (default %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
+    p.add_argument("--keep-artifacts-for-research", dest="keep", action="store_true",
+                   help="DO NOT destroy the reverted updates and optimizer state; the deletion is then incomplete")
+    p.add_argument("--no-eval", action="store_true", help="skip the before/after accuracy figures")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the plan or the receipt as JSON")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for name in ("repair_epochs", "repair_steps"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+            opts[name] = value
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    METHODS.get(args.method)
+    ids = None
+    if args.ids is not None:
+        ids = parse_id_list(args.ids)
+    if args.ids_file is not None:
+        if ids is not None:
+            raise ConfigError("give --ids or --ids-file, not both")
+        ids = read_ids_file(args.ids_file)
+    subjects = subject_map = None
+    if args.subjects is not None:
+        subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
+        if args.subjects_file is None:
+            raise ConfigError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
+        subject_map = read_subject_map(args.subjects_file)
+    result = forget(RunDir.open(args.run), ids=ids, class_=args.class_, subjects=subjects, subject_map=subject_map,
+                    method=args.method, options=_options(args),
+                    thresholds=Thresholds(args.max_share, args.repair_share), dry_run=args.dry_run,
+                    keep_artifacts=args.keep, evaluate_after=not args.no_eval,
+                    progress=False if args.no_progress else None)
+    if args.json:
+        emit_json({"message": result.message, "plan": result.plan.as_dict() if result.plan else None,
+                   "receipt": result.receipt})
+        return 0
+    plan = result.plan
+    if plan is not None:
+        print(f"request        {plan.request_ids} record(s)")
+        print(f"steps touched  {len(plan.affected_steps)} of {plan.total_steps} ({100 * plan.share:.2f}%); "
+              f"to revert {len(plan.to_revert)}, already reverted {len(plan.already_reverted)}, "
+              f"without stored update {len(plan.missing)}")
+        if plan.relative_norm is not None:
+            print(f"update norm    {plan.update_norm:.4g} ({100 * plan.relative_norm:.2f}% of the model's norm)")
+        print(f"recommended    {plan.recommendation}: {plan.reason}")
+    print(result.message)
+    r = result.receipt
+    if r:
+        ev = r["evaluation"]
+        stages = [s for s in ("before", "after_revert", "after") if s in ev]
+        if stages:
+            names = list(ev[stages[0]])
+            rows = [[n] + [ev[s].get(n, float("nan")) for s in stages] for n in names]
+            print()
+            print(table(rows, ["accuracy on"] + stages))
+        print(f"\nsteps reverted {r['n_steps_reverted']}; repair steps {r['optimizer_steps']}; "
+              f"update blobs destroyed {r['destroyed']['update_blobs']}"
+              + ("  [KEPT FOR RESEARCH: deletion incomplete]" if r["kept_for_research"] else ""))
+        print(f"model          {r['model_hash_before'][:16]} -> {r['model_hash_after'][:16]}")
+        print(f"took           {r['timings_s']['total']:.2f} s (method {r['timings_s']['method']:.2f} s)")
+    return 0

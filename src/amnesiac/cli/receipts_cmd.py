@@ -1,0 +1,36 @@
+"""``amnesiac receipts``: list the deletion receipts of a run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..unlearn import list_receipts
+from .common import add_subparser, emit_json, table
+
+
+def add_parser(sub: Any) -> None:
+    p = add_subparser(sub, "receipts", help="list the deletion receipts of a run",
+                      description="List every deletion carried out on a run, from its audit log.",
+                      examples="  amnesiac receipts runs/digits\n  amnesiac receipts runs/digits --json\n")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--json", action="store_true", help="print the full receipts as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    receipts = list_receipts(args.run)
+    if args.json:
+        emit_json(receipts)
+        return 0
+    if not receipts:
+        print("no deletions recorded")
+        return 0
+    rows = []
+    for r in receipts:
+        after = (r.get("evaluation") or {}).get("after", {})
+        rows.append([r["id"], r["time"], r["method"], f"{r['request']['type']}:{r['request']['count']}",
+                     r["n_steps_reverted"], r["optimizer_steps"], f"{r['model_hash_before'][:10]}->{r['model_hash_after'][:10]}",
+                     after.get("forget", ""), after.get("test", "")])
+    print(table(rows, ["#", "time", "method", "request", "reverted", "repair", "model", "forget acc", "test acc"]))
+    return 0

@@ -1,0 +1,107 @@
+"""Amnesiac unlearning: subtract the stored updates of every step that saw a deleted record.
+
+θ' = θ − Σ_{s ∈ affected} Δθ_s, over parameters and recorded buffers, summed in float32. Steps already
+reverted by an earlier request are skipped, so overlapping requests never subtract a step twice.
+An optional repair fine-tunes on the retained data; its steps are recorded into the same ledger, so a
+later request can undo them too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..errors import LedgerError, MissingUpdatesError
+from ..ledger import Recorder
+from ..training import fit, make_optimizer
+from .base import MethodContext, MethodOutcome, register_method
+from .planner import norm_of, sum_updates
+
+
+def _steps_text(steps: list[int]) -> str:
+    return ", ".join(map(str, steps[:20])) + (f" ... ({len(steps)} in all)" if len(steps) > 20 else "")
+
+
+def revert_updates(model: torch.nn.Module, summed: dict[str, torch.Tensor]) -> None:
+    """Subtract ``summed`` (float32) from the model's state in place, casting back to each tensor's dtype."""
+    state = model.state_dict()
+    unknown = sorted(set(summed) - set(state))
+    if unknown:
+        raise LedgerError(f"the ledger holds updates for tensors this model does not have: {', '.join(unknown[:5])}")
+    with torch.no_grad():
+        for name, delta in summed.items():
+            t = state[name]
+            t.copy_((t.float() - delta.to(t.device)).to(t.dtype))
+
+
+def amnesiac(ctx: MethodContext) -> MethodOutcome:
+    """Undo the affected steps, then optionally repair (options ``repair_epochs``, ``repair_steps``)."""
+    plan = ctx.plan
+    store = ctx.store
+    if plan is None or store is None:
+        raise LedgerError("amnesiac unlearning needs the run's ledger; this run was trained with --record none")
+    if plan.missing:
+        raise MissingUpdatesError(
+            f"the request touches {len(plan.missing)} step(s) whose update was never stored (recording policy "
+            f"{(store.manifest.get('policy') or {}).get('kind')!r}): steps {_steps_text(plan.missing)}. "
+            "Amnesiac unlearning cannot undo them; use --method retrain or --method relabel.",
+            plan.missing,
+        )
+    out = MethodOutcome(model=ctx.model)
+    t0 = time.perf_counter()
+    summed = sum_updates(store, plan.to_revert, progress=ctx.progress)  # every blob verified first
+    out.timings["load_updates_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    revert_updates(ctx.model, summed)
+    out.timings["revert_s"] = time.perf_counter() - t1
+    out.steps_reverted = list(plan.to_revert)
+    out.details["update_norm"] = norm_of(summed)
+    del summed
+    repair_epochs = int(ctx.option("repair_epochs", 0))
+    repair_steps = ctx.option("repair_steps")
+    if repair_epochs or repair_steps:
+        from .forget import evaluate_sets
+
+        out.evaluation["after_revert"] = evaluate_sets(ctx.model, ctx.eval_sets)
+        t2 = time.perf_counter()
+        _repair(ctx, out, epochs=repair_epochs or 1, max_steps=int(repair_steps) if repair_steps else None)
+        out.timings["repair_s"] = time.perf_counter() - t2
+    return out
+
+
+def _repair(ctx: MethodContext, out: MethodOutcome, *, epochs: int, max_steps: int | None) -> None:
+    """Fine-tune on retained data with a fresh optimizer of the run's recipe, recording into the ledger."""
+    cfg = ctx.run.config
+    store = ctx.store
+    assert store is not None
+    optimizer = make_optimizer(cfg.optimizer, ctx.model.parameters(), lr=float(ctx.option("repair_lr", cfg.lr)),
+                               momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    policy = (store.manifest.get("policy") or {}).get("kind", "all")
+    watch = None
+    if policy == "watch":
+        watch = [] if cfg.watch_ids is None else list(cfg.watch_ids)
+        if cfg.watch_class is not None:
+            watch += ctx.retain_data.ids_of_class(cfg.watch_class).tolist()
+    first = store.last_step() + 1
+    recorder = Recorder(ctx.model, optimizer, store, policy="watch" if policy == "watch" else "all", watch_ids=watch,
+                        dtype=store.manifest.get("storage_dtype", "float32"),
+                        include_buffers=bool(store.manifest.get("include_buffers", True)),
+                        start_step=first - 1, kind="repair")
+    seed = int(ctx.option("seed", cfg.seed)) + 7919 * (1 + len(store.events("forget")))
+    try:
+        out.history = fit(ctx.model, optimizer, ctx.retain_data, epochs=epochs, batch_size=cfg.batch_size, seed=seed,
+                          recorder=recorder, max_steps=max_steps, eval_sets=ctx.eval_sets, progress=ctx.progress,
+                          desc="repair")
+    finally:
+        recorder.close()
+    out.recorded_steps = list(range(first, recorder.step + 1))
+    out.optimizer_steps = recorder.step - first + 1
+
+
+register_method(
+    "amnesiac",
+    amnesiac,
+    help="the paper's method: subtract the stored updates of every step that saw a deleted record; optional repair",
+    needs_ledger=True,
+)

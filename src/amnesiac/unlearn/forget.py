@@ -1,0 +1,266 @@
+"""The deletion workflow around any unlearning method: check, plan, run, evaluate, commit, receipt.
+
+>>> import tempfile
+>>> from amnesiac.run import TrainConfig, train_run
+>>> from amnesiac.unlearn import forget
+>>> run = train_run(TrainConfig(epochs=1), tempfile.mkdtemp() + "/run", progress=False).run
+>>> result = forget(run, ids=[17, 42], progress=False)
+>>> result.receipt["method"], result.receipt["request"]["count"], result.receipt["n_steps_reverted"]
+('amnesiac', 2, 2)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data.base import ArrayDataset
+from ..errors import ConfigError, LedgerError, ModelMismatchError, RunDirError
+from ..run import RunDir
+from ..training import evaluate
+from ..utils import model_hash
+from .base import METHODS, MethodContext, MethodOutcome
+from .commit import abort_change, begin_change, commit_model
+from .planner import Plan, Thresholds, make_plan
+from .request import DeletionRequest, hash_ids, resolve_request
+
+RETAIN_EVAL_SIZE = 2000
+
+
+@dataclass
+class ForgetResult:
+    """What :func:`forget` did: the plan, the receipt (None for a dry run or a no-op) and the model."""
+
+    plan: Plan | None
+    receipt: dict[str, Any] | None
+    model: nn.Module | None
+    dry_run: bool = False
+    message: str = ""
+    outcome: MethodOutcome | None = field(default=None, repr=False)
+
+
+def evaluate_sets(model: nn.Module, sets: Mapping[str, ArrayDataset]) -> dict[str, float]:
+    """Top-1 accuracy on each named set (NaN for an empty one)."""
+    return {name: evaluate(model, ds)["accuracy"] for name, ds in sets.items()}
+
+
+def forget_eval_sets(run: RunDir, request: DeletionRequest, retain: ArrayDataset, forget_data: ArrayDataset,
+                     *, seed: int = 0) -> dict[str, ArrayDataset]:
+    """forget (the requested records), retain (a fixed sample of what is kept), test, and per class."""
+    g = torch.Generator().manual_seed(seed)
+    n = min(RETAIN_EVAL_SIZE, len(retain))
+    sample = retain.subset(torch.sort(torch.randperm(len(retain), generator=g)[:n]).values) if len(retain) else retain
+    test = run.bundle().test
+    sets = {"forget": forget_data, "retain": sample, "test": test}
+    if request.kind == "class":
+        c = request.detail["class"]
+        mask = test.targets == c
+        sets[f"test_class{c}"] = test.subset(torch.nonzero(mask).flatten())
+        sets["test_other"] = test.subset(torch.nonzero(~mask).flatten())
+    return sets
+
+
+def load_subject_request(subjects: Sequence[str] | None, subjects_file: str | None) -> tuple[Sequence[str] | None, dict | None]:
+    from .request import read_subject_map
+
+    if subjects is None:
+        return None, None
+    if subjects_file is None:
+        raise ConfigError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
+    return subjects, read_subject_map(subjects_file)
+
+
+def forget(
+    run: RunDir | str,
+    *,
+    ids: Sequence[int] | None = None,
+    class_: int | None = None,
+    subjects: Sequence[str] | None = None,
+    subject_map: Mapping[str, Sequence[int]] | None = None,
+    method: str = "amnesiac",
+    options: Mapping[str, Any] | None = None,
+    thresholds: Thresholds | None = None,
+    dry_run: bool = False,
+    keep_artifacts: bool = False,
+    evaluate_after: bool = True,
+    model: nn.Module | None = None,
+    progress: bool | None = None,
+    _crash_at: str | None = None,
+) -> ForgetResult:
+    """Honour a deletion request on a run, in place, with a receipt in the ledger's audit log.
+
+    Args:
+        run: the run directory (or its path).
+        ids / class_ / subjects: what to forget (exactly one; ``subjects`` needs ``subject_map``).
+        method: a registered unlearning method (see ``amnesiac methods``).
+        options: method options, e.g. ``{"repair_epochs": 1}``.
+        thresholds: the planner's recommendation thresholds.
+        dry_run: plan only; nothing changes.
+        keep_artifacts: keep the reverted steps' updates and the optimizer state, which still encode the
+            deleted data. For research only: the deletion is then not complete, and the receipt says so.
+        model: if given, it must be the run's current model (checked by hash), and it is updated in place.
+    """
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    impl = METHODS.get(method)
+    thresholds = thresholds or Thresholds()
+    t_start = time.perf_counter()
+    with run.lock(wait=True):
+        store = run.open_ledger() if run.has_ledger() else None
+        try:
+            if getattr(impl, "needs_ledger", False) and store is None:
+                raise LedgerError(
+                    f"method {method!r} needs the run's ledger, but {run.path} was trained with --record none; "
+                    "use --method retrain, relabel, naive, finetune or gradient-ascent"
+                )
+            current = run.load_model()
+            current_hash = model_hash(current)
+            if store is not None:
+                if store.get_meta("training_complete") != "1":
+                    raise LedgerError(f"training of {run.path} did not finish; resume it (amnesiac train --resume) first")
+                head = store.get_meta("head_hash")
+                if current_hash != head:
+                    raise ModelMismatchError(
+                        f"{run.model_path} (hash {current_hash[:16]}) is not the model the ledger describes "
+                        f"(head {str(head)[:16]}); it was changed outside amnesiac, so the stored updates no "
+                        "longer apply. Restore the model or retrain."
+                    )
+            if model is not None:
+                given = model_hash(model)
+                if given != current_hash:
+                    raise ModelMismatchError(
+                        f"the model given (hash {given[:16]}) is not the run's current model (hash {current_hash[:16]}); "
+                        "load it with RunDir.load_model() or pass the run's own model"
+                    )
+            training = run.training_data()
+            info = run.bundle().info
+            request = resolve_request(training.ids.numpy(), training.targets.numpy(), num_classes=info.num_classes,
+                                      ids=ids, class_=class_, subjects=subjects, subject_map=subject_map)
+            already = store.forgotten_ids() if store is not None else np.empty(0, np.int64)
+            plan = make_plan(store, request.ids.tolist(), thresholds=thresholds,
+                             whole_class=request.kind == "class") if store is not None else None
+            if dry_run:
+                if plan is not None and plan.to_revert and not plan.missing:
+                    from .planner import norm_of, sum_updates
+
+                    plan.update_norm = norm_of(sum_updates(store, plan.to_revert, progress=progress))
+                    plan.model_norm = norm_of({k: v for k, v in current.state_dict().items() if v.is_floating_point()})
+                return ForgetResult(plan, None, None, dry_run=True, message="dry run: nothing changed")
+            new_ids = request.ids[~np.isin(request.ids, already)]
+            if new_ids.size == 0 and (plan is None or not plan.to_revert):
+                return ForgetResult(plan, None, current, message="every requested record was already forgotten; nothing changed")
+            drop = np.union1d(already, request.ids)
+            retain = training.without_ids(drop[np.isin(drop, training.ids.numpy())])
+            forget_data = training.only_ids(request.ids)
+            sets = forget_eval_sets(run, request, retain, forget_data) if evaluate_after else {}
+            evaluation: dict[str, dict[str, float]] = {}
+            t_eval = time.perf_counter()
+            if sets:
+                evaluation["before"] = evaluate_sets(current, sets)
+            eval_s = time.perf_counter() - t_eval
+            working = model if model is not None else current
+            begin_change(run, old_hash=current_hash, store=store)
+            try:
+                ctx = MethodContext(run, working, request, store, plan, retain, forget_data, sets,
+                                    dict(options or {}), progress)
+                t_method = time.perf_counter()
+                outcome = impl(ctx)
+                method_s = time.perf_counter() - t_method
+                t_eval = time.perf_counter()
+                evaluation.update(outcome.evaluation)
+                if sets:
+                    evaluation["after"] = evaluate_sets(outcome.model, sets)
+                eval_s += time.perf_counter() - t_eval
+                new_hash = model_hash(outcome.model)
+                destroy = [] if keep_artifacts else outcome.steps_reverted
+                salt = store.id_salt() if store is not None else "no-ledger"
+                digest, per_id = hash_ids(request.ids.tolist(), salt)
+                receipt = {
+                    "kind": "forget",
+                    "receipt_version": 1,
+                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "amnesiac_version": __version__,
+                    "method": method,
+                    "options": dict(options or {}),
+                    "request": request.describe(),
+                    "ids_digest": digest,
+                    "ids_hashed": per_id,
+                    "new_ids": int(new_ids.size),
+                    "plan": plan.as_dict(with_steps=False) if plan is not None else None,
+                    "steps_reverted": outcome.steps_reverted,
+                    "n_steps_reverted": len(outcome.steps_reverted),
+                    "recorded_steps": [outcome.recorded_steps[0], outcome.recorded_steps[-1]] if outcome.recorded_steps else [],
+                    "optimizer_steps": outcome.optimizer_steps,
+                    "model_hash_before": current_hash,
+                    "model_hash_after": new_hash,
+                    "destroyed": {
+                        "update_blobs": len(destroy),
+                        "optimizer_state": not keep_artifacts,
+                        "previous_model": True,
+                    },
+                    "kept_for_research": bool(keep_artifacts),
+                    "evaluation": evaluation,
+                    "history": outcome.history,
+                    "details": outcome.details,
+                    "timings_s": {**outcome.timings, "method": method_s, "evaluate": eval_s,
+                                  "total": time.perf_counter() - t_start},
+                }
+                ledger_commit = None
+                if store is not None:
+                    ledger_commit = lambda h: store.commit_revert(  # noqa: E731
+                        outcome.steps_reverted, new_hash=h, event=receipt, forgotten_ids=request.ids.tolist())
+                commit_model(run, outcome.model, old_hash=current_hash, new_hash=new_hash, store=store,
+                             ledger_commit=ledger_commit, destroy_steps=destroy,
+                             destroy_optimizer=not keep_artifacts,
+                             meta={"epoch": run.model_meta().get("epoch"), "step": run.model_meta().get("step"),
+                                   "after": "forget"},
+                             crash_at=_crash_at)
+            except BaseException as err:
+                if type(err).__name__ != "_SimulatedCrash":
+                    if store is not None:
+                        store.close()
+                        store = None
+                    abort_change(run)
+                raise
+            if store is None:
+                _append_plain_receipt(run, receipt)
+            return ForgetResult(plan, receipt, outcome.model, outcome=outcome,
+                                message=f"forgot {len(request)} record(s) with {method}")
+        finally:
+            if store is not None:
+                store.close()
+
+
+def _append_plain_receipt(run: RunDir, receipt: dict[str, Any]) -> None:
+    """Runs without a ledger keep their receipts in ``RUN/receipts.json``."""
+    import json
+
+    from ..utils import atomic_write_json
+
+    path = run.path / "receipts.json"
+    existing = json.loads(path.read_text()) if path.is_file() else []
+    existing.append({"id": len(existing) + 1, **receipt})
+    atomic_write_json(path, existing)
+
+
+def list_receipts(run: RunDir | str) -> list[dict[str, Any]]:
+    """Every deletion receipt of a run, oldest first."""
+    import json
+
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    out: list[dict[str, Any]] = []
+    if run.has_ledger():
+        with run.open_ledger() as store:
+            out += store.events("forget")
+    path = run.path / "receipts.json"
+    if path.is_file():
+        out += json.loads(path.read_text())
+    if not run.path.is_dir():
+        raise RunDirError(f"{run.path} does not exist")
+    return out

@@ -1,0 +1,134 @@
+"""Planning a deletion before anything changes: which steps, what share, whether amnesiac can serve it.
+
+The recommendation follows the paper: undoing the updates of a small share of batches (about 1%)
+costs little accuracy, so amnesiac alone is enough; a larger share needs a repair fine-tune; a very
+large share, or steps whose updates were never stored, call for another method. The thresholds are
+:class:`Thresholds` fields and can be changed per call (``--max-share``, ``--repair-share`` on the CLI).
+
+>>> recommend(share=0.004, missing=0, thresholds=Thresholds())[0]
+'amnesiac'
+>>> recommend(share=0.05, missing=0, thresholds=Thresholds())[0]
+'amnesiac+repair'
+>>> recommend(share=0.3, missing=0, thresholds=Thresholds(), whole_class=True)[0]
+'relabel'
+>>> recommend(share=0.001, missing=2, thresholds=Thresholds())[0]
+'retrain'
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import torch
+
+from ..errors import ConfigError
+from ..ledger import LedgerStore
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Shares of training steps at which the recommendation changes."""
+
+    amnesiac_max_share: float = 0.01
+    repair_max_share: float = 0.10
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.amnesiac_max_share <= self.repair_max_share <= 1:
+            raise ConfigError(
+                "thresholds must satisfy 0 <= amnesiac_max_share <= repair_max_share <= 1, got "
+                f"{self.amnesiac_max_share} and {self.repair_max_share}"
+            )
+
+
+def recommend(*, share: float, missing: int, thresholds: Thresholds, whole_class: bool = False,
+              nothing_to_do: bool = False) -> tuple[str, str]:
+    """The method to use and why, from the share of steps touched and the count of missing updates."""
+    if nothing_to_do:
+        return "nothing", "every step holding these records has already been reverted"
+    if missing:
+        return "retrain", (f"{missing} affected step(s) have no stored update, so amnesiac cannot undo them; "
+                           "retrain from scratch (or relabel) instead")
+    pct = f"{100 * share:.2f}% of training steps"
+    if share <= thresholds.amnesiac_max_share:
+        return "amnesiac", f"the request touches {pct} (<= {100 * thresholds.amnesiac_max_share:g}%): undoing them costs little accuracy"
+    if share <= thresholds.repair_max_share:
+        return "amnesiac+repair", (f"the request touches {pct} (<= {100 * thresholds.repair_max_share:g}%): undo them, "
+                                   "then repair with a short fine-tune on the retained data")
+    other = "relabel" if whole_class else "retrain"
+    return other, (f"the request touches {pct} (> {100 * thresholds.repair_max_share:g}%): undoing that much "
+                   f"would wreck the model; use {other}")
+
+
+@dataclass
+class Plan:
+    """What a request would do to a run, computed before any change."""
+
+    request_ids: int
+    total_steps: int
+    affected_steps: list[int]
+    to_revert: list[int]
+    already_reverted: list[int]
+    missing: list[int]
+    share: float
+    recommendation: str
+    reason: str
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    update_norm: float | None = None
+    model_norm: float | None = None
+
+    @property
+    def relative_norm(self) -> float | None:
+        if self.update_norm is None or not self.model_norm:
+            return None
+        return self.update_norm / self.model_norm
+
+    def as_dict(self, *, with_steps: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d["relative_norm"] = self.relative_norm
+        if not with_steps:
+            for k in ("affected_steps", "to_revert", "already_reverted", "missing"):
+                d[f"n_{k}"] = len(d.pop(k))
+        return d
+
+
+def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds | None = None,
+              whole_class: bool = False) -> Plan:
+    """Look up the steps a request touches and recommend a method (no blobs are read)."""
+    thresholds = thresholds or Thresholds()
+    ids = list(ids)
+    affected = store.steps_for_ids(ids)
+    to_revert, already, missing = [], [], []
+    recs = {r.step: r for r in store.iter_steps()}
+    for s in affected:
+        r = recs[s]
+        if r.state == "reverted":
+            already.append(s)
+        elif not r.recorded or r.blob is None:
+            missing.append(s)
+        else:
+            to_revert.append(s)
+    total = len(recs)
+    share = len(affected) / total if total else 0.0
+    rec, why = recommend(share=share, missing=len(missing), thresholds=thresholds, whole_class=whole_class,
+                         nothing_to_do=not to_revert and not missing)
+    return Plan(len(ids), total, affected, to_revert, already, missing, share, rec, why, thresholds)
+
+
+def sum_updates(store: LedgerStore, steps: Iterable[int], *, progress: bool | None = None) -> dict[str, torch.Tensor]:
+    """Σ Δ over ``steps`` in float32, every blob verified; nothing is returned if any blob is bad."""
+    from ..utils import progress_bar
+
+    total: dict[str, torch.Tensor] = {}
+    for s in progress_bar(list(steps), enabled=progress, desc="load updates"):
+        for name, delta in store.load_update(s).items():
+            if name in total:
+                total[name].add_(delta.float())
+            else:
+                total[name] = delta.float().clone()
+    return total
+
+
+def norm_of(tensors: dict[str, torch.Tensor]) -> float:
+    """Euclidean norm over every tensor together."""
+    return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors.values()))) if tensors else 0.0

@@ -1,0 +1,135 @@
+"""Deletion requests: which training records to forget, named by id, by class or by data subject.
+
+>>> import numpy as np
+>>> req = resolve_request(np.arange(10), np.array([0, 1] * 5), num_classes=2, class_=1)
+>>> req.ids.tolist(), req.kind
+([1, 3, 5, 7, 9], 'class')
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import RequestError, did_you_mean
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """A resolved request: the sorted, distinct sample ids to forget and how they were named."""
+
+    ids: np.ndarray
+    kind: str  # "ids", "class" or "subjects"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    def describe(self) -> dict[str, Any]:
+        """What the request was, without the raw ids (for receipts)."""
+        return {"type": self.kind, "count": len(self), **self.detail}
+
+
+def hash_ids(ids: Iterable[int], salt: str) -> tuple[str, list[str]]:
+    """A digest of the whole id set and a salted 64-bit hash per id.
+
+    Whoever holds the salt (the ledger keeps it) can check whether a given id was in a request; the
+    receipt alone does not reveal the ids.
+    """
+    ids = sorted(int(i) for i in ids)
+    per_id = [hashlib.sha256(f"{salt}:{i}".encode()).hexdigest()[:16] for i in ids]
+    whole = hashlib.sha256((salt + ":" + ",".join(map(str, ids))).encode()).hexdigest()
+    return whole, per_id
+
+
+def read_subject_map(path: str | os.PathLike[str]) -> dict[str, list[int]]:
+    """Read a subject -> ids mapping: a JSON object ``{"alice": [1, 2]}`` or a CSV of ``subject,id`` rows."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise RequestError(f"cannot read subject map {p}: {err.strerror or err}") from None
+    out: dict[str, list[int]] = {}
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+            for subject, ids in raw.items():
+                out[str(subject)] = [int(i) for i in ids]
+        except (ValueError, TypeError, AttributeError):
+            raise RequestError(f"{p}: expected a JSON object mapping each subject to a list of integer ids") from None
+        return out
+    for n, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or row[0].startswith("#") or (n == 1 and row[0].strip().lower() == "subject"):
+            continue
+        if len(row) != 2:
+            raise RequestError(f"{p}, line {n}: expected two columns 'subject,id', got {row!r}")
+        try:
+            out.setdefault(row[0].strip(), []).append(int(row[1]))
+        except ValueError:
+            raise RequestError(f"{p}, line {n}: the id {row[1]!r} is not an integer") from None
+    return out
+
+
+def resolve_request(
+    training_ids: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    ids: Sequence[int] | None = None,
+    class_: int | None = None,
+    subjects: Sequence[str] | None = None,
+    subject_map: Mapping[str, Sequence[int]] | None = None,
+) -> DeletionRequest:
+    """Turn what the user named into the training ids to forget; refuse anything unclear.
+
+    Exactly one of ``ids``, ``class_`` and ``subjects`` must be given. Every id must be one the model was
+    trained on; a class must lie in range and have training examples; a subject must be in the map.
+    """
+    given = [name for name, v in (("ids", ids), ("class", class_), ("subjects", subjects)) if v is not None]
+    if len(given) != 1:
+        raise RequestError(
+            "a deletion request names records in exactly one way: --ids, --ids-file, --class or --subjects; "
+            f"got {', '.join(given) if given else 'none'}"
+        )
+    training_ids = np.asarray(training_ids, dtype=np.int64)
+    labels = np.asarray(labels)
+    if class_ is not None:
+        if not 0 <= int(class_) < num_classes:
+            raise RequestError(f"class {class_} is out of range; this dataset has classes 0..{num_classes - 1}")
+        chosen = training_ids[labels == int(class_)]
+        if chosen.size == 0:
+            raise RequestError(f"the model was trained on no example of class {class_}; nothing to forget")
+        return DeletionRequest(np.unique(chosen), "class", {"class": int(class_)})
+    detail: dict[str, Any] = {}
+    kind = "ids"
+    if subjects is not None:
+        if subject_map is None:
+            raise RequestError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
+        wanted: list[int] = []
+        for s in subjects:
+            if s not in subject_map:
+                raise RequestError(f"unknown data subject {s!r} (the map has {len(subject_map)} subjects)."
+                                   + did_you_mean(s, subject_map))
+            wanted.extend(int(i) for i in subject_map[s])
+        ids = wanted
+        kind = "subjects"
+        detail = {"subjects": len(subjects)}
+    arr = np.unique(np.asarray(list(ids or []), dtype=np.int64))
+    if arr.size == 0:
+        raise RequestError("the deletion request is empty: name at least one sample id")
+    unknown = arr[~np.isin(arr, training_ids)]
+    if unknown.size:
+        shown = ", ".join(map(str, unknown[:10].tolist())) + (" ..." if unknown.size > 10 else "")
+        raise RequestError(
+            f"{unknown.size} requested id(s) are not records this model was trained on: {shown}. "
+            f"Training ids run from {int(training_ids.min())} to {int(training_ids.max())}; records already "
+            "excluded from training need no deletion."
+        )
+    return DeletionRequest(arr, kind, detail)
