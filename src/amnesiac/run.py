@@ -240,12 +240,14 @@ class RunDir:
         return {k: json.loads(v) for k, v in meta.items()}
 
     def load_model(self) -> nn.Module:
-        """The run's current model, weights loaded."""
+        """The run's current model, weights loaded (built on the meta device: no wasted initialisation)."""
         if not self.model_path.is_file():
             raise RunDirError(f"{self.model_path} is missing; the run has not finished an epoch yet")
         tensors, _ = load_tensors(self.model_path)
-        model = self.new_model()
-        model.load_state_dict(tensors)
+        self.bundle()  # load data outside the meta-device context
+        with torch.device("meta"):
+            model = self.new_model()
+        model.load_state_dict(tensors, assign=True)
         return model
 
     def save_model(self, model: nn.Module, **meta: Any) -> str:

@@ -178,3 +178,71 @@ def blob_from_tensors(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | 
     for name, t in tensors.items():
         blob.views[name].copy_(t.detach())
     return blob
+
+
+_FROM_ST = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+            "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
+
+
+def read_file_aligned(path: Path) -> tuple[torch.Tensor, int]:
+    """Read a whole file into a page-aligned uint8 tensor (``O_DIRECT`` where supported).
+
+    Returns the buffer (possibly longer than the file) and the file's size.
+    """
+    size = os.path.getsize(path)
+    padded = size + ((-size) % ALIGN)
+    raw = torch.empty(padded + ALIGN, dtype=torch.uint8)
+    start = (-raw.data_ptr()) % ALIGN
+    buf = raw[start : start + padded]
+    view = memoryview(buf.numpy())
+    fd = -1
+    try:
+        if hasattr(os, "O_DIRECT"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            except OSError:
+                fd = -1
+        if fd < 0:
+            fd = os.open(path, os.O_RDONLY)
+        got = 0
+        while got < size:
+            try:
+                n = os.readv(fd, [view[got:]])
+            except OSError:  # O_DIRECT refused mid-way: read the rest normally
+                os.close(fd)
+                fd = os.open(path, os.O_RDONLY)
+                os.lseek(fd, got, os.SEEK_SET)
+                n = os.readv(fd, [view[got:]])
+            if n == 0:
+                break
+            got += n
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if got != size:
+        raise OSError(f"{path}: read {got} of {size} bytes")
+    return buf, size
+
+
+def tensors_from_buffer(buf: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
+    """Views of the tensors in a safetensors file held in ``buf`` (no copy). Raises ValueError if malformed."""
+    if size < 8:
+        raise ValueError("file shorter than the 8-byte header length")
+    n = struct.unpack("<Q", bytes(buf[:8].numpy()))[0]
+    if 8 + n > size:
+        raise ValueError(f"header length {n} runs past the end of the file ({size} bytes)")
+    header = json.loads(bytes(buf[8 : 8 + n].numpy()))
+    base = 8 + n
+    out: dict[str, torch.Tensor] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _FROM_ST[entry["dtype"]]
+        start, end = entry["data_offsets"]
+        if base + end > size or start > end:
+            raise ValueError(f"tensor {name!r} runs past the end of the file")
+        item = torch.empty((), dtype=dtype).element_size()
+        if (base + start) % item:
+            raise ValueError("unaligned tensor")
+        out[name] = buf[base + start : base + end].view(dtype).view(entry["shape"])
+    return out

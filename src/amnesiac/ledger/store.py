@@ -30,7 +30,16 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .blob import CHECKSUMS, BlobBuffer, blob_from_tensors, checksum, verify_checksum, write_blob
+from .blob import (
+    CHECKSUMS,
+    BlobBuffer,
+    blob_from_tensors,
+    checksum,
+    read_file_aligned,
+    tensors_from_buffer,
+    verify_checksum,
+    write_blob,
+)
 
 from ..errors import ConfigError, LedgerCorruptError, LedgerError
 from ..utils import atomic_write_bytes, atomic_write_json
@@ -310,6 +319,24 @@ class LedgerStore:
         for r in rows:
             yield self._row(r)
 
+    def steps_info(self, steps: Iterable[int]) -> dict[int, StepRecord]:
+        """Index rows of the given steps (unknown steps are left out)."""
+        wanted = sorted({int(s) for s in steps})
+        out: dict[int, StepRecord] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                q = f"SELECT {self._COLS} FROM steps WHERE step IN ({','.join('?' * len(chunk))})"
+                for r in self._conn.execute(q, chunk):
+                    rec = self._row(r)
+                    out[rec.step] = rec
+        return out
+
+    def count_steps(self) -> int:
+        """How many steps the index holds."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0])
+
     def steps_for_ids(self, ids: Iterable[int]) -> list[int]:
         """Every step whose batch held any of ``ids``, sorted (uses the id index)."""
         wanted = sorted({int(i) for i in ids})
@@ -363,30 +390,40 @@ class LedgerStore:
             "training_complete": self.get_meta("training_complete") == "1",
         }
 
-    def read_blob(self, rec: StepRecord) -> bytes:
-        """The raw bytes of a step's blob, checked against its checksum."""
+    def _read_verified(self, rec: StepRecord) -> tuple[torch.Tensor, int]:
         if not rec.recorded or rec.blob is None:
             raise LedgerError(f"step {rec.step} has no stored update")
         path = self.path / "blobs" / rec.blob
         try:
-            data = path.read_bytes()
+            buf, size = read_file_aligned(path)
         except FileNotFoundError:
             raise LedgerCorruptError(f"the update of step {rec.step} is missing ({path})", [rec.step]) from None
-        if rec.checksum is None or not verify_checksum(data, rec.checksum):
+        except OSError as err:
+            raise LedgerCorruptError(f"the update of step {rec.step} cannot be read ({err})", [rec.step]) from None
+        payload = memoryview(buf.numpy())[:size]
+        if rec.checksum is None or size != rec.nbytes or not verify_checksum(payload, rec.checksum):
             raise LedgerCorruptError(
-                f"the update of step {rec.step} does not match its checksum ({path}: {len(data)} bytes, "
+                f"the update of step {rec.step} does not match its checksum ({path}: {size} bytes, "
                 f"{rec.nbytes} recorded); the blob is corrupt or truncated", [rec.step]
             )
-        return data
+        return buf, size
+
+    def read_blob(self, rec: StepRecord) -> bytes:
+        """The raw bytes of a step's blob, checked against its checksum."""
+        buf, size = self._read_verified(rec)
+        return bytes(memoryview(buf.numpy())[:size])
 
     def load_update(self, step: int | StepRecord) -> dict[str, torch.Tensor]:
-        """The update of one step, verified against its checksum."""
+        """The update of one step, verified against its checksum (tensors share one buffer, no copies)."""
         rec = step if isinstance(step, StepRecord) else self.step(step)
-        data = self.read_blob(rec)
+        buf, size = self._read_verified(rec)
         try:
-            return st_load(data)
-        except Exception as err:
-            raise LedgerCorruptError(f"the update of step {rec.step} cannot be decoded ({err})", [rec.step]) from None
+            return tensors_from_buffer(buf, size)
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            try:
+                return st_load(bytes(memoryview(buf.numpy())[:size]))
+            except Exception:
+                raise LedgerCorruptError(f"the update of step {rec.step} cannot be decoded ({err})", [rec.step]) from None
 
     def delete_blobs(self, steps: Iterable[int]) -> int:
         """Delete the stored updates of ``steps`` (index rows stay, with no blob). Returns how many."""

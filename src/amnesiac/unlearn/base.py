@@ -27,20 +27,39 @@ if TYPE_CHECKING:
     from .request import DeletionRequest
 
 
-@dataclass
 class MethodContext:
-    """Everything a method may use."""
+    """Everything a method may use. ``retain_data`` is built on first use (not every method needs it)."""
 
-    run: "RunDir"
-    model: nn.Module
-    request: "DeletionRequest"
-    store: "LedgerStore | None"
-    plan: "Plan | None"
-    retain_data: "ArrayDataset"
-    forget_data: "ArrayDataset"
-    eval_sets: dict[str, "ArrayDataset"]
-    options: dict[str, Any] = field(default_factory=dict)
-    progress: bool | None = None
+    def __init__(
+        self,
+        run: "RunDir",
+        model: nn.Module,
+        request: "DeletionRequest",
+        store: "LedgerStore | None",
+        plan: "Plan | None",
+        retain_data: "ArrayDataset | Callable[[], ArrayDataset]",
+        forget_data: "ArrayDataset",
+        eval_sets: dict[str, "ArrayDataset"],
+        options: dict[str, Any] | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.run = run
+        self.model = model
+        self.request = request
+        self.store = store
+        self.plan = plan
+        self._retain = retain_data
+        self.forget_data = forget_data
+        self.eval_sets = eval_sets
+        self.options = dict(options or {})
+        self.progress = progress
+
+    @property
+    def retain_data(self) -> "ArrayDataset":
+        """The training data minus every record ever forgotten from this run (this request's included)."""
+        if callable(self._retain):
+            self._retain = self._retain()
+        return self._retain
 
     def option(self, name: str, default: Any = None) -> Any:
         value = self.options.get(name)

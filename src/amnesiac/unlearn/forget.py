@@ -156,9 +156,16 @@ def forget(
             if new_ids.size == 0 and (plan is None or not plan.to_revert):
                 return ForgetResult(plan, None, current, message="every requested record was already forgotten; nothing changed")
             drop = np.union1d(already, request.ids)
-            retain = training.without_ids(drop[np.isin(drop, training.ids.numpy())])
+
+            def retained() -> ArrayDataset:
+                return training.without_ids(drop[np.isin(drop, training.ids.numpy())])
+
             forget_data = training.only_ids(request.ids)
-            sets = forget_eval_sets(run, request, retain, forget_data) if evaluate_after else {}
+            retain: ArrayDataset | Any = retained
+            sets: dict[str, ArrayDataset] = {}
+            if evaluate_after:
+                retain = retained()
+                sets = forget_eval_sets(run, request, retain, forget_data)
             evaluation: dict[str, dict[str, float]] = {}
             t_eval = time.perf_counter()
             if sets:

@@ -99,7 +99,7 @@ def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds 
     ids = list(ids)
     affected = store.steps_for_ids(ids)
     to_revert, already, missing = [], [], []
-    recs = {r.step: r for r in store.iter_steps()}
+    recs = store.steps_info(affected)
     for s in affected:
         r = recs[s]
         if r.state == "reverted":
@@ -108,24 +108,47 @@ def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds 
             missing.append(s)
         else:
             to_revert.append(s)
-    total = len(recs)
+    total = store.count_steps()
     share = len(affected) / total if total else 0.0
     rec, why = recommend(share=share, missing=len(missing), thresholds=thresholds, whole_class=whole_class,
                          nothing_to_do=not to_revert and not missing)
     return Plan(len(ids), total, affected, to_revert, already, missing, share, rec, why, thresholds)
 
 
-def sum_updates(store: LedgerStore, steps: Iterable[int], *, progress: bool | None = None) -> dict[str, torch.Tensor]:
-    """Σ Δ over ``steps`` in float32, every blob verified; nothing is returned if any blob is bad."""
+def sum_updates(store: LedgerStore, steps: Iterable[int], *, progress: bool | None = None,
+                workers: int = 2) -> dict[str, torch.Tensor]:
+    """Σ Δ over ``steps`` in float32, every blob verified; raises before returning if any blob is bad.
+
+    Blobs are read and checked by ``workers`` threads (file reads and checksums release the GIL) while
+    the main thread adds them up; at most ``workers + 1`` blobs are in memory at once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..utils import progress_bar
 
+    steps = list(steps)
     total: dict[str, torch.Tensor] = {}
-    for s in progress_bar(list(steps), enabled=progress, desc="load updates"):
-        for name, delta in store.load_update(s).items():
-            if name in total:
-                total[name].add_(delta.float())
-            else:
-                total[name] = delta.float().clone()
+    bar = progress_bar(total=len(steps), enabled=progress, desc="load updates")
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = []
+        it = iter(steps)
+        for s in it:
+            pending.append(pool.submit(store.load_update, s))
+            if len(pending) >= workers:
+                break
+        while pending:
+            update = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(store.load_update, nxt))
+            for name, delta in update.items():
+                if name in total:
+                    total[name].add_(delta)
+                else:
+                    total[name] = delta.float().clone()
+            del update
+            bar.update(1)
+    bar.close()
     return total
 
 
