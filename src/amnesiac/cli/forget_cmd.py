@@ -18,6 +18,8 @@ EXAMPLES = """\
   amnesiac forget runs/digits --ids-file deletions.txt --repair-epochs 1
   amnesiac forget runs/digits --class 3 --repair-steps 50
   amnesiac forget runs/digits --subjects alice,bob --subjects-file subjects.json
+  amnesiac forget runs/digits --class 3 --method relabel --epochs 1 --out runs/digits-relabel
+  amnesiac forget runs/digits --class 3 --method retrain --out runs/digits-retrain
 """
 
 
@@ -39,6 +41,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--method", default="amnesiac", help="unlearning method (see `amnesiac methods`; default amnesiac)")
     p.add_argument("--repair-epochs", type=int, default=None, help="after amnesiac, fine-tune N epochs on retained data")
     p.add_argument("--repair-steps", type=int, default=None, help="after amnesiac, fine-tune N optimizer steps")
+    m = p.add_argument_group("method options (those a method does not use are ignored)")
+    m.add_argument("--epochs", type=int, default=None, help="training epochs (naive, relabel, finetune, retrain)")
+    m.add_argument("--steps", type=int, default=None, help="cap on optimizer steps (naive, relabel, finetune, gradient-ascent)")
+    m.add_argument("--lr", type=float, default=None, help="learning rate (default: the run's; finetune a tenth of it)")
+    m.add_argument("--copies", type=int, default=None, help="relabel: wrong-label copies per deleted record (default 4)")
+    m.add_argument("--retain-weight", type=float, default=None, help="gradient-ascent: weight of retained-data descent (NegGrad+)")
+    m.add_argument("--eval-every", type=int, default=None, help="evaluate every N optimizer steps (for fine-grained curves)")
+    p.add_argument("--out", default=None, help="write the result to this new run directory; the run itself stays untouched")
     p.add_argument("--max-share", type=float, default=Thresholds().amnesiac_max_share,
                    help="planner: share of steps up to which amnesiac alone is recommended (default %(default)s)")
     p.add_argument("--repair-share", type=float, default=Thresholds().repair_max_share,
@@ -54,11 +64,17 @@ def add_parser(sub: Any) -> None:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
-    for name in ("repair_epochs", "repair_steps"):
+    for name in ("repair_epochs", "repair_steps", "epochs", "steps", "copies", "eval_every"):
         value = getattr(args, name)
         if value is not None:
             if value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+            opts[name] = value
+    for name in ("lr", "retain_weight"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0 or (name == "lr" and value == 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
             opts[name] = value
     return opts
 
@@ -81,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     result = forget(RunDir.open(args.run), ids=ids, class_=args.class_, subjects=subjects, subject_map=subject_map,
                     method=args.method, options=_options(args),
                     thresholds=Thresholds(args.max_share, args.repair_share), dry_run=args.dry_run,
-                    keep_artifacts=args.keep, evaluate_after=not args.no_eval,
+                    keep_artifacts=args.keep, evaluate_after=not args.no_eval, out=args.out,
                     progress=False if args.no_progress else None)
     if args.json:
         emit_json({"message": result.message, "plan": result.plan.as_dict() if result.plan else None,

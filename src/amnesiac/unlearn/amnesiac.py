@@ -42,10 +42,19 @@ def amnesiac(ctx: MethodContext) -> MethodOutcome:
     if plan is None or store is None:
         raise LedgerError("amnesiac unlearning needs the run's ledger; this run was trained with --record none")
     if plan.missing:
+        infos = store.steps_info(plan.missing)
+        never = [s for s in plan.missing if not infos[s].recorded]
+        gone = [s for s in plan.missing if infos[s].recorded]
+        parts = []
+        if never:
+            parts.append(f"{len(never)} step(s) whose update was never stored (recording policy "
+                         f"{(store.manifest.get('policy') or {}).get('kind')!r}): steps {_steps_text(never)}")
+        if gone:
+            parts.append(f"{len(gone)} step(s) whose stored update was destroyed by an earlier deletion that did "
+                         f"not revert them: steps {_steps_text(gone)}")
         raise MissingUpdatesError(
-            f"the request touches {len(plan.missing)} step(s) whose update was never stored (recording policy "
-            f"{(store.manifest.get('policy') or {}).get('kind')!r}): steps {_steps_text(plan.missing)}. "
-            "Amnesiac unlearning cannot undo them; use --method retrain or --method relabel.",
+            "the request touches " + "; and ".join(parts) + ". Amnesiac unlearning cannot undo them; "
+            "use --method retrain or --method relabel.",
             plan.missing,
         )
     out = MethodOutcome(model=ctx.model)

@@ -36,7 +36,8 @@ RETAIN_EVAL_SIZE = 2000
 
 @dataclass
 class ForgetResult:
-    """What :func:`forget` did: the plan, the receipt (None for a dry run or a no-op) and the model."""
+    """What :func:`forget` did: the plan, the receipt (None for a dry run or a no-op), the model, and the
+    run directory that now holds the result (a new one with ``out``)."""
 
     plan: Plan | None
     receipt: dict[str, Any] | None
@@ -44,6 +45,7 @@ class ForgetResult:
     dry_run: bool = False
     message: str = ""
     outcome: MethodOutcome | None = field(default=None, repr=False)
+    run: RunDir | None = None
 
 
 def evaluate_sets(model: nn.Module, sets: Mapping[str, ArrayDataset]) -> dict[str, float]:
@@ -91,6 +93,7 @@ def forget(
     keep_artifacts: bool = False,
     evaluate_after: bool = True,
     model: nn.Module | None = None,
+    out: str | None = None,
     progress: bool | None = None,
     _crash_at: str | None = None,
 ) -> ForgetResult:
@@ -106,9 +109,14 @@ def forget(
         keep_artifacts: keep the reverted steps' updates and the optimizer state, which still encode the
             deleted data. For research only: the deletion is then not complete, and the receipt says so.
         model: if given, it must be the run's current model (checked by hash), and it is updated in place.
+        out: write the result to this new run directory and leave ``run`` untouched (``retrain`` needs it).
     """
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     impl = METHODS.get(method)
+    creates_run = bool(getattr(impl, "creates_run", False))
+    if out is not None and not creates_run and not dry_run:
+        run = _copy_run(run, out)
+        out = None
     thresholds = thresholds or Thresholds()
     t_start = time.perf_counter()
     with run.lock(wait=True):
@@ -172,6 +180,9 @@ def forget(
                 evaluation["before"] = evaluate_sets(current, sets)
             eval_s = time.perf_counter() - t_eval
             working = model if model is not None else current
+            if creates_run:
+                return _run_creating_method(run, impl, method, request, plan, store, working, retain, forget_data,
+                                            sets, evaluation, dict(options or {}), out, progress, current_hash, t_start)
             begin_change(run, old_hash=current_hash, store=store)
             try:
                 ctx = MethodContext(run, working, request, store, plan, retain, forget_data, sets,
@@ -185,7 +196,10 @@ def forget(
                     evaluation["after"] = evaluate_sets(outcome.model, sets)
                 eval_s += time.perf_counter() - t_eval
                 new_hash = model_hash(outcome.model)
-                destroy = [] if keep_artifacts else outcome.steps_reverted
+                # the stored updates of every step that saw the deleted records encode them: reverted or not,
+                # they go (a later amnesiac request touching an unreverted one is then refused by step number)
+                touched = sorted(set(outcome.steps_reverted) | set(plan.to_revert if plan is not None else []))
+                destroy = [] if keep_artifacts else touched
                 salt = store.id_salt() if store is not None else "no-ledger"
                 digest, per_id = hash_ids(request.ids.tolist(), salt)
                 receipt = {
@@ -237,11 +251,61 @@ def forget(
                 raise
             if store is None:
                 _append_plain_receipt(run, receipt)
-            return ForgetResult(plan, receipt, outcome.model, outcome=outcome,
+            return ForgetResult(plan, receipt, outcome.model, outcome=outcome, run=run,
                                 message=f"forgot {len(request)} record(s) with {method}")
         finally:
             if store is not None:
                 store.close()
+
+
+def _copy_run(run: RunDir, out: str) -> RunDir:
+    """Copy a run directory (model, ledger and all) so a method can work on the copy."""
+    import shutil
+    from pathlib import Path
+
+    dest = Path(out)
+    if dest.exists() and any(dest.iterdir()):
+        raise RunDirError(f"{dest} already exists and is not empty; choose a new directory for --out")
+    with run.lock(wait=True):
+        shutil.copytree(run.path, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+    return RunDir.open(dest)
+
+
+def _run_creating_method(run, impl, method, request, plan, store, working, retain, forget_data, sets, evaluation,
+                         options, out, progress, old_hash, t_start) -> ForgetResult:
+    """Methods that build a new run (retrain): the original run is only read."""
+    options = {**options, "out": out}
+    ctx = MethodContext(run, working, request, store, plan, retain, forget_data, sets, options, progress)
+    t_method = time.perf_counter()
+    outcome = impl(ctx)
+    method_s = time.perf_counter() - t_method
+    if sets:
+        evaluation["after"] = evaluate_sets(outcome.model, sets)
+    new_run = RunDir.open(outcome.details["new_run"])
+    new_store = new_run.open_ledger() if new_run.has_ledger() else None
+    salt = new_store.id_salt() if new_store is not None else "no-ledger"
+    digest, per_id = hash_ids(request.ids.tolist(), salt)
+    receipt = {
+        "kind": "forget", "receipt_version": 1,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "amnesiac_version": __version__, "method": method, "options": {k: v for k, v in options.items() if k != "out"},
+        "request": request.describe(), "ids_digest": digest, "ids_hashed": per_id, "new_ids": len(request),
+        "plan": plan.as_dict(with_steps=False) if plan is not None else None,
+        "steps_reverted": [], "n_steps_reverted": 0, "recorded_steps": [],
+        "optimizer_steps": outcome.optimizer_steps, "source_run": str(run.path),
+        "model_hash_before": old_hash, "model_hash_after": model_hash(outcome.model),
+        "destroyed": {"update_blobs": 0, "optimizer_state": False, "previous_model": False},
+        "kept_for_research": False, "evaluation": evaluation, "history": outcome.history, "details": outcome.details,
+        "timings_s": {**outcome.timings, "method": method_s, "total": time.perf_counter() - t_start},
+        "note": f"the source run {run.path} still holds the deleted records' influence; delete it once {new_run.path} is in service",
+    }
+    if new_store is not None:
+        new_store.add_event("forget", receipt)
+        new_store.close()
+    else:
+        _append_plain_receipt(new_run, receipt)
+    return ForgetResult(plan, receipt, outcome.model, outcome=outcome, run=new_run,
+                        message=f"retrained without {len(request)} record(s) into {new_run.path}")
 
 
 def _append_plain_receipt(run: RunDir, receipt: dict[str, Any]) -> None:

@@ -1,0 +1,85 @@
+"""Gradient ascent on the forget set (NegGrad), optionally interleaved with descent on retained data (NegGrad+)."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from ..errors import RequestError
+from ..training import batches, make_optimizer
+from .base import MethodContext, MethodOutcome, register_method
+from ._train import initial_point, ledger_recorder, method_seed
+
+
+def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
+    """Ascend the loss on the deleted records for ``steps`` steps (default: one pass over them).
+
+    Options: ``steps``, ``lr`` (default the run's), ``retain_weight`` (> 0 adds descent on a
+    retained batch at every step: NegGrad+), ``eval_every``.
+    """
+    from .forget import evaluate_sets
+
+    cfg = ctx.run.config
+    forget_data = ctx.forget_data
+    if len(forget_data) == 0:
+        raise RequestError("gradient ascent needs the deleted records' data, and there is none")
+    bs = int(ctx.option("batch_size", cfg.batch_size))
+    steps = int(ctx.option("steps", (len(forget_data) + bs - 1) // bs))
+    alpha = float(ctx.option("retain_weight", 0.0))
+    optimizer = make_optimizer(cfg.optimizer, ctx.model.parameters(), lr=float(ctx.option("lr", cfg.lr)),
+                               momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    seed = method_seed(ctx, 601)
+
+    def cycle(data, salt):
+        for epoch in itertools.count():
+            yield from batches(data, bs, seed=seed + salt, epoch=epoch)
+
+    fgen = cycle(forget_data, 0)
+    rgen = cycle(ctx.retain_data, 1) if alpha > 0 else None
+    recorder = ledger_recorder(ctx, ctx.model, optimizer, "gradient-ascent")
+    out = MethodOutcome(model=ctx.model, history=initial_point(ctx))
+    first = recorder.step + 1 if recorder is not None else 0
+    loss_fn = torch.nn.CrossEntropyLoss()
+    every = ctx.option("eval_every")
+    ctx.model.train()
+    try:
+        for step in range(1, steps + 1):
+            x, y, ids = next(fgen)
+            all_ids = ids
+            if rgen is not None:
+                rx, ry, rids = next(rgen)
+                all_ids = torch.cat([ids, rids])
+            with recorder.batch(all_ids) if recorder is not None else _null():
+                optimizer.zero_grad(set_to_none=True)
+                loss = -loss_fn(ctx.model(x), y)
+                if rgen is not None:
+                    loss = loss + alpha * loss_fn(ctx.model(rx), ry)
+                loss.backward()
+                optimizer.step()
+            if (every and step % int(every) == 0) or step == steps:
+                rec = {"epoch": step * bs / max(len(forget_data), 1), "step": step, "train_loss": float(loss.detach())}
+                rec.update({f"{k}_acc": v for k, v in evaluate_sets(ctx.model, ctx.eval_sets).items()})
+                ctx.model.train()
+                out.history.append(rec)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    out.optimizer_steps = steps
+    if recorder is not None:
+        out.recorded_steps = list(range(first, recorder.step + 1))
+    out.details["retain_weight"] = alpha
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+register_method("gradient-ascent", gradient_ascent,
+                help="NegGrad: ascend the loss on the deleted records; with retain_weight > 0, NegGrad+ "
+                     "(interleaved descent on retained data)")
