@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .resnet import resnet18, resnet18_cifar
 
-__all__ = ["MODELS", "SmallCNN", "build_model", "count_parameters"]
+__all__ = ["MLP", "MODELS", "SmallCNN", "build_model", "count_parameters"]
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
@@ -56,6 +56,25 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+class MLP(nn.Module):
+    """Flatten, two hidden layers (256, 128) with ReLU: no convolutions at all."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_channels * image_size * image_size, 256), nn.ReLU(inplace=True),
+            nn.Linear(256, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+MODELS.register(
+    "mlp",
+    lambda in_channels, num_classes, image_size: MLP(in_channels, num_classes, image_size),
+    help="a two-hidden-layer perceptron (256, 128): no convolutions; the default inversion evaluator for CNN targets",
+)
 MODELS.register(
     "resnet18",
     lambda in_channels, num_classes, image_size: resnet18(in_channels=in_channels, num_classes=num_classes),

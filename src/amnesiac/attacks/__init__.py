@@ -1,0 +1,19 @@
+"""Attacks that measure forgetting: membership inference and model inversion, with pure-function metrics."""
+
+from .inversion import Inversion, class_mean_image, invert, save_grid, score_inversion, ssim, train_evaluator
+from .metrics import auc, best_balanced_accuracy, bootstrap_ci, roc_curve, summarize, threshold_stats, tpr_at_fpr
+from .mia import (
+    ATTACKS,
+    MIAReport,
+    ShadowRecipe,
+    ShadowSet,
+    matched_non_members,
+    run_attacks,
+    train_shadows,
+)
+
+__all__ = [
+    "ATTACKS", "Inversion", "MIAReport", "ShadowRecipe", "ShadowSet", "auc", "best_balanced_accuracy",
+    "bootstrap_ci", "class_mean_image", "invert", "matched_non_members", "roc_curve", "run_attacks", "save_grid",
+    "score_inversion", "ssim", "summarize", "threshold_stats", "tpr_at_fpr", "train_evaluator", "train_shadows",
+]

@@ -1,0 +1,358 @@
+"""Membership-inference attacks that measure what an attacker can still learn about deleted records.
+
+Every attack returns one score per example (higher = more likely a member); :mod:`.metrics` turns scores
+into AUC, TPR at a fixed FPR, recall and precision. Members are the target records (for unlearning: the
+deleted ones, which *were* in the original training set); non-members are matched records the model never
+trained on.
+
+* ``loss`` and ``confidence``: population thresholds, no shadow models.
+* ``logreg``: logistic regression on the per-example loss, cross-validated (the NeurIPS 2023 unlearning
+  challenge starter and SCRUB evaluate this way).
+* ``shokri``: the paper's attack (Shokri et al. 2017): shadow models trained on random halves of the
+  attacker's data, one attack MLP (256, 128, ReLU, sigmoid) per class on softmax vectors, members taken
+  only where the shadow model classifies them correctly, as the authors' code does.
+* ``lira``: LiRA, offline (Carlini et al. 2022): per-example Gaussian of the logit-scaled confidence on
+  shadow models that did not train on the example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import load_tensors, save_tensors
+from ..data.base import ArrayDataset
+from ..errors import ConfigError
+from ..models import build_model
+from ..training import fit, make_optimizer, predict
+from ..utils import progress_bar, seed_everything
+from .metrics import summarize, threshold_stats
+
+ATTACKS = ("loss", "confidence", "logreg", "shokri", "lira")
+
+
+# ------------------------------------------------------------------ per-example statistics
+@dataclass
+class Outputs:
+    """A model's logits on a dataset, with labels and ids."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    ids: torch.Tensor
+
+    @property
+    def softmax(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=1)
+
+    @property
+    def loss(self) -> np.ndarray:
+        return nn.functional.cross_entropy(self.logits, self.labels, reduction="none").numpy()
+
+    @property
+    def true_prob(self) -> np.ndarray:
+        return self.softmax.gather(1, self.labels[:, None]).squeeze(1).numpy()
+
+    @property
+    def scaled_logit(self) -> np.ndarray:
+        """log p_y - log(1 - p_y), computed stably from the logits (LiRA's statistic)."""
+        z = self.logits.double()
+        zy = z.gather(1, self.labels[:, None]).squeeze(1)
+        others = z.clone()
+        others.scatter_(1, self.labels[:, None], float("-inf"))
+        return (zy - torch.logsumexp(others, dim=1)).numpy()
+
+
+def outputs(model: nn.Module, data: ArrayDataset) -> Outputs:
+    logits, labels, ids = predict(model, data)
+    return Outputs(logits, labels, ids)
+
+
+def _scores_split(members: np.ndarray, non_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.r_[members, non_members], np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+
+
+# ------------------------------------------------------------------ population attacks
+def loss_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Score = minus the loss (a member's loss is lower)."""
+    return _scores_split(-outputs(model, members).loss, -outputs(model, non_members).loss)
+
+
+def confidence_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Score = the probability given to the true label."""
+    return _scores_split(outputs(model, members).true_prob, outputs(model, non_members).true_prob)
+
+
+def logreg_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDataset, *, folds: int = 5,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-validated logistic regression on the per-example loss; scores are out-of-fold probabilities."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    m_loss, n_loss = outputs(model, members).loss, outputs(model, non_members).loss
+    x = np.r_[m_loss, n_loss].reshape(-1, 1)
+    y = np.r_[np.ones(len(m_loss)), np.zeros(len(n_loss))]
+    k = int(min(folds, len(m_loss), len(n_loss)))
+    if k < 2:
+        raise ConfigError("the logistic-regression attack needs at least 2 members and 2 non-members")
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    probs = cross_val_predict(LogisticRegression(class_weight="balanced"), x, y, cv=cv, method="predict_proba")[:, 1]
+    return probs, y
+
+
+# ------------------------------------------------------------------ shadow models
+@dataclass
+class ShadowRecipe:
+    """How shadow models are trained (by default: the target run's own recipe)."""
+
+    model: str
+    epochs: int
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+
+    def key(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ShadowSet:
+    """Shadow models and which pool examples each one trained on."""
+
+    models: list[nn.Module]
+    member_masks: np.ndarray  # (n_shadows, len(pool)) bool
+    pool: ArrayDataset
+    cache_dir: Path | None = None
+    trained_now: int = 0
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def train_shadows(pool: ArrayDataset, recipe: ShadowRecipe, *, n: int = 16, seed: int = 0,
+                  cache_dir: str | Path | None = None, progress: bool | None = None) -> ShadowSet:
+    """Train ``n`` shadow models, each on a random half of ``pool``; reuse any already in ``cache_dir``.
+
+    The cache key covers the recipe, the pool's ids and the seed, so a changed setting never reuses a
+    stale shadow model.
+    """
+    if n < 1:
+        raise ConfigError(f"the number of shadow models must be at least 1, got {n}")
+    if len(pool) < 4:
+        raise ConfigError(f"the shadow pool needs at least 4 examples, got {len(pool)}")
+    info = pool.info
+    if info is None:
+        raise ConfigError("the shadow pool must carry its DatasetInfo (channels, size, classes)")
+    key = hashlib.sha256(json.dumps({"recipe": recipe.key(), "ids": pool.ids.tolist(), "seed": seed,
+                                     "labels": pool.targets.tolist()}).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) / f"shadows-{key}" if cache_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, len(pool)), dtype=bool)
+    for k in range(n):  # masks depend only on (seed, k): the same with or without a cache
+        masks[k, rng.permutation(len(pool))[: len(pool) // 2]] = True
+    models: list[nn.Module] = []
+    trained = 0
+    for k in progress_bar(range(n), enabled=progress, desc="shadow models"):
+        path = folder / f"shadow-{k:03d}.safetensors" if folder is not None else None
+        seed_everything(seed * 1000 + k + 1)
+        net = build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
+        if path is not None and path.is_file():
+            net.load_state_dict(load_tensors(path)[0])
+        else:
+            opt = make_optimizer(recipe.optimizer, net.parameters(), lr=recipe.lr)
+            fit(net, opt, pool.subset(np.flatnonzero(masks[k])), epochs=recipe.epochs, batch_size=recipe.batch_size,
+                seed=seed * 1000 + k, progress=False)
+            trained += 1
+            if path is not None:
+                save_tensors(path, net.state_dict(), {"k": k, "key": key})
+        net.eval()
+        models.append(net)
+    return ShadowSet(models, masks, pool, folder, trained)
+
+
+class _AttackMLP(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def _train_attack(x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int) -> _AttackMLP:
+    torch.manual_seed(seed)
+    net = _AttackMLP(x.shape[1])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 128):
+            idx = order[i : i + 128]
+            opt.zero_grad()
+            loss_fn(net(x[idx]), y[idx]).backward()
+            opt.step()
+    net.eval()
+    return net
+
+
+def shokri_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDataset, shadows: ShadowSet, *,
+                  attack_epochs: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's shadow-model attack: per-class attack MLPs on softmax vectors (sigmoid output = score)."""
+    feats, labs, cls = [], [], []
+    for k, net in enumerate(shadows.models):
+        out = outputs(net, shadows.pool)
+        probs = out.softmax
+        correct = (probs.argmax(1) == out.labels).numpy()
+        inside = shadows.member_masks[k]
+        keep = (inside & correct) | ~inside  # members only where the shadow model classifies them correctly
+        feats.append(probs[keep])
+        labs.append(torch.as_tensor(inside[keep], dtype=torch.float32))
+        cls.append(out.labels[keep])
+    x, y, c = torch.cat(feats), torch.cat(labs), torch.cat(cls)
+    global_model = _train_attack(x, y, epochs=attack_epochs, seed=seed)
+    per_class: dict[int, _AttackMLP] = {}
+    for label in torch.unique(c).tolist():
+        m = c == label
+        if int(y[m].sum()) >= 2 and int((1 - y[m]).sum()) >= 2:
+            per_class[label] = _train_attack(x[m], y[m], epochs=attack_epochs, seed=seed + label + 1)
+
+    def score(data: ArrayDataset) -> np.ndarray:
+        out = outputs(model, data)
+        probs = out.softmax
+        s = np.empty(len(data))
+        with torch.no_grad():
+            for i, label in enumerate(out.labels.tolist()):
+                net = per_class.get(label, global_model)
+                s[i] = float(torch.sigmoid(net(probs[i : i + 1]))[0])
+        return s
+
+    return _scores_split(score(members), score(non_members))
+
+
+def lira_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDataset, shadows: ShadowSet, *,
+                member_pool_positions: Sequence[int] | None = None,
+                non_member_pool_positions: Sequence[int] | None = None,
+                min_out: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """LiRA, offline: P(φ_out <= φ_target) under a per-example Gaussian fitted on OUT shadow models.
+
+    An example's OUT models are the shadow models whose half of the pool did not hold it. Examples
+    outside the pool (the default for both groups) are OUT for every shadow model; give their positions
+    in the pool when they were drawn from it. With fewer than ``min_out`` OUT models the global OUT
+    spread is used.
+    """
+
+    def stats(data: ArrayDataset, positions: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        target_phi = outputs(model, data).scaled_logit
+        shadow_phi = np.stack([outputs(net, data).scaled_logit for net in shadows.models])  # (K, n)
+        out_mask = np.ones_like(shadow_phi, dtype=bool)
+        if positions is not None:
+            pos = np.asarray(positions, dtype=np.int64)
+            if pos.shape != (len(data),):
+                raise ConfigError(f"expected {len(data)} pool positions, got {pos.shape}")
+            out_mask = ~shadows.member_masks[:, pos]
+        return target_phi, shadow_phi, out_mask
+
+    parts = [stats(members, member_pool_positions), stats(non_members, non_member_pool_positions)]
+    all_out = np.concatenate([sp[om] for _, sp, om in parts])
+    global_std = float(np.std(all_out)) if all_out.size > 1 else 1.0
+    scores = []
+    for target_phi, shadow_phi, out_mask in parts:
+        s = np.empty(len(target_phi))
+        for j in range(len(target_phi)):
+            vals = shadow_phi[out_mask[:, j], j]
+            mu = float(vals.mean()) if vals.size else float(all_out.mean())
+            sd = float(vals.std()) if vals.size >= min_out else global_std
+            sd = max(sd, 1e-3)
+            s[j] = 0.5 * (1 + math.erf((target_phi[j] - mu) / (sd * math.sqrt(2))))
+        scores.append(s)
+    return _scores_split(scores[0], scores[1])
+
+
+# ------------------------------------------------------------------ one call for a report
+@dataclass
+class MIAReport:
+    """Figures of each attack on each model (``target`` and optionally ``reference``)."""
+
+    results: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    members: int = 0
+    non_members: int = 0
+    shadows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"members": self.members, "non_members": self.non_members, "shadows": self.shadows,
+                "results": self.results}
+
+
+def run_attacks(models: dict[str, nn.Module], members: ArrayDataset, non_members: ArrayDataset, *,
+                attacks: Sequence[str] = ATTACKS, shadows: ShadowSet | None = None, seed: int = 0,
+                non_member_pool_positions: Sequence[int] | None = None,
+                progress: bool | None = None) -> MIAReport:
+    """Run each attack on each model; the same members, non-members and shadow models for all of them.
+
+    Recall, precision and FPR are reported at the attack's natural threshold (0.5 for ``shokri``,
+    ``logreg`` and ``lira``, whose scores are probabilities) and at the best-balanced threshold otherwise.
+    Members are taken to lie outside the shadow pool; if the non-members were drawn from it, give their
+    positions in it (``non_member_pool_positions``) so LiRA uses only the shadow models that did not see them.
+    """
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        from ..errors import UnknownNameError, did_you_mean
+
+        raise UnknownNameError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}." + did_you_mean(unknown[0], ATTACKS))
+    if len(members) == 0 or len(non_members) == 0:
+        raise ConfigError(f"an attack needs members and non-members; got {len(members)} and {len(non_members)}")
+    if any(a in ("shokri", "lira") for a in attacks) and shadows is None:
+        raise ConfigError("the shokri and lira attacks need shadow models (train_shadows)")
+    report = MIAReport(members=len(members), non_members=len(non_members), shadows=len(shadows) if shadows else 0)
+    for name, model in models.items():
+        report.results[name] = {}
+        for attack in progress_bar(list(attacks), enabled=progress, desc=f"attacks on {name}"):
+            if attack == "loss":
+                s, y = loss_scores(model, members, non_members)
+            elif attack == "confidence":
+                s, y = confidence_scores(model, members, non_members)
+            elif attack == "logreg":
+                s, y = logreg_scores(model, members, non_members, seed=seed)
+            elif attack == "shokri":
+                s, y = shokri_scores(model, members, non_members, shadows, seed=seed)  # type: ignore[arg-type]
+            else:
+                s, y = lira_scores(model, members, non_members, shadows,  # type: ignore[arg-type]
+                                   non_member_pool_positions=non_member_pool_positions)
+            probabilistic = attack in ("shokri", "logreg", "lira")
+            res = summarize(s, y, threshold=0.5 if probabilistic else None, seed=seed)
+            res["recall"] = res["at_threshold"]["recall"]
+            res["precision"] = res["at_threshold"]["precision"]
+            res["fpr"] = res["at_threshold"]["fpr"]
+            report.results[name][attack] = res
+    return report
+
+
+def matched_non_members(pool: ArrayDataset, members: ArrayDataset, *, per_member: int = 1, seed: int = 0) -> ArrayDataset:
+    """Records of ``pool`` (never trained on) with the same class counts as ``members`` (times ``per_member``),
+    as far as the pool allows."""
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    member_labels = members.targets.numpy()
+    pool_labels = pool.targets.numpy()
+    for label in np.unique(member_labels):
+        want = int((member_labels == label).sum()) * per_member
+        cand = np.flatnonzero(pool_labels == label)
+        chosen += rng.choice(cand, size=min(want, cand.size), replace=False).tolist()
+    if not chosen:
+        raise ConfigError("the pool holds no example of the members' classes to compare against")
+    return pool.subset(sorted(chosen))
+
+
+__all__ = ["ATTACKS", "MIAReport", "Outputs", "ShadowRecipe", "ShadowSet", "confidence_scores", "lira_scores",
+           "logreg_scores", "loss_scores", "matched_non_members", "outputs", "run_attacks", "shokri_scores",
+           "threshold_stats", "train_shadows"]

@@ -1,0 +1,166 @@
+"""``amnesiac attack``: membership inference and model inversion against a run's model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attacks import (
+    ATTACKS,
+    ShadowRecipe,
+    class_mean_image,
+    invert,
+    matched_non_members,
+    run_attacks,
+    save_grid,
+    score_inversion,
+    train_evaluator,
+    train_shadows,
+)
+from ..errors import ConfigError
+from ..run import RunDir
+from ..utils import atomic_write_json, parse_id_list, read_ids_file
+from .common import add_subparser, emit_json, table
+
+EXAMPLES = """\
+  amnesiac attack mia runs/digits-forgot --target-ids 17,42,100-140 --reference runs/digits-retrain
+  amnesiac attack mia runs/digits --target-class 3 --attacks loss,lira --shadows 8 --out attacks/
+  amnesiac attack inversion runs/digits --class 3 --reference runs/digits-retrain --out attacks/
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = add_subparser(sub, "attack", help="measure forgetting: membership inference, model inversion",
+                      description="Attack a run's model to measure what can still be learned about records. "
+                                  "Every figure is reported for the run and, with --reference, for a model "
+                                  "retrained without the records, side by side.", examples=EXAMPLES)
+    sub2 = p.add_subparsers(dest="attack_command", metavar="ATTACK")
+    mia = sub2.add_parser("mia", help="membership inference on target records",
+                          description="Membership inference: are the target records recognisable as training data?",
+                          epilog="examples:\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mia.add_argument("run")
+    mia.add_argument("--target-ids", default=None, help="target sample ids (training records), e.g. 1,5,10-20")
+    mia.add_argument("--target-ids-file", default=None)
+    mia.add_argument("--target-class", type=int, default=None, help="every training record of this class")
+    mia.add_argument("--max-targets", type=int, default=500, help="sample at most this many targets (default 500)")
+    mia.add_argument("--reference", default=None, help="run directory of a model retrained without the targets")
+    mia.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated, from {', '.join(ATTACKS)}")
+    mia.add_argument("--shadows", type=int, default=16, help="shadow models (default 16, as in the paper)")
+    mia.add_argument("--shadow-epochs", type=int, default=None, help="epochs per shadow model (default: the run's)")
+    mia.add_argument("--cache", default=None, help="directory to keep shadow models in (reused across calls)")
+    mia.add_argument("--seed", type=int, default=0)
+    mia.add_argument("--out", default=None, help="directory for mia.json")
+    mia.add_argument("--json", action="store_true")
+    mia.add_argument("--no-progress", action="store_true")
+    mia.set_defaults(func=run_mia)
+    inv = sub2.add_parser("inversion", help="invert a class from the model",
+                          description="Model inversion: reconstruct what the model holds about a class.",
+                          epilog="examples:\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    inv.add_argument("run")
+    inv.add_argument("--class", dest="class_", type=int, required=True)
+    inv.add_argument("--reference", default=None, help="run directory of a model retrained without the class")
+    inv.add_argument("--variant", default="paper", choices=["paper", "original"])
+    inv.add_argument("--iterations", type=int, default=600)
+    inv.add_argument("--process-every", type=int, default=200)
+    inv.add_argument("--restarts", type=int, default=6)
+    inv.add_argument("--lr", type=float, default=0.05)
+    inv.add_argument("--cache", default=None, help="directory to keep the evaluation classifier in")
+    inv.add_argument("--seed", type=int, default=0)
+    inv.add_argument("--out", default=None, help="directory for inversion.json and the PNG grid")
+    inv.add_argument("--json", action="store_true")
+    inv.add_argument("--no-progress", action="store_true")
+    inv.set_defaults(func=run_inversion)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def _targets(args: argparse.Namespace, run: RunDir):
+    train = run.bundle().train
+    given = [x for x in (args.target_ids, args.target_ids_file, args.target_class) if x is not None]
+    if len(given) != 1:
+        raise ConfigError("name the targets in exactly one way: --target-ids, --target-ids-file or --target-class")
+    if args.target_class is not None:
+        ids = train.ids_of_class(args.target_class)
+        if ids.numel() == 0:
+            raise ConfigError(f"the training set has no record of class {args.target_class}")
+    else:
+        ids = torch.as_tensor(parse_id_list(args.target_ids) if args.target_ids else read_ids_file(args.target_ids_file))
+    if ids.numel() > args.max_targets:
+        g = torch.Generator().manual_seed(args.seed)
+        ids = ids[torch.randperm(ids.numel(), generator=g)[: args.max_targets]]
+    return train.only_ids(ids)
+
+
+def run_mia(args: argparse.Namespace) -> int:
+    run = RunDir.open(args.run)
+    cfg = run.config
+    members = _targets(args, run)
+    pool = run.bundle().test
+    non_members = matched_non_members(pool, members, seed=args.seed)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    progress = False if args.no_progress else None
+    shadows = None
+    if any(a in ("shokri", "lira") for a in attacks):
+        recipe = ShadowRecipe(cfg.model, args.shadow_epochs or cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr)
+        shadows = train_shadows(pool, recipe, n=args.shadows, seed=args.seed, cache_dir=args.cache, progress=progress)
+    models = {"run": run.load_model()}
+    if args.reference:
+        models["reference"] = RunDir.open(args.reference).load_model()
+    report = run_attacks(models, members, non_members, attacks=attacks, shadows=shadows, seed=args.seed,
+                         non_member_pool_positions=pool.positions_of(non_members.ids).tolist(), progress=progress)
+    result = {"run": str(run.path), "reference": args.reference, **report.as_dict()}
+    if args.out:
+        atomic_write_json(Path(args.out) / "mia.json", result)
+    if args.json:
+        emit_json(result)
+        return 0
+    rows = []
+    for attack in attacks:
+        for name in models:
+            r = report.results[name][attack]
+            rows.append([attack, name, r["auc"], r["recall"], r["precision"], r["fpr"], r["tpr_at_1pct_fpr"]["tpr"]])
+    print(f"{report.members} target records vs {report.non_members} matched non-members; {report.shadows} shadow models")
+    print(table(rows, ["attack", "model", "AUC", "recall", "precision", "FPR", "TPR@1%FPR"]))
+    return 0
+
+
+def run_inversion(args: argparse.Namespace) -> int:
+    run = RunDir.open(args.run)
+    cfg = run.config
+    bundle = run.bundle()
+    info = bundle.info
+    if not 0 <= args.class_ < info.num_classes:
+        raise ConfigError(f"--class must lie in 0..{info.num_classes - 1}, got {args.class_}")
+    progress = False if args.no_progress else None
+    cache = args.cache or args.out
+    evaluator = train_evaluator(bundle.train, cfg.model, cache_dir=cache, progress=progress)
+    mean = class_mean_image(bundle.train, args.class_)
+    models = {"run": run.load_model()}
+    if args.reference:
+        models["reference"] = RunDir.open(args.reference).load_model()
+    scores, rows_img = {}, {}
+    for name, model in models.items():
+        inv = invert(model, args.class_, shape=(info.channels, info.image_size, info.image_size), variant=args.variant,
+                     iterations=args.iterations, process_every=args.process_every, restarts=args.restarts, lr=args.lr,
+                     seed=args.seed, progress=progress)
+        scores[name] = score_inversion(inv, evaluator, mean)
+        rows_img[name] = inv.images
+    rows_img["class mean"] = mean[None]
+    result = {"run": str(run.path), "reference": args.reference, "class": args.class_, "variant": args.variant,
+              "scores": scores}
+    if args.out:
+        png = save_grid(Path(args.out) / f"inversion-class{args.class_}.png", rows_img,
+                        title=f"inversions of class {args.class_} ({args.variant} variant)")
+        result["png"] = str(png)
+        atomic_write_json(Path(args.out) / "inversion.json", result)
+    if args.json:
+        emit_json(result)
+        return 0
+    rows = [[n, s["evaluator_accuracy"], s["evaluator_confidence"], s["ssim_to_class_mean"], s["mse_to_class_mean"],
+             s["target_model_cost"]] for n, s in scores.items()]
+    print(table(rows, ["model", "evaluator acc", "evaluator conf", "SSIM to mean", "MSE to mean", "target cost"]))
+    if args.out:
+        print(f"\nimages: {result['png']}")
+    return 0

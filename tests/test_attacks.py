@@ -1,0 +1,188 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from amnesiac.attacks import (
+    ShadowRecipe,
+    auc,
+    best_balanced_accuracy,
+    bootstrap_ci,
+    class_mean_image,
+    invert,
+    roc_curve,
+    run_attacks,
+    score_inversion,
+    ssim,
+    threshold_stats,
+    tpr_at_fpr,
+    train_evaluator,
+    train_shadows,
+)
+from amnesiac.attacks.inversion import process
+from amnesiac.cli import main
+from amnesiac.data import load_dataset
+from amnesiac.errors import ConfigError
+from amnesiac.models import build_model
+from amnesiac.training import evaluate, fit, make_optimizer
+from amnesiac.unlearn.relabel import wrong_labels
+
+
+# ------------------------------------------------------------------ metrics against scikit-learn
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_and_auc_agree_with_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    y[:2] = [0, 1]
+    s = rng.normal(size=300) + y * rng.uniform(0, 2)
+    s[10:40] = np.round(s[10:40], 1)  # ties
+    assert auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    fpr, tpr, thr = roc_curve(s, y)
+    sk_fpr, sk_tpr, sk_thr = sk_roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    np.testing.assert_allclose(thr[1:], sk_thr[1:])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tpr_at_fpr_is_the_best_feasible_point(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 500)
+    s = rng.normal(size=500) + y
+    for target in (0.0, 0.01, 0.1, 0.5):
+        res = tpr_at_fpr(s, y, target)
+        brute = max(((s[y == 1] >= t).mean(), (s[y == 0] >= t).mean()) for t in np.r_[np.inf, s]
+                    if (s[y == 0] >= t).mean() <= target)
+        assert res["tpr"] == pytest.approx(brute[0]) and res["fpr"] <= target + 1e-12
+        assert res["true_positives"] == int((s[y == 1] >= res["threshold"]).sum())
+
+
+def test_threshold_stats_balanced_accuracy_and_bootstrap():
+    s = np.array([0.9, 0.8, 0.4, 0.6, 0.2, 0.1])
+    y = np.array([1, 1, 1, 0, 0, 0])
+    st = threshold_stats(s, y, 0.5)
+    assert st["recall"] == pytest.approx(2 / 3) and st["precision"] == pytest.approx(2 / 3)
+    assert st["fpr"] == pytest.approx(1 / 3)
+    assert best_balanced_accuracy(s, y)["balanced_accuracy"] == pytest.approx(5 / 6)
+    lo, hi = bootstrap_ci(auc, s, y, n=100)
+    assert 0 <= lo <= auc(s, y) <= hi <= 1
+    with pytest.raises(ConfigError, match="members and non-members"):
+        auc([0.1, 0.2], [1, 1])
+
+
+# ------------------------------------------------------------------ membership inference, known answers
+@pytest.fixture(scope="module")
+def memorised():
+    """A small CNN that memorised 60 training records with flipped labels, and one retrained without them."""
+    b = load_dataset("digits")
+    g = torch.Generator().manual_seed(0)
+    fpos = torch.randperm(len(b.train), generator=g)[:60]
+    labels = b.train.targets.clone()
+    labels[fpos] = wrong_labels(labels[fpos], 10, g)
+    train = b.train.with_labels(labels)
+    members = train.subset(fpos)
+    npos = torch.randperm(len(b.test), generator=g)[:60]
+    non_members = b.test.subset(npos)
+    non_members = non_members.with_labels(wrong_labels(non_members.targets, 10, g))
+
+    def trained(data):
+        torch.manual_seed(0)
+        m = build_model("small-cnn", in_channels=1, num_classes=10, image_size=8)
+        fit(m, make_optimizer("adam", m.parameters()), data, epochs=30, batch_size=32, seed=0, progress=False)
+        return m
+
+    original, retrained = trained(train), trained(train.without_ids(members.ids))
+    return b, members, non_members, npos, original, retrained
+
+
+def test_every_attack_detects_a_memorised_set_and_not_after_retraining(memorised, tmp_path):
+    b, members, non_members, npos, original, retrained = memorised
+    assert evaluate(original, members)["accuracy"] == 1.0 and evaluate(retrained, members)["accuracy"] < 0.2
+    shadows = train_shadows(b.test, ShadowRecipe("small-cnn", epochs=30, batch_size=32), n=8, cache_dir=tmp_path)
+    report = run_attacks({"original": original, "retrained": retrained}, members, non_members, shadows=shadows,
+                         non_member_pool_positions=npos.tolist(), progress=False)
+    for attack, res in report.results["original"].items():
+        assert res["auc"] >= 0.9, attack
+    for attack, res in report.results["retrained"].items():
+        assert res["auc"] <= 0.65, attack
+    assert report.results["original"]["shokri"]["recall"] > report.results["retrained"]["shokri"]["recall"]
+
+
+def test_shadow_models_are_cached_and_reused(memorised, tmp_path):
+    b = memorised[0]
+    recipe = ShadowRecipe("small-cnn", epochs=2, batch_size=32)
+    first = train_shadows(b.test, recipe, n=3, cache_dir=tmp_path, seed=4)
+    again = train_shadows(b.test, recipe, n=3, cache_dir=tmp_path, seed=4)
+    assert first.trained_now == 3 and again.trained_now == 0
+    np.testing.assert_array_equal(first.member_masks, again.member_masks)
+    for a, c in zip(first.models, again.models):
+        for (ka, va), (_, vc) in zip(a.state_dict().items(), c.state_dict().items()):
+            assert torch.equal(va, vc), ka
+    other = train_shadows(b.test, ShadowRecipe("small-cnn", epochs=3, batch_size=32), n=1, cache_dir=tmp_path, seed=4)
+    assert other.trained_now == 1  # a different recipe never reuses a stale model
+
+
+def test_attack_input_errors(memorised):
+    b, members, non_members, _, original, _ = memorised
+    with pytest.raises(ConfigError, match="need shadow models"):
+        run_attacks({"m": original}, members, non_members, attacks=["lira"])
+    with pytest.raises(ConfigError, match="Did you mean 'lira'"):
+        run_attacks({"m": original}, members, non_members, attacks=["lria"])
+
+
+# ------------------------------------------------------------------ model inversion
+def test_inversion_of_a_learned_class_is_recognised_and_of_an_unseen_class_is_not():
+    b = load_dataset("digits")
+    without3 = b.train.subset(torch.nonzero(b.train.targets != 3).flatten())
+    torch.manual_seed(0)
+    model = build_model("small-cnn", in_channels=1, num_classes=10, image_size=8)
+    fit(model, make_optimizer("adam", model.parameters()), without3, epochs=10, batch_size=32, seed=0, progress=False)
+    evaluator = train_evaluator(b.train, "small-cnn", epochs=20)
+    learned = [score_inversion(invert(model, c, shape=(1, 8, 8), iterations=400, process_every=200, restarts=4),
+                               evaluator, class_mean_image(b.train, c))["evaluator_accuracy"] for c in (0, 5)]
+    unseen = score_inversion(invert(model, 3, shape=(1, 8, 8), iterations=400, process_every=200, restarts=4),
+                             evaluator, class_mean_image(b.train, 3))
+    assert min(learned) >= 0.5 and unseen["evaluator_accuracy"] <= 0.25
+    assert unseen["target_model_cost"] > 0.5  # the model cannot be pushed towards a class it never saw
+
+
+def test_original_variant_stops_when_the_cost_stops_improving():
+    torch.manual_seed(0)
+    model = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
+    inv = invert(model, 1, shape=(1, 8, 8), variant="original", iterations=5000, patience=20, restarts=2)
+    assert max(inv.iterations) < 5000 and inv.images.shape == (2, 1, 8, 8)
+    assert float(inv.images.min()) >= -1 and float(inv.images.max()) <= 1
+
+
+def test_ssim_and_processing():
+    x = torch.rand(1, 8, 8) * 2 - 1
+    assert ssim(x, x) == pytest.approx(1.0)
+    g = torch.Generator().manual_seed(1)
+    small, big = torch.randn(1, 8, 8, generator=g) * 0.05, torch.randn(1, 8, 8, generator=g) * 0.8
+    assert 1.0 > ssim(x, x + small) > ssim(x, x + big)
+    assert ssim(x, x + big) == pytest.approx(ssim(x + big, x))
+    y = process(x[None])
+    assert y.shape == (1, 1, 8, 8) and float(y.abs().max()) <= 1.0
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_mia_and_inversion(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--epochs", "2", "--record", "none", "--out", run, "--no-progress"]) == 0
+    capsys.readouterr()
+    code = main(["attack", "mia", run, "--target-ids", "0-39", "--attacks", "loss,logreg,lira", "--shadows", "2",
+                 "--shadow-epochs", "1", "--reference", run, "--out", str(tmp_path / "a"), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "TPR@1%FPR" in out and "reference" in out
+    saved = json.loads((tmp_path / "a" / "mia.json").read_text())
+    assert saved["members"] == 40 and set(saved["results"]) == {"run", "reference"}
+    code = main(["attack", "inversion", run, "--class", "4", "--iterations", "50", "--restarts", "2",
+                 "--out", str(tmp_path / "a"), "--no-progress"])
+    assert code == 0
+    assert (tmp_path / "a" / "inversion-class4.png").stat().st_size > 1000
+    assert main(["attack", "mia", run, "--no-progress"]) == 2
+    assert "exactly one way" in capsys.readouterr().err
