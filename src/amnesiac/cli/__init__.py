@@ -8,9 +8,19 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import AmnesiacError
-from . import attack_cmd, datasets_cmd, forget_cmd, ledger_cmd, methods_cmd, models_cmd, receipts_cmd, train_cmd
+from . import (
+    attack_cmd,
+    datasets_cmd,
+    forget_cmd,
+    ledger_cmd,
+    methods_cmd,
+    models_cmd,
+    receipts_cmd,
+    reproduce_cmd,
+    train_cmd,
+)
 
-COMMANDS = [train_cmd, forget_cmd, receipts_cmd, methods_cmd, attack_cmd, ledger_cmd, datasets_cmd, models_cmd]
+COMMANDS = [train_cmd, forget_cmd, receipts_cmd, methods_cmd, attack_cmd, reproduce_cmd, ledger_cmd, datasets_cmd, models_cmd]
 
 DESCRIPTION = """\
 Delete training records from a trained PyTorch model (Amnesiac Machine Learning, AAAI 2021)

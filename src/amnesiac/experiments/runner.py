@@ -1,0 +1,367 @@
+"""One runner for the paper's experiments. Read it top to bottom: each stage is a function, and
+:func:`reproduce` calls them in order, saving each stage's results so an interrupted run resumes.
+
+Stages:
+
+1. ``class_forgetting`` (Figures 1/2 and 3-6): a model trained on everything is made to forget the
+   sensitive class by naive retraining and by relabelling; a model trained with only a few examples of
+   the class (and a watch-list ledger) forgets it by amnesiac unlearning, then keeps training on the
+   retained data. Accuracy on the class and on the rest is tracked over the post-request epochs (finely
+   within the first); the class is inverted from each model at chosen epochs.
+2. ``membership_inference`` (Table 1): a target model trained on a random half of the data; the
+   paper's shadow-model attack (and the loss attack) on the training records of one class that the model
+   classifies correctly, at epoch 0, right after the removal step (0'), and after each post-request
+   epoch; beside them the same attacks on a model retrained from scratch without the targets.
+3. ``figure7``: test-accuracy loss against the share of batches undone, mean and spread over runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..attacks import (
+    ShadowRecipe,
+    class_mean_image,
+    invert,
+    matched_non_members,
+    run_attacks,
+    save_grid,
+    score_inversion,
+    train_evaluator,
+    train_shadows,
+)
+from ..data import load_dataset
+from ..data.base import ArrayDataset
+from ..errors import RunDirError
+from ..run import RunDir, TrainConfig, train_run
+from ..training import evaluate, fit, make_optimizer, num_batches, predict
+from ..unlearn import forget
+from ..unlearn.amnesiac import revert_updates
+from ..unlearn.relabel import wrong_labels
+from ..utils import atomic_write_json, progress_bar
+from .presets import Settings, settings_for
+
+
+# ------------------------------------------------------------------ plumbing
+class Stages:
+    """Runs a stage unless its result is already saved in ``DIR/stages/NAME.json``."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.skipped: list[str] = []
+
+    def __call__(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.dir / f"{name}.json"
+        if path.is_file():
+            self.skipped.append(name)
+            return json.loads(path.read_text())
+        t = time.perf_counter()
+        result = fn()
+        result["seconds"] = time.perf_counter() - t
+        atomic_write_json(path, result)
+        return result
+
+
+def trained_run(config: TrainConfig, path: Path, *, progress: bool | None) -> RunDir:
+    """Train ``config`` into ``path``, or reuse (or resume) what an earlier attempt left there."""
+    if (path / "config.json").is_file():
+        run = RunDir.open(path)
+        if run.config.to_dict() == config.to_dict() and run.model_path.is_file():
+            if int(run.model_meta().get("epoch", -1)) == config.epochs - 1:
+                return run
+            return train_run(config, path, resume=True, progress=progress).run
+        shutil.rmtree(path)
+    return train_run(config, path, progress=progress).run
+
+
+def _class_sets(test: ArrayDataset, c: int) -> dict[str, ArrayDataset]:
+    mask = test.targets == c
+    return {"target": test.subset(torch.nonzero(mask).flatten()), "other": test.subset(torch.nonzero(~mask).flatten())}
+
+
+def _point(model: torch.nn.Module, sets: dict[str, ArrayDataset], topk: tuple[int, ...], epoch: float,
+           label: str | None = None) -> dict[str, Any]:
+    p: dict[str, Any] = {"epoch": epoch}
+    if label:
+        p["label"] = label
+    for name, ds in sets.items():
+        r = evaluate(model, ds, topk=topk)
+        p[f"{name}_acc"] = r["accuracy"]
+        for k in topk:
+            if k != 1:
+                p[f"{name}_top{k}"] = r[f"top{k}"]
+    return p
+
+
+def _rename(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for h in history:
+        p = {"epoch": h["epoch"]}
+        for k, v in h.items():
+            if k.startswith(("target_", "other_")):
+                p[k] = v
+        out.append(p)
+    return out
+
+
+def _train_after_request(model: torch.nn.Module, data: ArrayDataset, s: Settings, sets: dict[str, ArrayDataset], *,
+                         epochs: int, seed: int, at_epoch_end: Callable[[int], None] | None = None,
+                         progress: bool | None = None) -> list[dict[str, Any]]:
+    """Keep training ``model`` on ``data`` for ``epochs``, evaluating finely in the first epoch."""
+    opt = make_optimizer("adam", model.parameters(), lr=s.lr)
+    per_epoch = num_batches(len(data), s.batch_size)
+    history: list[dict[str, Any]] = []
+    for e in range(epochs):
+        every = max(1, per_epoch // s.evals_first_epoch) if e == 0 else None
+        history += _rename(fit(model, opt, data, epochs=e + 1, start_epoch=e, batch_size=s.batch_size, seed=seed,
+                               eval_sets=sets, eval_every_steps=every, topk=s.topk, progress=progress,
+                               desc="post-request"))
+        if at_epoch_end is not None:
+            at_epoch_end(e + 1)
+    return history
+
+
+# ------------------------------------------------------------------ stage 1: class forgetting and inversion
+def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: bool | None) -> dict[str, Any]:
+    c = s.target_class
+    bundle = load_dataset(s.dataset, data_dir=data_dir)
+    info = bundle.info
+    sets = _class_sets(bundle.test, c)
+    base = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                       seed=s.seed, data_dir=data_dir, eval_class=c, record="none")
+    full = trained_run(base, out / "runs" / "full", progress=progress)
+    amn_cfg = TrainConfig.from_dict({**base.to_dict(), "limit_class": {str(c): s.amnesiac_keep}, "record": "watch",
+                                     "watch_class": c, "ledger_dtype": s.ledger_dtype})
+    amn = trained_run(amn_cfg, out / "runs" / "amnesiac", progress=progress)
+
+    inversions: dict[str, Any] = {}
+    images: dict[str, dict[str, torch.Tensor]] = {}
+    evaluator = mean = None
+    if s.inversion_epochs:
+        evaluator = train_evaluator(bundle.train, s.model, cache_dir=out / "cache", progress=progress)
+        mean = class_mean_image(bundle.train, c)
+
+    def inversion(method: str, label: str, model: torch.nn.Module) -> None:
+        if evaluator is None:
+            return
+        inv = invert(model, c, shape=(info.channels, info.image_size, info.image_size), iterations=s.inversion_iterations,
+                     process_every=s.inversion_process_every, restarts=s.inversion_restarts, seed=s.seed, progress=progress)
+        inversions.setdefault(method, {})[label] = score_inversion(inv, evaluator, mean)
+        images.setdefault(method, {})[label] = inv.images
+
+    curves: dict[str, list[dict[str, Any]]] = {}
+    trained_model = full.load_model()
+    before = _point(trained_model, sets, s.topk, 0.0, "before")
+    for method in ("naive", "relabel"):
+        model = copy.deepcopy(trained_model)
+        train = full.training_data()
+        retain = train.without_ids(train.ids_of_class(c))
+        if method == "naive":
+            data = retain
+        else:
+            g = torch.Generator().manual_seed(s.seed + 17)
+            forgotten = train.only_ids(train.ids_of_class(c))
+            data = ArrayDataset.concat([retain, forgotten.with_labels(wrong_labels(forgotten.targets, info.num_classes, g))])
+        inversion(method, "trained", model)
+
+        def at_end(epoch: int, m: str = method, mdl: torch.nn.Module = model) -> None:
+            if epoch in s.inversion_epochs:
+                inversion(m, f"epoch {epoch}", mdl)
+
+        curves[method] = [before] + _train_after_request(model, data, s, sets, epochs=s.post_epochs, seed=s.seed + 1,
+                                                         at_epoch_end=at_end, progress=progress)
+    # amnesiac: the model that kept only a few examples of the class, then the deletion request
+    amn_model = amn.load_model()
+    amn_before = _point(amn_model, sets, s.topk, 0.0, "before")
+    inversion("amnesiac", "trained", amn_model)
+    store = amn.open_ledger()
+    total_steps = store.count_steps()
+    store.close()
+    t = time.perf_counter()
+    result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress)
+    forget_seconds = time.perf_counter() - t
+    model = result.model
+    after = _point(model, sets, s.topk, 0.0, "after removal (0')")
+    inversion("amnesiac", "after removal", model)
+    retain = amn.training_data().without_ids(amn.training_data().ids_of_class(c))
+
+    def at_end_amn(epoch: int) -> None:
+        if epoch in s.inversion_epochs:
+            inversion("amnesiac", f"epoch {epoch}", model)
+
+    curves["amnesiac"] = [amn_before, after] + _train_after_request(model, retain, s, sets, epochs=s.post_epochs,
+                                                                     seed=s.seed + 2, at_epoch_end=at_end_amn,
+                                                                     progress=progress)
+    grids = {}
+    for method, rows in images.items():
+        rows = dict(rows)
+        rows["class mean"] = mean[None]
+        grids[method] = str(save_grid(out / f"inversion-{method}.png", rows,
+                                      title=f"{method}: inversions of class {c}").name)
+    return {
+        "target_class": c,
+        "curves": curves,
+        "amnesiac": {"steps_reverted": result.receipt["n_steps_reverted"], "total_steps": total_steps,
+                     "share": result.receipt["n_steps_reverted"] / max(total_steps, 1), "forget_seconds": forget_seconds,
+                     "kept_examples": s.amnesiac_keep},
+        "inversion": inversions,
+        "inversion_grids": grids,
+        "full_model_test": evaluate(trained_model, bundle.test, topk=s.topk),
+    }
+
+
+# ------------------------------------------------------------------ stage 2: membership inference (Table 1)
+def membership_inference(s: Settings, out: Path, data_dir: str | None, progress: bool | None) -> dict[str, Any]:
+    t_cls = s.mia_class
+    bundle = load_dataset(s.dataset, data_dir=data_dir)
+    info = bundle.info
+    g = torch.Generator().manual_seed(s.seed + 1000)
+    order = torch.randperm(len(bundle.train), generator=g)
+    half_a, half_b = order[: len(order) // 2], order[len(order) // 2 :]
+    attacker_pool = bundle.train.subset(torch.sort(half_b).values)
+    cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                      seed=s.seed, data_dir=data_dir, exclude_ids=attacker_pool.ids.tolist(), record="watch",
+                      watch_class=t_cls, ledger_dtype=s.ledger_dtype)
+    target_run = trained_run(cfg, out / "runs" / "mia-target", progress=progress)
+    target_model = target_run.load_model()
+    train_a = target_run.training_data()
+    cand = train_a.only_ids(train_a.ids_of_class(t_cls))
+    logits, labels, ids = predict(target_model, cand)
+    targets = cand.only_ids(ids[logits.argmax(1) == labels])
+    non_members = matched_non_members(bundle.test, targets, seed=s.seed)
+    shadows = train_shadows(attacker_pool, ShadowRecipe(s.model, s.shadow_epochs, s.batch_size, "adam", s.lr),
+                            n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress)
+
+    def attack(model: torch.nn.Module) -> dict[str, float]:
+        rep = run_attacks({"m": model}, targets, non_members, attacks=("shokri", "loss"), shadows=shadows, seed=s.seed,
+                          progress=False).results["m"]
+        return {"recall": rep["shokri"]["recall"], "precision": rep["shokri"]["precision"], "fpr": rep["shokri"]["fpr"],
+                "shokri_auc": rep["shokri"]["auc"], "loss_auc": rep["loss"]["auc"]}
+
+    retain = train_a.without_ids(targets.ids)
+    epoch0 = attack(target_model)
+    table: dict[str, dict[str, Any]] = {}
+    for method in ("naive", "relabel", "amnesiac"):
+        row: dict[str, Any] = {"0": epoch0}
+        if method == "amnesiac":
+            copy_dir = out / "runs" / "mia-amnesiac"
+            if copy_dir.exists():
+                shutil.rmtree(copy_dir)
+            res = forget(target_run, ids=targets.ids.tolist(), method="amnesiac", evaluate_after=False,
+                         out=str(copy_dir), progress=progress)
+            model = res.model
+            row["0'"] = attack(model)
+            row["steps_reverted"] = res.receipt["n_steps_reverted"]
+            data = retain
+        else:
+            model = copy.deepcopy(target_model)
+            row["0'"] = epoch0  # no separate removal step: the method works by training
+            if method == "naive":
+                data = retain
+            else:
+                gg = torch.Generator().manual_seed(s.seed + 23)
+                data = ArrayDataset.concat([retain, targets.with_labels(wrong_labels(targets.targets, info.num_classes, gg))])
+        opt = make_optimizer("adam", model.parameters(), lr=s.lr)
+        for e in range(s.mia_post_epochs):
+            fit(model, opt, data, epochs=e + 1, start_epoch=e, batch_size=s.batch_size, seed=s.seed + 3,
+                progress=progress, desc=f"{method} after request")
+            row[str(e + 1)] = attack(model)
+        table[method] = row
+    ref_cfg = TrainConfig.from_dict({**cfg.to_dict(), "exclude_ids": sorted(set(cfg.exclude_ids) | set(targets.ids.tolist())),
+                                     "record": "none"})
+    reference = trained_run(ref_cfg, out / "runs" / "mia-reference", progress=progress)
+    return {"target_class": t_cls, "targets": len(targets), "non_members": len(non_members), "shadows": s.shadows,
+            "table": table, "retrained_reference": attack(reference.load_model()),
+            "target_model_test": evaluate(target_model, bundle.test)["accuracy"]}
+
+
+# ------------------------------------------------------------------ stage 3: Figure 7
+def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: bool | None) -> dict[str, Any]:
+    bundle = load_dataset(s.dataset, data_dir=data_dir)
+    shares = sorted(set(s.fig7_shares))
+    losses: list[list[float]] = []
+    base_accs = []
+    for k in range(seeds):
+        cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.fig7_epochs, batch_size=s.batch_size, lr=s.lr,
+                          seed=s.seed + k, data_dir=data_dir, record="all", ledger_dtype=s.ledger_dtype)
+        run = trained_run(cfg, out / "runs" / f"fig7-seed{k}", progress=progress)
+        base = run.load_model()
+        base_acc = evaluate(base, bundle.test)["accuracy"]
+        base_accs.append(base_acc)
+        store = run.open_ledger()
+        steps = [r.step for r in store.iter_steps() if r.recorded and r.blob is not None]
+        need = int(round(max(shares) * len(steps)))
+        cache: dict[int, dict[str, torch.Tensor]] = {}
+        cacheable = sum(store.step(st).nbytes for st in steps[:1]) * need < 4 * 2**30
+        rng = np.random.default_rng(s.seed + 77 + k)
+        for r in progress_bar(range(s.fig7_runs), enabled=progress, desc=f"figure 7 (seed {k})"):
+            order = rng.permutation(steps)[:need]
+            marks = {int(round(p * len(steps))): p for p in shares}
+            total: dict[str, torch.Tensor] = {}
+            row = []
+            for i in range(need + 1):
+                if i in marks:
+                    model = copy.deepcopy(base)
+                    if total:
+                        revert_updates(model, total)
+                    row.append(base_acc - evaluate(model, bundle.test)["accuracy"])
+                if i == need:
+                    break
+                st = int(order[i])
+                upd = cache.get(st) if cacheable else None
+                if upd is None:
+                    upd = {n: t.float().clone() for n, t in store.load_update(st).items()}
+                    if cacheable:
+                        cache[st] = upd
+                for n, t in upd.items():
+                    total[n] = total[n] + t if n in total else t.clone()
+            losses.append(row)
+        store.close()
+    arr = np.asarray(losses)
+    return {"shares": shares, "mean_loss": arr.mean(0).tolist(), "std_loss": arr.std(0).tolist(),
+            "runs": arr.tolist(), "base_test_accuracy": base_accs, "steps_per_run": len(steps)}
+
+
+# ------------------------------------------------------------------ the whole thing
+def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_dir: str | None = None, seeds: int = 1,
+              progress: bool | None = None, command: str | None = None,
+              stages: tuple[str, ...] = ("class_forgetting", "membership_inference", "figure7")) -> dict[str, Any]:
+    """Run a preset's experiments into ``out`` and write ``report.md``, ``results.json``, the figures and the
+    resolved config. Finished stages are read back, not recomputed."""
+    from ..report import write_report
+
+    s = settings_for(preset, profile)
+    if seeds < 1:
+        raise RunDirError(f"--seeds must be at least 1, got {seeds}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"preset": preset, "profile": profile, "settings": s.as_dict(), "data_dir": data_dir, "seeds": seeds,
+              "command": command or f"amnesiac reproduce {preset} --profile {profile} --out {out}"}
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        if old.get("settings") != json.loads(json.dumps(config["settings"])) or old.get("seeds") != seeds:
+            raise RunDirError(f"{out} holds a run with other settings; choose another --out or delete it")
+    atomic_write_json(cfg_path, config)
+    run_stage = Stages(out)
+    results: dict[str, Any] = {"preset": preset, "profile": profile}
+    if "class_forgetting" in stages:
+        results["class_forgetting"] = run_stage("class_forgetting", lambda: class_forgetting(s, out, data_dir, progress))
+    if "membership_inference" in stages:
+        results["membership_inference"] = run_stage("membership_inference",
+                                                    lambda: membership_inference(s, out, data_dir, progress))
+    if "figure7" in stages:
+        results["figure7"] = run_stage("figure7", lambda: figure7(s, out, data_dir, seeds, progress))
+    results["skipped_stages"] = run_stage.skipped
+    atomic_write_json(out / "results.json", results)
+    write_report(out, config, results)
+    return results

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from amnesiac.cli import main
+from amnesiac.errors import RunDirError, UnknownNameError
+from amnesiac.experiments import PRESETS, reproduce, settings_for
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_smoke_profile_produces_every_artefact(preset, tmp_path):
+    out = tmp_path / preset
+    results = reproduce(preset, profile="smoke", out=out, progress=False)
+    for name in ("report.md", "results.json", "config.json", "fig-class-forgetting.png", "fig7-accuracy-loss.png",
+                 "inversion-naive.png", "inversion-relabel.png", "inversion-amnesiac.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    for section in ("## Setup", "How this compares with the paper", "(Figures 1/2)", "(Figures 3-6)", "(Table 1)",
+                    "(Figure 7)", "![figure 7](fig7-accuracy-loss.png)"):
+        assert section in report, section
+    saved = json.loads((out / "results.json").read_text())
+    curves = saved["class_forgetting"]["curves"]
+    assert set(curves) == {"naive", "relabel", "amnesiac"}
+    first_epoch = [p["epoch"] for p in curves["naive"] if 0 < p["epoch"] < 1]
+    assert len(first_epoch) >= 2  # fine resolution within the first epoch
+    assert set(saved["membership_inference"]["table"]) == {"naive", "relabel", "amnesiac"}
+    assert len(saved["figure7"]["mean_loss"]) == len(settings_for(preset, "smoke").fig7_shares)
+    if preset == "cifar100":
+        assert "fig-class-forgetting-top10.png" not in report and "target_top3" in curves["naive"][0]
+    # amnesiac unlearning of the rare class: accuracy on it falls to 0 right after the removal
+    assert curves["amnesiac"][1]["target_acc"] <= 0.05
+    assert results["skipped_stages"] == []
+
+
+def test_a_second_run_reads_finished_stages_back(tmp_path):
+    out = tmp_path / "r"
+    reproduce("mnist", profile="smoke", out=out, progress=False, stages=("figure7",))
+    before = (out / "stages" / "figure7.json").read_text()
+    again = reproduce("mnist", profile="smoke", out=out, progress=False, stages=("figure7",))
+    assert again["skipped_stages"] == ["figure7"]
+    assert (out / "stages" / "figure7.json").read_text() == before
+
+
+def test_bad_presets_and_changed_settings(tmp_path, capsys):
+    with pytest.raises(UnknownNameError, match="Did you mean 'mnist'"):
+        reproduce("mnsit", profile="smoke", out=tmp_path / "x")
+    out = tmp_path / "y"
+    reproduce("mnist", profile="smoke", out=out, progress=False, stages=())
+    with pytest.raises(RunDirError, match="other settings"):
+        reproduce("mnist", profile="smoke", out=out, seeds=2, progress=False, stages=())
+    assert main(["reproduce", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "fashion-mnist" in listing and "paper" in listing and "cifar100" in listing
