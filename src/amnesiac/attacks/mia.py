@@ -205,9 +205,18 @@ def _train_attack(x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int) -
     return net
 
 
-def shokri_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDataset, shadows: ShadowSet, *,
-                  attack_epochs: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's shadow-model attack: per-class attack MLPs on softmax vectors (sigmoid output = score)."""
+def shokri_attack_models(shadows: ShadowSet, *, attack_epochs: int = 30, seed: int = 0,
+                         max_per_class: int = 4000) -> tuple[_AttackMLP, dict[int, _AttackMLP]]:
+    """Train (once per shadow set, then reused) the global and per-class attack models.
+
+    Training pairs are the shadow models' softmax vectors on the pool, labelled member or not; members
+    are kept only where the shadow model classifies them correctly. At most ``max_per_class`` pairs per
+    class are used (sampled), which bounds the cost on large pools.
+    """
+    key = (attack_epochs, seed, max_per_class)
+    cache = getattr(shadows, "_attack_cache", None)
+    if cache is not None and key in cache:
+        return cache[key]
     feats, labs, cls = [], [], []
     for k, net in enumerate(shadows.models):
         out = outputs(net, shadows.pool)
@@ -219,21 +228,39 @@ def shokri_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDat
         labs.append(torch.as_tensor(inside[keep], dtype=torch.float32))
         cls.append(out.labels[keep])
     x, y, c = torch.cat(feats), torch.cat(labs), torch.cat(cls)
-    global_model = _train_attack(x, y, epochs=attack_epochs, seed=seed)
+    g = torch.Generator().manual_seed(seed)
     per_class: dict[int, _AttackMLP] = {}
+    chosen = []
     for label in torch.unique(c).tolist():
-        m = c == label
-        if int(y[m].sum()) >= 2 and int((1 - y[m]).sum()) >= 2:
-            per_class[label] = _train_attack(x[m], y[m], epochs=attack_epochs, seed=seed + label + 1)
+        idx = torch.nonzero(c == label).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)[:max_per_class]]
+        chosen.append(idx)
+        if int(y[idx].sum()) >= 2 and int((1 - y[idx]).sum()) >= 2:
+            per_class[label] = _train_attack(x[idx], y[idx], epochs=attack_epochs, seed=seed + label + 1)
+    pooled = torch.cat(chosen)
+    global_model = _train_attack(x[pooled], y[pooled], epochs=attack_epochs, seed=seed)
+    models = (global_model, per_class)
+    if cache is None:
+        cache = {}
+        shadows._attack_cache = cache  # type: ignore[attr-defined]
+    cache[key] = models
+    return models
+
+
+def shokri_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDataset, shadows: ShadowSet, *,
+                  attack_epochs: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's shadow-model attack: per-class attack MLPs on softmax vectors (sigmoid output = score)."""
+    global_model, per_class = shokri_attack_models(shadows, attack_epochs=attack_epochs, seed=seed)
 
     def score(data: ArrayDataset) -> np.ndarray:
         out = outputs(model, data)
         probs = out.softmax
         s = np.empty(len(data))
         with torch.no_grad():
-            for i, label in enumerate(out.labels.tolist()):
+            for label in torch.unique(out.labels).tolist():
+                rows = torch.nonzero(out.labels == label).flatten()
                 net = per_class.get(label, global_model)
-                s[i] = float(torch.sigmoid(net(probs[i : i + 1]))[0])
+                s[rows.numpy()] = torch.sigmoid(net(probs[rows])).numpy()
         return s
 
     return _scores_split(score(members), score(non_members))

@@ -11,6 +11,7 @@ from ..errors import AmnesiacError
 from . import (
     attack_cmd,
     datasets_cmd,
+    demo_cmd,
     forget_cmd,
     ledger_cmd,
     methods_cmd,
@@ -20,13 +21,14 @@ from . import (
     train_cmd,
 )
 
-COMMANDS = [train_cmd, forget_cmd, receipts_cmd, methods_cmd, attack_cmd, reproduce_cmd, ledger_cmd, datasets_cmd, models_cmd]
+COMMANDS = [demo_cmd, train_cmd, forget_cmd, receipts_cmd, methods_cmd, attack_cmd, reproduce_cmd, ledger_cmd, datasets_cmd, models_cmd]
 
 DESCRIPTION = """\
 Delete training records from a trained PyTorch model (Amnesiac Machine Learning, AAAI 2021)
 and measure how well they were forgotten.
 
 typical session:
+  amnesiac demo --out runs/demo          # the whole idea in a minute, on the bundled digits
   amnesiac train --dataset digits --model small-cnn --epochs 5 --out runs/digits
   amnesiac forget runs/digits --ids 17,42 --dry-run
   amnesiac forget runs/digits --ids 17,42

@@ -42,7 +42,7 @@ from ..data import load_dataset
 from ..data.base import ArrayDataset
 from ..errors import RunDirError
 from ..run import RunDir, TrainConfig, train_run
-from ..training import evaluate, fit, make_optimizer, num_batches, predict
+from ..training import evaluate, evaluate_all, fit, make_optimizer, num_batches, predict
 from ..unlearn import forget
 from ..unlearn.amnesiac import revert_updates
 from ..unlearn.relabel import wrong_labels
@@ -90,16 +90,7 @@ def _class_sets(test: ArrayDataset, c: int) -> dict[str, ArrayDataset]:
 
 def _point(model: torch.nn.Module, sets: dict[str, ArrayDataset], topk: tuple[int, ...], epoch: float,
            label: str | None = None) -> dict[str, Any]:
-    p: dict[str, Any] = {"epoch": epoch}
-    if label:
-        p["label"] = label
-    for name, ds in sets.items():
-        r = evaluate(model, ds, topk=topk)
-        p[f"{name}_acc"] = r["accuracy"]
-        for k in topk:
-            if k != 1:
-                p[f"{name}_top{k}"] = r[f"top{k}"]
-    return p
+    return {"epoch": epoch, **({"label": label} if label else {}), **evaluate_all(model, sets, topk)}
 
 
 def _rename(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -319,18 +319,20 @@ class LedgerStore:
         for r in rows:
             yield self._row(r)
 
-    def steps_info(self, steps: Iterable[int]) -> dict[int, StepRecord]:
-        """Index rows of the given steps (unknown steps are left out)."""
-        wanted = sorted({int(s) for s in steps})
-        out: dict[int, StepRecord] = {}
+    def _select_in(self, sql: str, values: Iterable[int]) -> list[tuple[Any, ...]]:
+        """Run ``sql``, whose ``{}`` stands for an ``IN`` list, over ``values`` in chunks SQLite accepts."""
+        wanted = sorted({int(v) for v in values})
+        rows: list[tuple[Any, ...]] = []
         with self._lock:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
-                q = f"SELECT {self._COLS} FROM steps WHERE step IN ({','.join('?' * len(chunk))})"
-                for r in self._conn.execute(q, chunk):
-                    rec = self._row(r)
-                    out[rec.step] = rec
-        return out
+                rows += self._conn.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+        return rows
+
+    def steps_info(self, steps: Iterable[int]) -> dict[int, StepRecord]:
+        """Index rows of the given steps (unknown steps are left out)."""
+        recs = (self._row(r) for r in self._select_in(f"SELECT {self._COLS} FROM steps WHERE step IN ({{}})", steps))
+        return {rec.step: rec for rec in recs}
 
     def count_steps(self) -> int:
         """How many steps the index holds."""
@@ -339,25 +341,8 @@ class LedgerStore:
 
     def steps_for_ids(self, ids: Iterable[int]) -> list[int]:
         """Every step whose batch held any of ``ids``, sorted (uses the id index)."""
-        wanted = sorted({int(i) for i in ids})
-        out: set[int] = set()
-        with self._lock:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                q = f"SELECT DISTINCT step FROM step_ids WHERE sample_id IN ({','.join('?' * len(chunk))})"
-                out.update(r[0] for r in self._conn.execute(q, chunk))
-        return sorted(out)
-
-    def known_ids(self, ids: Iterable[int]) -> set[int]:
-        """Which of ``ids`` appear in at least one step."""
-        wanted = sorted({int(i) for i in ids})
-        out: set[int] = set()
-        with self._lock:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                q = f"SELECT DISTINCT sample_id FROM step_ids WHERE sample_id IN ({','.join('?' * len(chunk))})"
-                out.update(r[0] for r in self._conn.execute(q, chunk))
-        return out
+        rows = self._select_in("SELECT DISTINCT step FROM step_ids WHERE sample_id IN ({})", ids)
+        return sorted({r[0] for r in rows})
 
     def last_step(self) -> int:
         """The highest step number indexed (0 when empty)."""
@@ -428,13 +413,7 @@ class LedgerStore:
     def delete_blobs(self, steps: Iterable[int]) -> int:
         """Delete the stored updates of ``steps`` (index rows stay, with no blob). Returns how many."""
         steps = [int(s) for s in steps]
-        with self._lock:
-            rows = []
-            for start in range(0, len(steps), 500):
-                chunk = steps[start : start + 500]
-                rows += self._conn.execute(
-                    f"SELECT blob FROM steps WHERE blob IS NOT NULL AND step IN ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
+        rows = self._select_in("SELECT blob FROM steps WHERE blob IS NOT NULL AND step IN ({})", steps)
         for (blob,) in rows:
             (self.path / "blobs" / blob).unlink(missing_ok=True)
         with self._lock:

@@ -29,7 +29,7 @@ from ..data.base import ArrayDataset
 from ..errors import ConfigError
 from ..utils import progress_bar
 
-__all__ = ["OPTIMIZERS", "batches", "evaluate", "fit", "make_optimizer", "num_batches", "predict"]
+__all__ = ["OPTIMIZERS", "batches", "evaluate", "evaluate_all", "fit", "make_optimizer", "num_batches", "predict"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -122,7 +122,8 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 512, topk: Se
 EvalSets = Mapping[str, Dataset]
 
 
-def _evaluate_all(model: nn.Module, eval_sets: EvalSets | None, topk: Sequence[int]) -> dict[str, float]:
+def evaluate_all(model: nn.Module, eval_sets: EvalSets | None, topk: Sequence[int] = (1,)) -> dict[str, float]:
+    """``{name}_acc`` (and ``{name}_top{k}``) for every named evaluation set."""
     out: dict[str, float] = {}
     for name, ds in (eval_sets or {}).items():
         res = evaluate(model, ds, topk=topk)
@@ -187,7 +188,7 @@ def fit(
             last = i + 1 == per_epoch
             if eval_every_steps and not last and (i + 1) % eval_every_steps == 0:
                 rec = {"epoch": epoch + (i + 1) / per_epoch, "step": step, "train_loss": total / count}
-                rec.update(_evaluate_all(model, eval_sets, topk))
+                rec.update(evaluate_all(model, eval_sets, topk))
                 model.train()
                 history.append(rec)
             if max_steps is not None and step >= max_steps:
@@ -195,7 +196,7 @@ def fit(
         bar.close()
         rec = {"epoch": epoch + 1 if count and (i + 1) == per_epoch else epoch + (i + 1) / per_epoch,
                "step": step, "train_loss": total / max(count, 1)}
-        rec.update(_evaluate_all(model, eval_sets, topk))
+        rec.update(evaluate_all(model, eval_sets, topk))
         model.train()
         history.append(rec)
         if on_epoch_end is not None and (i + 1) == per_epoch:
