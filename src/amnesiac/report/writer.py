@@ -200,6 +200,14 @@ def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> 
                   "| method | " + " | ".join(f"epoch {k}" for k in cols) + " |", "|---|" + "---|" * len(cols)]
         for m, row in table.items():
             lines.append(f"| {m} | " + " | ".join(_pct(row[k]["recall"]) for k in cols) + " |")
+        if "steps_reverted" in table.get("amnesiac", {}):
+            lines += ["", f"Amnesiac unlearning of the targets reverted {table['amnesiac']['steps_reverted']} training steps."]
+        auc0 = table["naive"]["0"]["shokri_auc"]
+        if auc0 < 0.6:
+            lines += ["", f"Read the recall with the AUC below: at epoch 0 the attack's AUC is only {auc0:.2f}, so it "
+                      "calls nearly every record of the class a member, training record or not. A recall that falls "
+                      "here measures that the model stopped recognising the class, not that it lost membership "
+                      "information the attack could use."]
         ref = mia["retrained_reference"]
         lines += ["", f"Retrained from scratch without the targets (the reference): recall {_pct(ref['recall'])}, "
                   f"attack AUC {ref['shokri_auc']:.3f}, loss-attack AUC {ref['loss_auc']:.3f}.", "",
