@@ -13,8 +13,8 @@ import time
 import torch
 
 from ..errors import LedgerError, MissingUpdatesError
-from ..ledger import Recorder
 from ..training import fit, make_optimizer
+from ._train import ledger_recorder, method_seed
 from .base import MethodContext, MethodOutcome, register_method
 from .planner import norm_of, sum_updates
 
@@ -82,26 +82,15 @@ def amnesiac(ctx: MethodContext) -> MethodOutcome:
 def _repair(ctx: MethodContext, out: MethodOutcome, *, epochs: int, max_steps: int | None) -> None:
     """Fine-tune on retained data with a fresh optimizer of the run's recipe, recording into the ledger."""
     cfg = ctx.run.config
-    store = ctx.store
-    assert store is not None
     optimizer = make_optimizer(cfg.optimizer, ctx.model.parameters(), lr=float(ctx.option("repair_lr", cfg.lr)),
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    policy = (store.manifest.get("policy") or {}).get("kind", "all")
-    watch = None
-    if policy == "watch":
-        watch = [] if cfg.watch_ids is None else list(cfg.watch_ids)
-        if cfg.watch_class is not None:
-            watch += ctx.retain_data.ids_of_class(cfg.watch_class).tolist()
-    first = store.last_step() + 1
-    recorder = Recorder(ctx.model, optimizer, store, policy="watch" if policy == "watch" else "all", watch_ids=watch,
-                        dtype=store.manifest.get("storage_dtype", "float32"),
-                        include_buffers=bool(store.manifest.get("include_buffers", True)),
-                        start_step=first - 1, kind="repair")
-    seed = int(ctx.option("seed", cfg.seed)) + 7919 * (1 + len(store.events("forget")))
+    recorder = ledger_recorder(ctx, ctx.model, optimizer, "repair")
+    assert recorder is not None  # amnesiac always has a ledger
+    first = recorder.step + 1
     try:
-        out.history = fit(ctx.model, optimizer, ctx.retain_data, epochs=epochs, batch_size=cfg.batch_size, seed=seed,
-                          recorder=recorder, max_steps=max_steps, eval_sets=ctx.eval_sets, progress=ctx.progress,
-                          desc="repair")
+        out.history = fit(ctx.model, optimizer, ctx.retain_data, epochs=epochs, batch_size=cfg.batch_size,
+                          seed=method_seed(ctx, 7919), recorder=recorder, max_steps=max_steps,
+                          eval_sets=ctx.eval_sets, progress=ctx.progress, desc="repair")
     finally:
         recorder.close()
     out.recorded_steps = list(range(first, recorder.step + 1))
