@@ -91,3 +91,14 @@ def test_evaluate_topk():
     net = build_model("small-cnn", in_channels=1, num_classes=10, image_size=8)
     res = evaluate(net, bundle.test, topk=(1, 10))
     assert res["top10"] == 1.0 and 0.0 <= res["accuracy"] <= 1.0 and res["n"] == len(bundle.test)
+
+
+def test_device_names_are_checked():
+    from amnesiac.training import resolve_device
+
+    assert resolve_device(None).type == "cpu" and resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA device"):
+            resolve_device("cuda")

@@ -40,7 +40,7 @@ from .errors import ConfigError, RunDirError
 from .ledger import LedgerStore, Recorder, estimate_for_model, human_bytes
 from .ledger.store import STORAGE_DTYPES
 from .models import build_model
-from .training import OPTIMIZERS, evaluate, fit, make_optimizer
+from .training import OPTIMIZERS, evaluate, fit, make_optimizer, resolve_device
 from .utils import atomic_write_json, fingerprint, model_hash, model_state, seed_everything
 
 RECORD_CHOICES = ("auto", "all", "watch", "none")
@@ -356,11 +356,14 @@ def train_run(
     overwrite: bool = False,
     progress: bool | None = None,
     eval_every_steps: int | None = None,
+    device: str | None = None,
 ) -> TrainResult:
     """Train a model as ``config`` says and write everything into the run directory ``out``.
 
     With ``resume=True`` training continues from the last saved epoch of ``out`` (the ledger drops any
-    steps recorded after that checkpoint, since the saved model does not contain them).
+    steps recorded after that checkpoint, since the saved model does not contain them). ``device``
+    (``cpu``, ``cuda``, ``auto``) is where training runs; files are always written from CPU copies, and
+    bit-for-bit determinism is promised on CPU only.
     """
     config.validate()
     if resume:
@@ -375,7 +378,7 @@ def train_run(
         train_data = select_training_data(bundle.train, config)
         eval_sets = evaluation_sets(bundle, config.eval_class)
         seed_everything(config.seed)
-        model = run.new_model()
+        model = run.new_model().to(resolve_device(device))
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr,
                                    momentum=config.momentum, weight_decay=config.weight_decay)
         start_epoch, start_step = 0, 0
@@ -384,7 +387,7 @@ def train_run(
             meta = run.model_meta()
             start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
             model.load_state_dict(load_tensors(run.model_path)[0])
-            run.load_optimizer(optimizer, start_step)
+            run.load_optimizer(optimizer, start_step)  # load_state_dict moves the state to the parameters' device
             history = [r for r in run.read_metrics() if r["step"] <= start_step]
         watch = None
         if config.watch_class is not None:

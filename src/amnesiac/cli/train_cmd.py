@@ -56,6 +56,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-buffers", action="store_true", help="do not record BatchNorm statistics (the paper's code did not)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved epoch")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -80,7 +81,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     config = RunDir.open(args.out).config if args.resume else config_from_args(args)
     result = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                       progress=False if args.no_progress else None)
+                       progress=False if args.no_progress else None, device=args.device)
     summary = {"run": str(result.run.path), "record": result.record, "epochs": config.epochs,
                "final": result.final, "history": result.history}
     if args.json:

@@ -29,7 +29,7 @@ from ..data.base import ArrayDataset
 from ..errors import ConfigError
 from ..utils import progress_bar
 
-__all__ = ["OPTIMIZERS", "batches", "evaluate", "evaluate_all", "fit", "make_optimizer", "num_batches", "predict"]
+__all__ = ["OPTIMIZERS", "batches", "evaluate", "evaluate_all", "fit", "model_device", "resolve_device", "make_optimizer", "num_batches", "predict"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -85,15 +85,38 @@ def batches(
         yield item[0], item[1], item[2]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``None``/``"cpu"`` -> CPU; ``"auto"`` -> CUDA when available; anything else as torch reads it."""
+    if name in (None, "cpu"):
+        return torch.device("cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; expected cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but this torch build sees no CUDA device")
+    return dev
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: Dataset, *, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits, labels and ids of every record, in dataset order, with the model in eval mode."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     logits, labels, ids = [], [], []
     try:
         for x, y, i in batches(data, batch_size, shuffle=False):
-            logits.append(model(x).float())
+            logits.append(model(x.to(device)).float().cpu())
             labels.append(torch.as_tensor(y))
             ids.append(torch.as_tensor(i))
     finally:
@@ -168,6 +191,7 @@ def fit(
     step = start_epoch * per_epoch
     history: list[dict[str, Any]] = []
     loss_fn = nn.CrossEntropyLoss()
+    device = model_device(model)
     model.train()
     for epoch in range(start_epoch, epochs):
         if recorder is not None:
@@ -175,13 +199,15 @@ def fit(
         total, count = 0.0, 0
         bar = progress_bar(total=per_epoch, enabled=progress, desc=f"{desc} epoch {epoch + 1}/{epochs}")
         for i, (x, y, ids) in enumerate(batches(data, batch_size, seed=seed, epoch=epoch)):
+            if device.type != "cpu":
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with recorder.batch(ids) if recorder is not None else nullcontext():
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(x), y)
                 loss.backward()
                 optimizer.step()
             step += 1
-            total += float(loss.detach()) * len(y)
+            total += float(loss.detach()) * len(y)  # a sync per step on GPU; cheap beside the step
             count += len(y)
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
