@@ -332,6 +332,4 @@ def list_receipts(run: RunDir | str) -> list[dict[str, Any]]:
     path = run.path / "receipts.json"
     if path.is_file():
         out += json.loads(path.read_text())
-    if not run.path.is_dir():
-        raise RunDirError(f"{run.path} does not exist")
     return out
