@@ -11,7 +11,8 @@ def test_no_subcommand_prints_help(capsys):
     assert "train" in out and "ledger" in out and "typical session" in out
 
 
-@pytest.mark.parametrize("cmd", ["train", "ledger", "datasets", "models"])
+@pytest.mark.parametrize("cmd", ["demo", "train", "forget", "receipts", "methods", "attack", "reproduce", "ledger",
+                                 "datasets", "models"])
 def test_every_subcommand_has_help_with_examples(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([cmd, "--help"])
