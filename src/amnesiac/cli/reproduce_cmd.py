@@ -12,7 +12,7 @@ from .common import add_subparser, table
 
 EXAMPLES = """\
   amnesiac reproduce --list
-  amnesiac reproduce fashion-mnist --profile default --out results/fmnist     # ~30 min on 2 CPU cores
+  amnesiac reproduce fashion-mnist --profile default --out results/fmnist     # under an hour on 2 CPU cores
   amnesiac reproduce mnist --profile smoke --out /tmp/smoke                   # seconds, on digits
   amnesiac reproduce mnist --profile paper --data-dir ~/data --out results/mnist-paper
   amnesiac reproduce cifar100 --profile paper --data-dir ~/data --out results/cifar-paper

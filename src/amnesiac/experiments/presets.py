@@ -2,7 +2,7 @@
 
 * ``paper``: the paper's settings (ResNet18, Adam 1e-3, batch 64, inputs in [-1, 1], 10 epochs of
   training and 10 after the request; 16 shadow models). Needs the dataset files; hours on CPU.
-* ``default``: the same experiments scaled to finish in about half an hour on 2 CPU cores (small CNN,
+* ``default``: the same experiments scaled to finish in under an hour on 2 CPU cores (small CNN,
   fewer epochs and shadow models); the report states every change.
 * ``smoke``: seconds, on the bundled digits; the test suite runs it.
 
