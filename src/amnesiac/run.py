@@ -235,8 +235,16 @@ class RunDir:
         return build_model(self.config.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
 
     def model_meta(self) -> dict[str, Any]:
-        """Epoch, step and hash stored with the current model."""
-        _, meta = load_tensors(self.model_path)
+        """Epoch, step and hash stored with the current model (reads the file's header only)."""
+        from safetensors import safe_open
+
+        if not self.model_path.is_file():
+            raise RunDirError(f"{self.model_path} is missing; the run has not finished an epoch yet")
+        try:
+            with safe_open(str(self.model_path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+        except Exception as err:  # safetensors raises several types for a bad header
+            raise RunDirError(f"{self.model_path} is not a readable safetensors file ({err})") from None
         return {k: json.loads(v) for k, v in meta.items()}
 
     def load_model(self) -> nn.Module:

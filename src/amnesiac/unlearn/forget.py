@@ -236,11 +236,11 @@ def forget(
                 if store is not None:
                     ledger_commit = lambda h: store.commit_revert(  # noqa: E731
                         outcome.steps_reverted, new_hash=h, event=receipt, forgotten_ids=request.ids.tolist())
+                saved = run.model_meta()
                 commit_model(run, outcome.model, old_hash=current_hash, new_hash=new_hash, store=store,
                              ledger_commit=ledger_commit, destroy_steps=destroy,
                              destroy_optimizer=not keep_artifacts,
-                             meta={"epoch": run.model_meta().get("epoch"), "step": run.model_meta().get("step"),
-                                   "after": "forget"},
+                             meta={"epoch": saved.get("epoch"), "step": saved.get("step"), "after": "forget"},
                              crash_at=_crash_at)
             except BaseException as err:
                 if type(err).__name__ != "_SimulatedCrash":
