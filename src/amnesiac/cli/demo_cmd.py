@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"1/4 training on digits with a ledger ({args.keep} examples of class {c}) ...", flush=True)
     original = train_run(cfg, out / "original", progress=progress)
     forgotten_ids = original.run.training_data().ids_of_class(c).tolist()
-    print(f"2/4 retraining a reference from scratch without them ...", flush=True)
+    print("2/4 retraining a reference from scratch without them ...", flush=True)
     ref_cfg = TrainConfig.from_dict({**cfg.to_dict(), "exclude_ids": forgotten_ids, "record": "none"})
     reference = train_run(ref_cfg, out / "retrained", progress=progress)
     print(f"3/4 forgetting class {c} with amnesiac unlearning (+ 1 repair epoch) ...", flush=True)

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigError
-from ..ledger import human_bytes  # noqa: F401  (re-exported for scripts)
 from ..run import RunDir
 from ..unlearn import METHODS, Thresholds, forget, read_subject_map
 from ..utils import parse_id_list, read_ids_file

@@ -217,7 +217,7 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     info = bundle.info
     g = torch.Generator().manual_seed(s.seed + 1000)
     order = torch.randperm(len(bundle.train), generator=g)
-    half_a, half_b = order[: len(order) // 2], order[len(order) // 2 :]
+    half_b = order[len(order) // 2 :]  # the attacker's pool; the target trains on the other half
     attacker_pool = bundle.train.subset(torch.sort(half_b).values)
     cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                       seed=s.seed, data_dir=data_dir, exclude_ids=attacker_pool.ids.tolist(), record="watch",

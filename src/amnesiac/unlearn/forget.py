@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import __version__
 from ..data.base import ArrayDataset
-from ..errors import ConfigError, LedgerError, ModelMismatchError, RunDirError
+from ..errors import LedgerError, ModelMismatchError, RunDirError
 from ..run import RunDir
 from ..training import evaluate
 from ..utils import model_hash
@@ -69,14 +69,38 @@ def forget_eval_sets(run: RunDir, request: DeletionRequest, retain: ArrayDataset
     return sets
 
 
-def load_subject_request(subjects: Sequence[str] | None, subjects_file: str | None) -> tuple[Sequence[str] | None, dict | None]:
-    from .request import read_subject_map
-
-    if subjects is None:
-        return None, None
-    if subjects_file is None:
-        raise ConfigError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
-    return subjects, read_subject_map(subjects_file)
+def _receipt(*, method: str, options: Mapping[str, Any], request: DeletionRequest, salt: str, new_ids: int,
+             plan: Plan | None, outcome: MethodOutcome, old_hash: str, new_hash: str,
+             evaluation: dict[str, dict[str, float]], timings: dict[str, float], destroyed: dict[str, Any],
+             kept_for_research: bool, **extra: Any) -> dict[str, Any]:
+    """The receipt of one deletion, as every method reports it (raw ids never appear, only salted hashes)."""
+    digest, per_id = hash_ids(request.ids.tolist(), salt)
+    return {
+        "kind": "forget",
+        "receipt_version": 1,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "amnesiac_version": __version__,
+        "method": method,
+        "options": dict(options),
+        "request": request.describe(),
+        "ids_digest": digest,
+        "ids_hashed": per_id,
+        "new_ids": new_ids,
+        "plan": plan.as_dict(with_steps=False) if plan is not None else None,
+        "steps_reverted": outcome.steps_reverted,
+        "n_steps_reverted": len(outcome.steps_reverted),
+        "recorded_steps": [outcome.recorded_steps[0], outcome.recorded_steps[-1]] if outcome.recorded_steps else [],
+        "optimizer_steps": outcome.optimizer_steps,
+        "model_hash_before": old_hash,
+        "model_hash_after": new_hash,
+        "destroyed": destroyed,
+        "kept_for_research": kept_for_research,
+        "evaluation": evaluation,
+        "history": outcome.history,
+        "details": outcome.details,
+        "timings_s": timings,
+        **extra,
+    }
 
 
 def forget(
@@ -200,38 +224,16 @@ def forget(
                 # they go (a later amnesiac request touching an unreverted one is then refused by step number)
                 touched = sorted(set(outcome.steps_reverted) | set(plan.to_revert if plan is not None else []))
                 destroy = [] if keep_artifacts else touched
-                salt = store.id_salt() if store is not None else "no-ledger"
-                digest, per_id = hash_ids(request.ids.tolist(), salt)
-                receipt = {
-                    "kind": "forget",
-                    "receipt_version": 1,
-                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "amnesiac_version": __version__,
-                    "method": method,
-                    "options": dict(options or {}),
-                    "request": request.describe(),
-                    "ids_digest": digest,
-                    "ids_hashed": per_id,
-                    "new_ids": int(new_ids.size),
-                    "plan": plan.as_dict(with_steps=False) if plan is not None else None,
-                    "steps_reverted": outcome.steps_reverted,
-                    "n_steps_reverted": len(outcome.steps_reverted),
-                    "recorded_steps": [outcome.recorded_steps[0], outcome.recorded_steps[-1]] if outcome.recorded_steps else [],
-                    "optimizer_steps": outcome.optimizer_steps,
-                    "model_hash_before": current_hash,
-                    "model_hash_after": new_hash,
-                    "destroyed": {
-                        "update_blobs": len(destroy),
-                        "optimizer_state": not keep_artifacts,
-                        "previous_model": True,
-                    },
-                    "kept_for_research": bool(keep_artifacts),
-                    "evaluation": evaluation,
-                    "history": outcome.history,
-                    "details": outcome.details,
-                    "timings_s": {**outcome.timings, "method": method_s, "evaluate": eval_s,
-                                  "total": time.perf_counter() - t_start},
-                }
+                receipt = _receipt(
+                    method=method, options=options or {}, request=request,
+                    salt=store.id_salt() if store is not None else "no-ledger", new_ids=int(new_ids.size), plan=plan,
+                    outcome=outcome, old_hash=current_hash, new_hash=new_hash, evaluation=evaluation,
+                    timings={**outcome.timings, "method": method_s, "evaluate": eval_s,
+                             "total": time.perf_counter() - t_start},
+                    destroyed={"update_blobs": len(destroy), "optimizer_state": not keep_artifacts,
+                               "previous_model": True},
+                    kept_for_research=bool(keep_artifacts),
+                )
                 ledger_commit = None
                 if store is not None:
                     ledger_commit = lambda h: store.commit_revert(  # noqa: E731
@@ -283,22 +285,16 @@ def _run_creating_method(run, impl, method, request, plan, store, working, retai
         evaluation["after"] = evaluate_sets(outcome.model, sets)
     new_run = RunDir.open(outcome.details["new_run"])
     new_store = new_run.open_ledger() if new_run.has_ledger() else None
-    salt = new_store.id_salt() if new_store is not None else "no-ledger"
-    digest, per_id = hash_ids(request.ids.tolist(), salt)
-    receipt = {
-        "kind": "forget", "receipt_version": 1,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "amnesiac_version": __version__, "method": method, "options": {k: v for k, v in options.items() if k != "out"},
-        "request": request.describe(), "ids_digest": digest, "ids_hashed": per_id, "new_ids": len(request),
-        "plan": plan.as_dict(with_steps=False) if plan is not None else None,
-        "steps_reverted": [], "n_steps_reverted": 0, "recorded_steps": [],
-        "optimizer_steps": outcome.optimizer_steps, "source_run": str(run.path),
-        "model_hash_before": old_hash, "model_hash_after": model_hash(outcome.model),
-        "destroyed": {"update_blobs": 0, "optimizer_state": False, "previous_model": False},
-        "kept_for_research": False, "evaluation": evaluation, "history": outcome.history, "details": outcome.details,
-        "timings_s": {**outcome.timings, "method": method_s, "total": time.perf_counter() - t_start},
-        "note": f"the source run {run.path} still holds the deleted records' influence; delete it once {new_run.path} is in service",
-    }
+    receipt = _receipt(
+        method=method, options={k: v for k, v in options.items() if k != "out"}, request=request,
+        salt=new_store.id_salt() if new_store is not None else "no-ledger", new_ids=len(request), plan=plan,
+        outcome=outcome, old_hash=old_hash, new_hash=model_hash(outcome.model), evaluation=evaluation,
+        timings={**outcome.timings, "method": method_s, "total": time.perf_counter() - t_start},
+        destroyed={"update_blobs": 0, "optimizer_state": False, "previous_model": False},
+        kept_for_research=False, source_run=str(run.path),
+        note=f"the source run {run.path} still holds the deleted records' influence; delete it once "
+             f"{new_run.path} is in service",
+    )
     if new_store is not None:
         new_store.add_event("forget", receipt)
         new_store.close()
