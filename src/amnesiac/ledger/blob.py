@@ -19,20 +19,29 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+import xxhash
 
 from ..errors import ConfigError
 
 ALIGN = 4096
-CHECKSUMS = ("crc32", "sha256")
+CHECKSUMS = ("xxh3", "crc32", "sha256")
 _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
 
 
 def checksum(data: bytes | memoryview, algorithm: str) -> str:
-    """``"crc32:xxxxxxxx"`` or ``"sha256:..."`` of ``data``.
+    """``"xxh3:..."`` (XXH3, 64 bits), ``"crc32:..."`` or ``"sha256:..."`` of ``data``.
+
+    XXH3 is the default for new ledgers: it detects damage and truncation as CRC-32 does, and runs at
+    about 20 GiB/s on one core (CRC-32 about 3.5 GiB/s), which matters when every training step writes
+    tens of MiB. SHA-256 is there for users who want a cryptographic digest.
 
     >>> checksum(b"abc", "crc32")
     'crc32:352441c2'
+    >>> checksum(b"abc", "xxh3")
+    'xxh3:78af5f94892f3950'
     """
+    if algorithm == "xxh3":
+        return "xxh3:" + xxhash.xxh3_64_hexdigest(data)
     if algorithm == "crc32":
         return f"crc32:{zlib.crc32(data) & 0xFFFFFFFF:08x}"
     if algorithm == "sha256":
