@@ -1,18 +1,16 @@
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from amnesiac.errors import ConfigError, LedgerCorruptError, LedgerError, RecorderError
 from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, tracked_state
 from amnesiac.run import RunDir, TrainConfig, train_run
-from amnesiac.training import batches, fit, make_optimizer
+from amnesiac.training import batches, fit
 
 from conftest import TinyBNNet
 
@@ -40,12 +38,17 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
-def test_undoing_every_step_returns_the_initial_state(tmp_path, tiny_data, tiny_net, opt_name):
+def test_undoing_every_step_returns_the_initial_state(tmp_path, tiny_data, tiny_net, opt_name, state_dtype):
+    # float32 state on CPU: the writer thread computes each delta; float64: the training thread does
+    tiny_net.to(state_dtype)
+    tiny_net.register_forward_pre_hook(lambda m, args: tuple(a.to(state_dtype) for a in args))
     initial = _state(tiny_net)
     opt = OPTIMIZERS[opt_name](tiny_net.parameters())
     store = _store(tmp_path)
     with Recorder(tiny_net, opt, store) as rec:
+        assert rec._defer == (state_dtype == torch.float32)
         fit(tiny_net, opt, tiny_data, epochs=3, batch_size=16, recorder=rec, progress=False)
     assert store.last_step() == 15
     final = _state(tiny_net)
@@ -53,7 +56,7 @@ def test_undoing_every_step_returns_the_initial_state(tmp_path, tiny_data, tiny_
     back = _subtract_all(tiny_net, store)
     assert set(back) == set(initial)
     for k in initial:
-        torch.testing.assert_close(back[k], initial[k], rtol=0, atol=1e-5, msg=k)
+        torch.testing.assert_close(back[k], initial[k].float(), rtol=0, atol=1e-5, msg=k)
 
 
 def test_run_level_ledger_reconstructs_initial_weights(tmp_path):
@@ -268,6 +271,61 @@ def test_backpressure_keeps_every_step_in_order(tmp_path, tiny_data, tiny_net, m
     rec.close()
     assert [r.step for r in store.iter_steps()] == list(range(1, 11))
     assert max(high_water) <= 1
+
+
+def test_unstored_steps_are_indexed_in_groups_and_flush_makes_them_durable(tmp_path, tiny_data, tiny_net):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    watched = int(tiny_data.ids[45])
+    rec = Recorder(tiny_net, opt, store, policy="watch", watch_ids=[watched])
+    rec._unstored_group = 4
+    seen = []
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for x, y, ids in batches(tiny_data, 2, seed=3):  # 40 steps, one holds the watched id
+        with rec.batch(ids):
+            loss_fn(tiny_net(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        seen.append(ids.tolist())
+    rec.flush()
+    recs = list(store.iter_steps())
+    assert [r.step for r in recs] == list(range(1, 41))
+    assert [r.ids.tolist() for r in recs] == seen
+    assert [r.step for r in recs if r.recorded] == [next(i for i, b in enumerate(seen, 1) if watched in b)]
+    rec.close()
+
+
+@pytest.mark.parametrize("policy", ["all", "watch"])
+def test_slow_writer_never_sees_a_reused_snapshot(tmp_path, tiny_data, tiny_net, monkeypatch, policy):
+    """The writer subtracts pooled snapshots while training goes on: each stored delta must still be exactly
+    its own step's change, and the pool must stay within its bound."""
+    opt = torch.optim.Adam(tiny_net.parameters(), lr=1e-2)
+    store = _store(tmp_path)
+    real = store.put_step
+
+    def slow(*args, **kwargs):
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "put_step", slow)
+    watch = [int(i) for i in tiny_data.ids[::3]]
+    rec = Recorder(tiny_net, opt, store, queue_size=1, policy=policy, watch_ids=watch if policy == "watch" else None)
+    changes = {}
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for step, (x, y, ids) in enumerate(batches(tiny_data, 8, seed=2), start=1):
+        before = _state(tiny_net)
+        with rec.batch(ids):
+            loss_fn(tiny_net(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        changes[step] = {k: v - before[k] for k, v in _state(tiny_net).items()}
+    rec.close()
+    assert rec._pool.made <= 3
+    stored = [r.step for r in store.iter_steps() if r.recorded]
+    assert len(stored) >= 3
+    for s_ in stored:
+        for k, d in store.load_update(s_).items():
+            torch.testing.assert_close(d, changes[s_][k], rtol=0, atol=1e-6, msg=f"step {s_} {k}")
 
 
 def test_orphans_and_temporaries_are_removed_on_open(tmp_path, tiny_data, tiny_net):

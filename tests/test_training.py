@@ -50,7 +50,7 @@ def test_digits_small_cnn_reaches_95_percent(tmp_path):
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     full = train_run(TrainConfig(epochs=3, record="none", seed=5), tmp_path / "full", progress=False)
-    part = train_run(TrainConfig(epochs=2, record="none", seed=5), tmp_path / "part", progress=False)
+    train_run(TrainConfig(epochs=2, record="none", seed=5), tmp_path / "part", progress=False)
     # extend the stopped run to 3 epochs and resume it
     cfg = RunDir.open(tmp_path / "part").config
     cfg.epochs = 3

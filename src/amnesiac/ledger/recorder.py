@@ -25,6 +25,10 @@ Rules, each tested:
   ids stay pending and are attributed to the next step that does run. That is conservative: the next
   step's delta includes the BatchNorm statistics those samples moved, and forgetting them also undoes it.
   Call :meth:`Recorder.discard_pending` to drop them instead when buffers are not tracked.
+* **Durability.** Steps reach the ledger through a background writer (steps that store no update are handed
+  to it in groups of 32, one transaction each). :meth:`Recorder.flush` returns once every step so far is
+  durable; call it before saving a checkpoint of the model (``train_run`` does, every epoch), so no saved
+  model contains a step the ledger lacks. :meth:`Recorder.close` flushes.
 * **A step with no ids is refused.** ``optimizer.step()`` outside any ``batch()`` block raises
   :class:`~amnesiac.errors.RecorderError` before the parameters change, because an update whose samples
   are unknown could never be honoured by a deletion request.
@@ -70,14 +74,64 @@ def tracked_state(model: nn.Module, *, include_buffers: bool = True) -> dict[str
     return out
 
 
+class _Snapshot:
+    """A copy of the tracked state in one contiguous allocation, reused from step to step."""
+
+    def __init__(self, live: dict[str, torch.Tensor]) -> None:
+        total = sum(t.numel() for t in live.values())
+        self.flat = torch.empty(total, dtype=torch.float32)
+        self.views: dict[str, torch.Tensor] = {}
+        pos = 0
+        for name, t in live.items():
+            self.views[name] = self.flat[pos : pos + t.numel()].view(t.shape)
+            pos += t.numel()
+        self.release_with_step = False  # set when the writer owns it once the step is written
+
+
+class _SnapshotPool:
+    """At most ``limit`` CPU snapshots exist; a free one is reused, else the caller waits for the writer."""
+
+    def __init__(self, live: dict[str, torch.Tensor], limit: int) -> None:
+        self.live = live
+        self.limit = limit
+        self.made = 0
+        self.free: queue.Queue[_Snapshot] = queue.Queue()
+
+    def acquire(self, writer: "_Writer") -> _Snapshot:
+        while True:
+            try:
+                snap = self.free.get_nowait()
+                break
+            except queue.Empty:
+                pass
+            if self.made < self.limit:
+                self.made += 1
+                snap = _Snapshot(self.live)
+                break
+            writer.raise_if_failed()
+            try:
+                snap = self.free.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        snap.release_with_step = False
+        return snap
+
+    def release(self, snap: _Snapshot) -> None:
+        self.free.put(snap)
+
+
 class _Writer(threading.Thread):
     """Background thread that persists steps; a bounded queue gives backpressure."""
 
-    def __init__(self, store: LedgerStore, maxsize: int, fsync: bool, free: "queue.Queue[BlobBuffer]") -> None:
+    def __init__(
+        self, store: LedgerStore, maxsize: int, fsync: bool, free: "queue.Queue[BlobBuffer]", snapshots: "_SnapshotPool"
+    ) -> None:
         super().__init__(name="amnesiac-ledger-writer", daemon=True)
         self.store = store
         self.fsync = fsync
         self.free = free
+        self.snapshots = snapshots
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
         self.written = 0
@@ -88,11 +142,22 @@ class _Writer(threading.Thread):
             try:
                 if item is None:
                     return
-                if self.error is None:
-                    step, epoch, kind, ids, update = item
+                if self.error is None and isinstance(item, list):  # steps indexed without an update
+                    self.store.put_index_rows(item)
+                    self.written += len(item)
+                elif self.error is None:
+                    step, epoch, kind, ids, update, before, after = item
                     try:
+                        if before is not None:  # the delta was left to this thread: after - before
+                            with torch.no_grad():
+                                for name, out in update.views.items():
+                                    torch.sub(after.views[name], before.views[name], out=out)
                         self.store.put_step(step, epoch=epoch, ids=ids, update=update, kind=kind, fsync=self.fsync)
                     finally:
+                        if before is not None:
+                            self.snapshots.release(before)
+                        if after is not None and after is not before and after.release_with_step:
+                            self.snapshots.release(after)
                         if update is not None:
                             self.free.put(update)  # the buffer may be refilled now
                     self.written += 1
@@ -130,8 +195,14 @@ class Recorder:
         dtype: storage dtype of updates: ``"float32"`` (exact), ``"float16"`` or ``"bfloat16"``.
         include_buffers: record floating buffers (BatchNorm statistics) too. Default True.
         start_step: number of the last step already in the ledger (for resuming).
-        queue_size: how many step updates may wait for the writer (bounds memory).
+        queue_size: how many step updates may wait for the writer. It bounds memory: at most
+            ``queue_size + 1`` update buffers in the storage dtype and, for float32 state on CPU,
+            ``queue_size + 2`` float32 snapshots of the tracked state exist at once.
         kind: label stored with each step (``"train"``, ``"repair"``, ...).
+        offload_delta: compute each update (after - before, converted to the storage dtype) in the writer
+            thread instead of the training thread, which then only copies the state once per step.
+            ``None`` (default) offloads when the tracked state is float32 on CPU; on a GPU the
+            subtraction is cheap where it is and is never offloaded.
 
     >>> import tempfile, torch
     >>> from amnesiac.ledger import LedgerStore, Recorder
@@ -160,6 +231,7 @@ class Recorder:
         queue_size: int = 4,
         fsync: bool = False,
         kind: str = "train",
+        offload_delta: bool | None = None,
     ) -> None:
         if dtype not in STORAGE_DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
@@ -186,20 +258,35 @@ class Recorder:
         self._live = tracked_state(model, include_buffers=include_buffers)
         self._names = list(self._live)
         self._pending: list[np.ndarray] = []
+        self._pending_watched = False  # some pending id is on the watch-list
+        # steps that store no update are handed to the writer in groups (one transaction each), since a
+        # hand-off per step costs more than the step's own index row; flush() hands over what is left
+        self._unstored: list[tuple[int, int, str, np.ndarray]] = []
+        self._unstored_group = 32
         self._in_block = 0
-        # the state before the coming step: allocated once, refreshed in place
-        self._snap = {k: v.detach().clone() for k, v in self._live.items()}
-        self._have_snapshot = True
+        # Where the delta is computed. On CPU with float32 state, the training thread only copies the state
+        # into a pooled snapshot (one memory pass) and the writer thread subtracts and converts; elsewhere
+        # (GPU, other dtypes) the training thread subtracts into the blob buffer and refreshes one snapshot.
+        cpu_f32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in self._live.values())
+        if offload_delta and not cpu_f32:
+            raise ConfigError("offload_delta=True needs the tracked state to be float32 on the CPU")
+        self._defer = cpu_f32 if offload_delta is None else bool(offload_delta)
         self._continuous = policy == "all"
-        if not self._continuous:
-            self._have_snapshot = False
+        self._max_buffers = queue_size + 1
+        self._pool = _SnapshotPool(self._live, limit=queue_size + 2)
+        self._current: _Snapshot | None = None  # deferred mode: the state before the coming step
+        self._snap: dict[str, torch.Tensor] = {}  # direct mode: the same, refreshed in place
         # update buffers: at most queue_size + 1 exist, so memory stays bounded
         self._layout = Layout.of(self._live, self.dtype)
         self._free: queue.Queue[BlobBuffer] = queue.Queue()
-        self._max_buffers = queue_size + 1
         self._allocated = 0
-        self._writer = _Writer(store, queue_size, fsync, self._free)
+        self._writer = _Writer(store, queue_size, fsync, self._free, self._pool)
         self._writer.start()
+        if not self._defer:
+            self._snap = {k: v.detach().clone() for k, v in self._live.items()}
+        self._have_snapshot = False
+        if self._continuous:
+            self._take_snapshot()
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_hook),
             optimizer.register_step_post_hook(self._post_hook),
@@ -219,7 +306,10 @@ class Recorder:
         arr = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
         if arr.size == 0:
             raise RecorderError("recorder.batch() was given no sample ids; every step must name the samples it used")
-        if not self._continuous and not self._have_snapshot and self._wants_snapshot(arr):
+        if self.policy == "watch":
+            if self._wants_snapshot(arr) and not self._have_snapshot:
+                self._take_snapshot()
+        elif not self._continuous and not self._have_snapshot:  # a callable policy decides after the step
             self._take_snapshot()
         self._pending.append(arr)
         self._in_block += 1
@@ -236,12 +326,14 @@ class Recorder:
     def discard_pending(self) -> None:
         """Drop the ids of a skipped step instead of carrying them into the next one."""
         self._pending.clear()
+        self._pending_watched = False
         if not self._continuous:
-            self._have_snapshot = False
+            self._drop_snapshot()
 
     def flush(self) -> None:
         """Wait until every step so far is durable in the ledger; raise if the writer failed."""
         self._writer.raise_if_failed()
+        self._hand_over_unstored()
         self._writer.queue.join()
         self._writer.raise_if_failed()
 
@@ -266,15 +358,23 @@ class Recorder:
 
     # ------------------------------------------------------------------ internals
     def _take_snapshot(self) -> None:
-        with torch.no_grad():
-            dst = [self._snap[k] for k in self._names]
-            src = [self._live[k] for k in self._names]
-            if hasattr(torch, "_foreach_copy_"):
-                torch._foreach_copy_(dst, src)
-            else:  # pragma: no cover - older torch
-                for d, s_ in zip(dst, src):
-                    d.copy_(s_)
+        if self._defer:
+            self._current = self._copy_state(self._pool.acquire(self._writer))
+        else:
+            with torch.no_grad():
+                _copy_all([self._snap[k] for k in self._names], [self._live[k] for k in self._names])
         self._have_snapshot = True
+
+    def _copy_state(self, snap: _Snapshot) -> _Snapshot:
+        with torch.no_grad():
+            _copy_all([snap.views[k] for k in self._names], [self._live[k] for k in self._names])
+        return snap
+
+    def _drop_snapshot(self) -> None:
+        if self._current is not None:
+            self._pool.release(self._current)
+            self._current = None
+        self._have_snapshot = False
 
     def _acquire_buffer(self) -> BlobBuffer:
         while True:
@@ -291,16 +391,25 @@ class Recorder:
             except queue.Empty:
                 continue
 
+    def _watched(self, arr: np.ndarray) -> bool:
+        """Whether any id of ``arr`` is on the (sorted, unique) watch-list: a binary search per id."""
+        if self.watch.size == 0:
+            return False
+        pos = np.searchsorted(self.watch, arr)
+        return bool((self.watch[np.minimum(pos, self.watch.size - 1)] == arr).any())
+
     def _wants_snapshot(self, arr: np.ndarray) -> bool:
         if callable(self.policy):
             return True
-        return bool(np.isin(arr, self.watch, assume_unique=False).any())
+        hit = self._watched(arr)
+        self._pending_watched |= hit
+        return hit
 
     def _should_store(self, ids: np.ndarray) -> bool:
         if self.policy == "all":
             return True
         if self.policy == "watch":
-            return bool(np.isin(ids, self.watch).any())
+            return self._pending_watched
         return bool(self.policy(ids))  # type: ignore[operator]
 
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -316,20 +425,51 @@ class Recorder:
         self._pending.clear()
         self.step += 1
         update: BlobBuffer | None = None
-        if self._should_store(ids):
+        before = after = None
+        store = self._should_store(ids)
+        self._pending_watched = False
+        if store:
             if not self._have_snapshot:  # callable said yes but no snapshot: cannot know the update
                 raise RecorderError(f"step {self.step}: no state snapshot was taken before this step")
             update = self._acquire_buffer()
-            with torch.no_grad():
-                for name in self._names:
-                    live, snap, out = self._live[name], self._snap[name], update.views[name]
-                    if live.device.type == "cpu":
-                        torch.sub(live, snap, out=out)
-                    else:
-                        out.copy_(live - snap)
+            if self._defer:
+                before = self._current
+                after = self._copy_state(self._pool.acquire(self._writer))
+                after.release_with_step = not self._continuous
+                self._current = after if self._continuous else None
+                self._have_snapshot = self._continuous
+            else:
+                with torch.no_grad():
+                    for name in self._names:
+                        live, snap, out = self._live[name], self._snap[name], update.views[name]
+                        if live.device.type == "cpu":
+                            torch.sub(live, snap, out=out)
+                        else:
+                            out.copy_(live - snap)
+                if self._continuous:
+                    self._take_snapshot()
+                else:
+                    self._have_snapshot = False
             self.recorded_steps += 1
-        if self._continuous:
-            self._take_snapshot()
+        elif not self._continuous:  # with policy "all" every step is stored
+            self._drop_snapshot()
+        if update is None:
+            self._unstored.append((self.step, self.epoch, self.kind, ids))
+            if len(self._unstored) >= self._unstored_group:
+                self._hand_over_unstored()
         else:
-            self._have_snapshot = False
-        self._writer.put((self.step, self.epoch, self.kind, ids, update))
+            self._hand_over_unstored()  # keep the writer's order the steps' order
+            self._writer.put((self.step, self.epoch, self.kind, ids, update, before, after))
+
+    def _hand_over_unstored(self) -> None:
+        if self._unstored:
+            group, self._unstored = self._unstored, []
+            self._writer.put(group)
+
+
+def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    if hasattr(torch, "_foreach_copy_"):
+        torch._foreach_copy_(dst, src)
+    else:  # pragma: no cover - older torch
+        for d, s_ in zip(dst, src):
+            d.copy_(s_)
