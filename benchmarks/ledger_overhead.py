@@ -1,11 +1,12 @@
 """Recording overhead, blob throughput and bytes per step of the update ledger.
 
-    python benchmarks/ledger_overhead.py                 # ResNet18 at 28x28, batch 64 (the paper's setting)
-    python benchmarks/ledger_overhead.py --steps 20      # quicker
+    python benchmarks/ledger_overhead.py                      # ResNet18 at 28x28, batch 64 (the paper's setting)
+    python benchmarks/ledger_overhead.py --pairs 4            # quicker
+    python benchmarks/ledger_overhead.py --compare-offload    # the delta in the writer vs the training thread
 
-Overhead is training time with the recorder divided by training time without it, measured in one run,
-with the configurations interleaved round by round so machine noise hits them alike. Writes
-benchmarks/results/ledger_overhead.json.
+Overhead is training time with the recorder divided by training time without it, measured in one run:
+two identical models train in alternating blocks of steps, one recorded and one not, so the slow drifts
+of a shared machine hit both alike. Writes benchmarks/results/ledger_overhead.json.
 """
 
 from __future__ import annotations
@@ -39,33 +40,66 @@ def make_batches(n_steps: int, batch: int, watch_every: int | None):
     return out
 
 
-def run_config(kind: str, batches, tmp: Path, dtype: str, watch: list[int] | None) -> tuple[float, float]:
-    """Wall seconds and process CPU seconds (all threads) for the timed steps."""
+def _model_and_opt():
     torch.manual_seed(0)
     model = build_model("resnet18", in_channels=1, num_classes=10, image_size=28)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def run_paired(kind: str, dtype: str, watch: list[int] | None, batches, tmp: Path, *, block: int, pairs: int,
+               offload: bool | None) -> dict:
+    """Train two identical models in alternating blocks of ``block`` steps, one recorded and one not, and
+    time each block (wall and CPU of all threads). A recorded block ends with ``recorder.flush()``, so the
+    writer's work for its steps is inside its own timing. Alternating blocks, and swapping which goes
+    first in every other pair, lets slow drifts of this shared machine hit both sides alike."""
     loss_fn = torch.nn.CrossEntropyLoss()
-    rec = None
-    if kind != "none":
-        store = LedgerStore.create(tmp / f"{kind}-{time.time_ns()}", manifest={"storage_dtype": dtype})
-        rec = Recorder(model, opt, store, dtype=dtype, policy="watch" if kind == "watch" else "all", watch_ids=watch)
-    x0, y0, _ = batches[0]  # warm-up step outside the timing
-    loss_fn(model(x0), y0).backward()
-    opt.zero_grad()
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    for x, y, ids in batches:
-        if rec is not None:
-            with rec.batch(ids):
+    rec_model, rec_opt = _model_and_opt()
+    base_model, base_opt = _model_and_opt()
+    store = LedgerStore.create(tmp / f"{kind}-{dtype}-{time.time_ns()}", manifest={"storage_dtype": dtype})
+    rec = Recorder(rec_model, rec_opt, store, dtype=dtype, policy="watch" if kind == "watch" else "all",
+                   watch_ids=watch, offload_delta=offload)
+    x0, y0, _ = batches[0]
+    for model, opt in ((rec_model, rec_opt), (base_model, base_opt)):  # warm-up outside the timing
+        loss_fn(model(x0), y0).backward()
+        opt.zero_grad()
+    cursor = {"rec": 0, "base": 0}
+
+    def block_of(which: str) -> tuple[float, float]:
+        model, opt = (rec_model, rec_opt) if which == "rec" else (base_model, base_opt)
+        t, c = time.perf_counter(), time.process_time()
+        for _ in range(block):
+            x, y, ids = batches[cursor[which] % len(batches)]
+            cursor[which] += 1
+            if which == "rec":
+                with rec.batch(ids):
+                    loss_fn(model(x), y).backward()
+                    opt.step()
+            else:
                 loss_fn(model(x), y).backward()
                 opt.step()
-        else:
-            loss_fn(model(x), y).backward()
-            opt.step()
-        opt.zero_grad()
-    if rec is not None:
-        rec.close()  # the flush counts: the ledger is durable when training ends
-    return time.perf_counter() - start, time.process_time() - cpu_start
+            opt.zero_grad()
+        if which == "rec":
+            rec.flush()  # durable before the block's clock stops
+        return time.perf_counter() - t, time.process_time() - c
+
+    out: dict[str, list[float]] = {"rec_wall": [], "base_wall": [], "rec_cpu": [], "base_cpu": []}
+    for i in range(pairs):
+        for which in (("rec", "base") if i % 2 == 0 else ("base", "rec")):
+            wall, cpu = block_of(which)
+            out[f"{which}_wall"].append(wall)
+            out[f"{which}_cpu"].append(cpu)
+    rec.close()
+    pair_ratios = [r / b for r, b in zip(out["rec_wall"], out["base_wall"])]
+    return {
+        **out,
+        "wall_ratio": sum(out["rec_wall"]) / sum(out["base_wall"]),
+        "cpu_ratio": sum(out["rec_cpu"]) / sum(out["base_cpu"]),
+        "pair_ratio_median": statistics.median(pair_ratios),
+        "pair_ratio_quartiles": statistics.quantiles(pair_ratios, n=4) if len(pair_ratios) > 1 else pair_ratios,
+        "recorded_steps": rec.recorded_steps,
+        "steps": block * pairs,
+        "offload_delta": rec._defer,
+    }
 
 
 def disk_bandwidth(tmp: Path, mib: int = 512) -> dict[str, float]:
@@ -119,29 +153,39 @@ def blob_throughput(tmp: Path, model: torch.nn.Module, dtype: str, n: int = 20) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=40, help="optimizer steps per measurement")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--block", type=int, default=10, help="optimizer steps per timed block")
+    ap.add_argument("--pairs", type=int, default=8, help="recorded/unrecorded block pairs per configuration")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--compare-offload", action="store_true",
+                    help="measure each configuration with the delta computed in the writer thread and in the "
+                         "training thread, instead of where the recorder puts it by default")
+    ap.add_argument("--configs", default="all-float16,all-float32,watch-float32",
+                    help="comma-separated: all-float16, all-float32, all-bfloat16, watch-float32, watch-float16")
     args = ap.parse_args()
-    batches = make_batches(args.steps, args.batch_size, None)
+    batches = make_batches(40, args.batch_size, None)
     # a watch-list that touches every 10th step
     watch = [int(b[2][0]) for i, b in enumerate(batches) if i % 10 == 0]
-    configs = [("none", "float32", None), ("all", "float16", None), ("all", "float32", None), ("watch", "float32", watch)]
-    times: dict[str, list[float]] = {f"{k}-{d}": [] for k, d, _ in configs}
-    cpu: dict[str, list[float]] = {f"{k}-{d}": [] for k, d, _ in configs}
+    configs = []
+    for name in args.configs.split(","):
+        kind, _, dtype = name.strip().partition("-")
+        if kind not in ("all", "watch") or dtype not in ("float32", "float16", "bfloat16"):
+            ap.error(f"unknown configuration {name!r}; expected e.g. all-float16 or watch-float32")
+        configs.append((kind, dtype, watch if kind == "watch" else None))
+    # by default the recorder decides where the delta is computed; --compare-offload measures both places
+    offloads: list[bool | None] = [True, False] if args.compare_offload else [None]
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("AMNESIAC_BENCH_DIR")) as d:
         tmp = Path(d)
-        for r in range(args.rounds):
-            for kind, dtype, w in configs:
-                sec, cpu_sec = run_config(kind, batches, tmp, dtype, w)
-                times[f"{kind}-{dtype}"].append(sec)
-                cpu[f"{kind}-{dtype}"].append(cpu_sec)
-                print(f"round {r + 1}: {kind:5s} {dtype:8s} {sec:7.2f} s wall, {cpu_sec:7.2f} s CPU for {args.steps} steps",
-                      flush=True)
-        base = statistics.median(times["none-float32"])
-        overhead = {k: statistics.median(v) / base for k, v in times.items()}
-        cpu_base = statistics.median(cpu["none-float32"])
-        cpu_overhead = {k: statistics.median(v) / cpu_base for k, v in cpu.items()}
+        for kind, dtype, w in configs:
+            for off in offloads:
+                r = run_paired(kind, dtype, w, batches, tmp, block=args.block, pairs=args.pairs, offload=off)
+                name = f"{kind}-{dtype}" + {None: "", True: "-offloaded", False: "-in-training-thread"}[off]
+                results[name] = r
+                q = r["pair_ratio_quartiles"]
+                print(f"{name:42s} wall {r['wall_ratio']:.3f}  CPU {r['cpu_ratio']:.3f}  per-pair median "
+                      f"{r['pair_ratio_median']:.3f} (quartiles {q[0]:.3f}-{q[-1]:.3f}); "
+                      f"{r['recorded_steps']}/{r['steps']} steps stored; delta "
+                      f"{'in the writer thread' if r['offload_delta'] else 'in the training thread'}", flush=True)
         model = build_model("resnet18", in_channels=1, num_classes=10, image_size=28)
         disk = disk_bandwidth(tmp)
         tp = {dt: blob_throughput(tmp, model, dt) for dt in ("float32", "float16")}
@@ -150,9 +194,6 @@ def main() -> None:
         m = build_model(name, in_channels=ch, num_classes=10, image_size=size)
         sizes[name] = {dt: estimate_for_model(m, num_examples=64, batch_size=64, epochs=1, dtype=dt).bytes_per_step
                        for dt in ("float32", "float16", "bfloat16")}
-    print("\nrecording overhead (median time / median time without recorder):")
-    for k, v in overhead.items():
-        print(f"  {k:16s} {v:.3f}   (CPU time, all threads: {cpu_overhead[k]:.3f})")
     print(f"disk: sequential O_DIRECT write {disk['direct_write_mib_s']:.0f} MiB/s, read {disk['direct_read_mib_s']:.0f} MiB/s; "
           f"buffered write + fsync {disk['buffered_write_fsync_mib_s']:.0f} MiB/s")
     for dt, r in tp.items():
@@ -161,10 +202,10 @@ def main() -> None:
     print("bytes per recorded step:")
     for name, d in sizes.items():
         print(f"  {name:15s} " + ", ".join(f"{dt} {human_bytes(b)}" for dt, b in d.items()))
-    save("ledger_overhead", {
+    save("ledger_overhead_compare" if args.compare_offload else "ledger_overhead", {
         "command": "python benchmarks/ledger_overhead.py " + " ".join(sys.argv[1:]),
-        "steps": args.steps, "rounds": args.rounds, "batch_size": args.batch_size,
-        "seconds": times, "overhead": overhead, "cpu_seconds": cpu, "cpu_overhead": cpu_overhead, "disk": disk, "blob_throughput": tp, "bytes_per_step": sizes,
+        "block": args.block, "pairs": args.pairs, "batch_size": args.batch_size,
+        "overhead": results, "disk": disk, "blob_throughput": tp, "bytes_per_step": sizes,
         "watch_step_fraction": len(watch) / len(batches),
     })
 

@@ -309,7 +309,8 @@ def test_slow_writer_never_sees_a_reused_snapshot(tmp_path, tiny_data, tiny_net,
 
     monkeypatch.setattr(store, "put_step", slow)
     watch = [int(i) for i in tiny_data.ids[::3]]
-    rec = Recorder(tiny_net, opt, store, queue_size=1, policy=policy, watch_ids=watch if policy == "watch" else None)
+    rec = Recorder(tiny_net, opt, store, queue_size=1, policy=policy, watch_ids=watch if policy == "watch" else None,
+                   offload_delta=True)
     changes = {}
     loss_fn = torch.nn.CrossEntropyLoss()
     for step, (x, y, ids) in enumerate(batches(tiny_data, 8, seed=2), start=1):

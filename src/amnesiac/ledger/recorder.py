@@ -201,8 +201,8 @@ class Recorder:
         kind: label stored with each step (``"train"``, ``"repair"``, ...).
         offload_delta: compute each update (after - before, converted to the storage dtype) in the writer
             thread instead of the training thread, which then only copies the state once per step.
-            ``None`` (default) offloads when the tracked state is float32 on CPU; on a GPU the
-            subtraction is cheap where it is and is never offloaded.
+            ``None`` (default) offloads when every step is stored (``policy="all"``) and the tracked
+            state is float32 on CPU; on a GPU the subtraction is cheap where it is and is never offloaded.
 
     >>> import tempfile, torch
     >>> from amnesiac.ledger import LedgerStore, Recorder
@@ -264,13 +264,16 @@ class Recorder:
         self._unstored: list[tuple[int, int, str, np.ndarray]] = []
         self._unstored_group = 32
         self._in_block = 0
-        # Where the delta is computed. On CPU with float32 state, the training thread only copies the state
-        # into a pooled snapshot (one memory pass) and the writer thread subtracts and converts; elsewhere
-        # (GPU, other dtypes) the training thread subtracts into the blob buffer and refreshes one snapshot.
+        # Where the delta is computed. Offloaded, the training thread only copies the state into a pooled
+        # snapshot (one memory pass) and the writer thread subtracts and converts; otherwise the training
+        # thread subtracts into the blob buffer and refreshes one snapshot.
         cpu_f32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in self._live.values())
         if offload_delta and not cpu_f32:
             raise ConfigError("offload_delta=True needs the tracked state to be float32 on the CPU")
-        self._defer = cpu_f32 if offload_delta is None else bool(offload_delta)
+        # Offloading pays when every step is stored: the writer's subtraction overlaps training. With a
+        # watch-list most steps store nothing, and a stored step is cheaper done at once (one subtraction)
+        # than offloaded (a copy here plus a subtraction there).
+        self._defer = (cpu_f32 and policy == "all") if offload_delta is None else bool(offload_delta)
         self._continuous = policy == "all"
         self._max_buffers = queue_size + 1
         self._pool = _SnapshotPool(self._live, limit=queue_size + 2)
