@@ -1,9 +1,10 @@
 import json
 
 import pytest
+import torch
 
 from amnesiac.cli import main
-from amnesiac.errors import RunDirError, UnknownNameError
+from amnesiac.errors import ConfigError, RunDirError, UnknownNameError
 from amnesiac.experiments import PRESETS, reproduce, settings_for
 
 
@@ -16,8 +17,12 @@ def test_smoke_profile_produces_every_artefact(preset, tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
     for section in ("## Setup", "How this compares with the paper", "(Figures 1/2)", "(Figures 3-6)", "(Table 1)",
-                    "(Figure 7)", "![figure 7](fig7-accuracy-loss.png)"):
+                    "(Figure 7)", "![figure 7](fig7-accuracy-loss.png)", "- device: cpu"):
         assert section in report, section
+    # the published amnesiac recall from the authors' notebook sits beside ours, with its source
+    assert "| amnesiac, published (authors' code) | 95.2% | 12.7% | 1.6% |" in report
+    assert "lmgraves/AmnesiacML" in report
+    assert json.loads((out / "config.json").read_text())["device"] == "cpu"
     saved = json.loads((out / "results.json").read_text())
     curves = saved["class_forgetting"]["curves"]
     assert set(curves) == {"naive", "relabel", "amnesiac"}
@@ -44,6 +49,9 @@ def test_a_second_run_reads_finished_stages_back(tmp_path):
 def test_bad_presets_and_changed_settings(tmp_path, capsys):
     with pytest.raises(UnknownNameError, match="Did you mean 'mnist'"):
         reproduce("mnsit", profile="smoke", out=tmp_path / "x")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        reproduce("mnist", profile="smoke", out=tmp_path / "z", device="gpu0")
+    assert not (tmp_path / "z").exists()  # refused before anything was written
     out = tmp_path / "y"
     reproduce("mnist", profile="smoke", out=out, progress=False, stages=())
     with pytest.raises(RunDirError, match="other settings"):
@@ -51,3 +59,12 @@ def test_bad_presets_and_changed_settings(tmp_path, capsys):
     assert main(["reproduce", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "fashion-mnist" in listing and "paper" in listing and "cifar100" in listing
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; runs on GPU machines only")
+def test_smoke_profile_runs_on_a_gpu(tmp_path):
+    out = tmp_path / "gpu"
+    results = reproduce("mnist", profile="smoke", out=out, progress=False, device="cuda")
+    assert json.loads((out / "config.json").read_text())["device"].startswith("cuda")
+    assert results["class_forgetting"]["curves"]["amnesiac"][1]["target_acc"] <= 0.05
+    assert set(results["membership_inference"]["table"]) == {"naive", "relabel", "amnesiac"}

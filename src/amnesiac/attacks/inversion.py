@@ -84,14 +84,15 @@ def invert(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU, so a seed gives the same start on any device
+    device = next(model.parameters()).device
     images, costs, used = [], [], []
     try:
         for r in progress_bar(range(restarts), enabled=progress, desc=f"invert class {target}"):
             if variant == "paper":
-                x = (torch.randn((1, *shape), generator=g) * noise).clamp(-1, 1)
+                x = (torch.randn((1, *shape), generator=g) * noise).clamp(-1, 1).to(device)
             else:
-                x = torch.zeros((1, *shape))
+                x = torch.zeros((1, *shape), device=device)
             x.requires_grad_(True)
             best_cost, best_x, since = float("inf"), x.detach().clone(), 0
             it = 0
@@ -112,7 +113,7 @@ def invert(
                     break
             with torch.no_grad():
                 final = float(1.0 - torch.softmax(model(best_x if variant == "original" else x.detach()), dim=1)[0, target])
-            images.append((best_x if variant == "original" else x.detach()).squeeze(0))
+            images.append((best_x if variant == "original" else x.detach()).squeeze(0).cpu())
             costs.append(final)
             used.append(it)
     finally:
@@ -152,7 +153,7 @@ def score_inversion(inv: Inversion, evaluator: nn.Module, class_mean: torch.Tens
     """How an independent classifier sees the inversions, and how close they are to the class's mean image."""
     evaluator.eval()
     with torch.no_grad():
-        probs = torch.softmax(evaluator(inv.images), dim=1)
+        probs = torch.softmax(evaluator(inv.images.to(next(evaluator.parameters()).device)), dim=1).cpu()
     pred = probs.argmax(1)
     return {
         "target": inv.target,
@@ -223,8 +224,10 @@ class EvaluatorSpec:
 
 
 def train_evaluator(train: Any, target_model_name: str, *, epochs: int = 10, seed: int = 12345,
-                    cache_dir: str | Path | None = None, progress: bool | None = None) -> nn.Module:
-    """Train (or load from ``cache_dir``) an evaluation classifier on real data, of another architecture."""
+                    cache_dir: str | Path | None = None, progress: bool | None = None,
+                    device: str | torch.device | None = None) -> nn.Module:
+    """Train (or load from ``cache_dir``) an evaluation classifier on real data, of another architecture,
+    on ``device`` (default CPU)."""
     import hashlib
     import json
 
@@ -240,6 +243,7 @@ def train_evaluator(train: Any, target_model_name: str, *, epochs: int = 10, see
     path = Path(cache_dir) / f"evaluator-{name}-{key}.safetensors" if cache_dir is not None else None
     seed_everything(seed)
     net = build_model(name, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
+    net.to(device or "cpu")
     if path is not None and path.is_file():
         net.load_state_dict(load_tensors(path)[0])
     else:

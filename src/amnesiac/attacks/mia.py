@@ -137,8 +137,10 @@ class ShadowSet:
 
 
 def train_shadows(pool: ArrayDataset, recipe: ShadowRecipe, *, n: int = 16, seed: int = 0,
-                  cache_dir: str | Path | None = None, progress: bool | None = None) -> ShadowSet:
+                  cache_dir: str | Path | None = None, progress: bool | None = None,
+                  device: str | torch.device | None = None) -> ShadowSet:
     """Train ``n`` shadow models, each on a random half of ``pool``; reuse any already in ``cache_dir``.
+    ``device`` is where they train and later predict (default CPU).
 
     The cache key covers the recipe, the pool's ids and the seed, so a changed setting never reuses a
     stale shadow model.
@@ -165,6 +167,7 @@ def train_shadows(pool: ArrayDataset, recipe: ShadowRecipe, *, n: int = 16, seed
         path = folder / f"shadow-{k:03d}.safetensors" if folder is not None else None
         seed_everything(seed * 1000 + k + 1)
         net = build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
+        net.to(device or "cpu")
         if path is not None and path.is_file():
             net.load_state_dict(load_tensors(path)[0])
         else:

@@ -15,7 +15,7 @@ EXAMPLES = """\
   amnesiac reproduce fashion-mnist --profile default --out results/fmnist     # under an hour on 2 CPU cores
   amnesiac reproduce mnist --profile smoke --out /tmp/smoke                   # seconds, on digits
   amnesiac reproduce mnist --profile paper --data-dir ~/data --out results/mnist-paper
-  amnesiac reproduce cifar100 --profile paper --data-dir ~/data --out results/cifar-paper
+  amnesiac reproduce cifar100 --profile paper --data-dir ~/data --out results/cifar-paper --device cuda
 """
 
 
@@ -30,6 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default=None, help="directory for the report")
     p.add_argument("--data-dir", default=None, help="where the dataset files are")
     p.add_argument("--seeds", type=int, default=1, help="independently trained models for Figure 7 (default 1)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, cuda:N or auto: where models train, unlearn and are attacked")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--out is required: the directory for the report")
     command = "amnesiac " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
-    results = reproduce(args.preset, profile=args.profile, out=args.out, data_dir=args.data_dir, seeds=args.seeds,
+    results = reproduce(args.preset, profile=args.profile, out=args.out, data_dir=args.data_dir, seeds=args.seeds, device=args.device,
                         progress=False if args.no_progress else None, command=command)
     print(f"report: {args.out}/report.md")
     from ..report.writer import _checks

@@ -42,7 +42,7 @@ from ..data import load_dataset
 from ..data.base import ArrayDataset
 from ..errors import RunDirError
 from ..run import RunDir, TrainConfig, train_run
-from ..training import evaluate, evaluate_all, fit, make_optimizer, num_batches, predict
+from ..training import evaluate, evaluate_all, fit, make_optimizer, num_batches, predict, resolve_device
 from ..unlearn import forget
 from ..unlearn.amnesiac import revert_updates
 from ..unlearn.relabel import wrong_labels
@@ -71,16 +71,16 @@ class Stages:
         return result
 
 
-def trained_run(config: TrainConfig, path: Path, *, progress: bool | None) -> RunDir:
-    """Train ``config`` into ``path``, or reuse (or resume) what an earlier attempt left there."""
+def trained_run(config: TrainConfig, path: Path, *, progress: bool | None, device: torch.device) -> RunDir:
+    """Train ``config`` into ``path`` on ``device``, or reuse (or resume) what an earlier attempt left there."""
     if (path / "config.json").is_file():
         run = RunDir.open(path)
         if run.config.to_dict() == config.to_dict() and run.model_path.is_file():
             if int(run.model_meta().get("epoch", -1)) == config.epochs - 1:
                 return run
-            return train_run(config, path, resume=True, progress=progress).run
+            return train_run(config, path, resume=True, progress=progress, device=str(device)).run
         shutil.rmtree(path)
-    return train_run(config, path, progress=progress).run
+    return train_run(config, path, progress=progress, device=str(device)).run
 
 
 def _class_sets(test: ArrayDataset, c: int) -> dict[str, ArrayDataset]:
@@ -122,23 +122,24 @@ def _train_after_request(model: torch.nn.Module, data: ArrayDataset, s: Settings
 
 
 # ------------------------------------------------------------------ stage 1: class forgetting and inversion
-def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: bool | None) -> dict[str, Any]:
+def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: bool | None,
+                     device: torch.device) -> dict[str, Any]:
     c = s.target_class
     bundle = load_dataset(s.dataset, data_dir=data_dir)
     info = bundle.info
     sets = _class_sets(bundle.test, c)
     base = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                        seed=s.seed, data_dir=data_dir, eval_class=c, record="none")
-    full = trained_run(base, out / "runs" / "full", progress=progress)
+    full = trained_run(base, out / "runs" / "full", progress=progress, device=device)
     amn_cfg = TrainConfig.from_dict({**base.to_dict(), "limit_class": {str(c): s.amnesiac_keep}, "record": "watch",
                                      "watch_class": c, "ledger_dtype": s.ledger_dtype})
-    amn = trained_run(amn_cfg, out / "runs" / "amnesiac", progress=progress)
+    amn = trained_run(amn_cfg, out / "runs" / "amnesiac", progress=progress, device=device)
 
     inversions: dict[str, Any] = {}
     images: dict[str, dict[str, torch.Tensor]] = {}
     evaluator = mean = None
     if s.inversion_epochs:
-        evaluator = train_evaluator(bundle.train, s.model, cache_dir=out / "cache", progress=progress)
+        evaluator = train_evaluator(bundle.train, s.model, cache_dir=out / "cache", progress=progress, device=device)
         mean = class_mean_image(bundle.train, c)
 
     def inversion(method: str, label: str, model: torch.nn.Module) -> None:
@@ -150,7 +151,7 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
         images.setdefault(method, {})[label] = inv.images
 
     curves: dict[str, list[dict[str, Any]]] = {}
-    trained_model = full.load_model()
+    trained_model = full.load_model().to(device)
     before = _point(trained_model, sets, s.topk, 0.0, "before")
     for method in ("naive", "relabel"):
         model = copy.deepcopy(trained_model)
@@ -171,7 +172,7 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
         curves[method] = [before] + _train_after_request(model, data, s, sets, epochs=s.post_epochs, seed=s.seed + 1,
                                                          at_epoch_end=at_end, progress=progress)
     # amnesiac: the model that kept only a few examples of the class, then the deletion request
-    amn_model = amn.load_model()
+    amn_model = amn.load_model().to(device)
     amn_before = _point(amn_model, sets, s.topk, 0.0, "before")
     inversion("amnesiac", "trained", amn_model)
     store = amn.open_ledger()
@@ -180,7 +181,7 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
     t = time.perf_counter()
     result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress)
     forget_seconds = time.perf_counter() - t
-    model = result.model
+    model = result.model.to(device)
     after = _point(model, sets, s.topk, 0.0, "after removal (0')")
     inversion("amnesiac", "after removal", model)
     retain = amn.training_data().without_ids(amn.training_data().ids_of_class(c))
@@ -211,7 +212,8 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
 
 
 # ------------------------------------------------------------------ stage 2: membership inference (Table 1)
-def membership_inference(s: Settings, out: Path, data_dir: str | None, progress: bool | None) -> dict[str, Any]:
+def membership_inference(s: Settings, out: Path, data_dir: str | None, progress: bool | None,
+                         device: torch.device) -> dict[str, Any]:
     t_cls = s.mia_class
     bundle = load_dataset(s.dataset, data_dir=data_dir)
     info = bundle.info
@@ -222,15 +224,15 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                       seed=s.seed, data_dir=data_dir, exclude_ids=attacker_pool.ids.tolist(), record="watch",
                       watch_class=t_cls, ledger_dtype=s.ledger_dtype)
-    target_run = trained_run(cfg, out / "runs" / "mia-target", progress=progress)
-    target_model = target_run.load_model()
+    target_run = trained_run(cfg, out / "runs" / "mia-target", progress=progress, device=device)
+    target_model = target_run.load_model().to(device)
     train_a = target_run.training_data()
     cand = train_a.only_ids(train_a.ids_of_class(t_cls))
     logits, labels, ids = predict(target_model, cand)
     targets = cand.only_ids(ids[logits.argmax(1) == labels])
     non_members = matched_non_members(bundle.test, targets, seed=s.seed)
     shadows = train_shadows(attacker_pool, ShadowRecipe(s.model, s.shadow_epochs, s.batch_size, "adam", s.lr),
-                            n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress)
+                            n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress, device=device)
 
     def attack(model: torch.nn.Module) -> dict[str, float]:
         rep = run_attacks({"m": model}, targets, non_members, attacks=("shokri", "loss"), shadows=shadows, seed=s.seed,
@@ -249,7 +251,7 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
                 shutil.rmtree(copy_dir)
             res = forget(target_run, ids=targets.ids.tolist(), method="amnesiac", evaluate_after=False,
                          out=str(copy_dir), progress=progress)
-            model = res.model
+            model = res.model.to(device)
             row["0'"] = attack(model)
             row["steps_reverted"] = res.receipt["n_steps_reverted"]
             data = retain
@@ -269,14 +271,15 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
         table[method] = row
     ref_cfg = TrainConfig.from_dict({**cfg.to_dict(), "exclude_ids": sorted(set(cfg.exclude_ids) | set(targets.ids.tolist())),
                                      "record": "none"})
-    reference = trained_run(ref_cfg, out / "runs" / "mia-reference", progress=progress)
+    reference = trained_run(ref_cfg, out / "runs" / "mia-reference", progress=progress, device=device)
     return {"target_class": t_cls, "targets": len(targets), "non_members": len(non_members), "shadows": s.shadows,
-            "table": table, "retrained_reference": attack(reference.load_model()),
+            "table": table, "retrained_reference": attack(reference.load_model().to(device)),
             "target_model_test": evaluate(target_model, bundle.test)["accuracy"]}
 
 
 # ------------------------------------------------------------------ stage 3: Figure 7
-def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: bool | None) -> dict[str, Any]:
+def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: bool | None,
+            device: torch.device) -> dict[str, Any]:
     bundle = load_dataset(s.dataset, data_dir=data_dir)
     shares = sorted(set(s.fig7_shares))
     losses: list[list[float]] = []
@@ -284,8 +287,8 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
     for k in range(seeds):
         cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.fig7_epochs, batch_size=s.batch_size, lr=s.lr,
                           seed=s.seed + k, data_dir=data_dir, record="all", ledger_dtype=s.ledger_dtype)
-        run = trained_run(cfg, out / "runs" / f"fig7-seed{k}", progress=progress)
-        base = run.load_model()
+        run = trained_run(cfg, out / "runs" / f"fig7-seed{k}", progress=progress, device=device)
+        base = run.load_model().to(device)
         base_acc = evaluate(base, bundle.test)["accuracy"]
         base_accs.append(base_acc)
         store = run.open_ledger()
@@ -324,19 +327,22 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
 
 # ------------------------------------------------------------------ the whole thing
 def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_dir: str | None = None, seeds: int = 1,
-              progress: bool | None = None, command: str | None = None,
+              progress: bool | None = None, command: str | None = None, device: str | None = None,
               stages: tuple[str, ...] = ("class_forgetting", "membership_inference", "figure7")) -> dict[str, Any]:
     """Run a preset's experiments into ``out`` and write ``report.md``, ``results.json``, the figures and the
-    resolved config. Finished stages are read back, not recomputed."""
+    resolved config. Finished stages are read back, not recomputed. ``device`` (``cpu``, ``cuda``,
+    ``cuda:N`` or ``auto``; default CPU) is where every model trains, unlearns and is attacked; the
+    ledgers, receipts and reports are the same wherever it ran."""
     from ..report import write_report
 
+    dev = resolve_device(device)
     s = settings_for(preset, profile)
     if seeds < 1:
         raise RunDirError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {"preset": preset, "profile": profile, "settings": s.as_dict(), "data_dir": data_dir, "seeds": seeds,
-              "command": command or f"amnesiac reproduce {preset} --profile {profile} --out {out}"}
+              "device": str(dev), "command": command or f"amnesiac reproduce {preset} --profile {profile} --out {out}"}
     cfg_path = out / "config.json"
     if cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
@@ -346,12 +352,13 @@ def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_di
     run_stage = Stages(out)
     results: dict[str, Any] = {"preset": preset, "profile": profile}
     if "class_forgetting" in stages:
-        results["class_forgetting"] = run_stage("class_forgetting", lambda: class_forgetting(s, out, data_dir, progress))
+        results["class_forgetting"] = run_stage("class_forgetting",
+                                                lambda: class_forgetting(s, out, data_dir, progress, dev))
     if "membership_inference" in stages:
         results["membership_inference"] = run_stage("membership_inference",
-                                                    lambda: membership_inference(s, out, data_dir, progress))
+                                                    lambda: membership_inference(s, out, data_dir, progress, dev))
     if "figure7" in stages:
-        results["figure7"] = run_stage("figure7", lambda: figure7(s, out, data_dir, seeds, progress))
+        results["figure7"] = run_stage("figure7", lambda: figure7(s, out, data_dir, seeds, progress, dev))
     results["skipped_stages"] = run_stage.skipped
     atomic_write_json(out / "results.json", results)
     write_report(out, config, results)
