@@ -322,6 +322,7 @@ def test_slow_writer_never_sees_a_reused_snapshot(tmp_path, tiny_data, tiny_net,
         changes[step] = {k: v - before[k] for k, v in _state(tiny_net).items()}
     rec.close()
     assert rec._pool.made <= 3
+    assert rec._current is None and rec._pool.free.empty()  # closing lets the snapshots go
     stored = [r.step for r in store.iter_steps() if r.recorded]
     assert len(stored) >= 3
     for s_ in stored:

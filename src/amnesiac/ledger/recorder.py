@@ -352,6 +352,11 @@ class Recorder:
         finally:
             self._writer.queue.put(None)
             self._writer.join()
+            # the snapshots and update buffers can be hundreds of MiB: let them go with the recorder's use
+            self._current = None
+            self._snap = {}
+            self._pool.free = queue.Queue()
+            self._free = queue.Queue()
 
     def __enter__(self) -> "Recorder":
         return self
