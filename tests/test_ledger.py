@@ -31,6 +31,20 @@ def _subtract_all(model, store):
     return state
 
 
+def _train_recorded(rec, model, opt, data, batch_size, seed):
+    """One epoch under ``rec``, step by step; returns {step: (ids, state before, state after)}."""
+    loss_fn = torch.nn.CrossEntropyLoss()
+    out = {}
+    for step, (x, y, ids) in enumerate(batches(data, batch_size, seed=seed), start=1):
+        before = _state(model)
+        with rec.batch(ids):
+            loss_fn(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        out[step] = (ids.tolist(), before, _state(model))
+    return out
+
+
 OPTIMIZERS = {
     "sgd-momentum-wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
@@ -160,16 +174,8 @@ def test_watch_policy_stores_only_steps_with_watched_ids(tmp_path, tiny_data, ti
     opt = torch.optim.Adam(tiny_net.parameters(), lr=1e-2)
     store = _store(tmp_path)
     watched = [105, 150]
-    snapshots = {}
-    loss_fn = torch.nn.CrossEntropyLoss()
     with Recorder(tiny_net, opt, store, policy="watch", watch_ids=watched) as rec:
-        for step, (x, y, ids) in enumerate(batches(tiny_data, 8, seed=1), start=1):
-            before = _state(tiny_net)
-            with rec.batch(ids):
-                loss_fn(tiny_net(x), y).backward()
-                opt.step()
-                opt.zero_grad()
-            snapshots[step] = (before, _state(tiny_net))
+        snapshots = {st: (b, a) for st, (_, b, a) in _train_recorded(rec, tiny_net, opt, tiny_data, 8, seed=1).items()}
     recs = list(store.iter_steps())
     assert len(recs) == 10  # every step indexed
     stored = [r.step for r in recs if r.recorded]
@@ -279,14 +285,8 @@ def test_unstored_steps_are_indexed_in_groups_and_flush_makes_them_durable(tmp_p
     watched = int(tiny_data.ids[45])
     rec = Recorder(tiny_net, opt, store, policy="watch", watch_ids=[watched])
     rec._unstored_group = 4
-    seen = []
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for x, y, ids in batches(tiny_data, 2, seed=3):  # 40 steps, one holds the watched id
-        with rec.batch(ids):
-            loss_fn(tiny_net(x), y).backward()
-            opt.step()
-            opt.zero_grad()
-        seen.append(ids.tolist())
+    # 40 steps, one holds the watched id
+    seen = [ids for ids, _, _ in _train_recorded(rec, tiny_net, opt, tiny_data, 2, seed=3).values()]
     rec.flush()
     recs = list(store.iter_steps())
     assert [r.step for r in recs] == list(range(1, 41))
@@ -311,15 +311,8 @@ def test_slow_writer_never_sees_a_reused_snapshot(tmp_path, tiny_data, tiny_net,
     watch = [int(i) for i in tiny_data.ids[::3]]
     rec = Recorder(tiny_net, opt, store, queue_size=1, policy=policy, watch_ids=watch if policy == "watch" else None,
                    offload_delta=True)
-    changes = {}
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for step, (x, y, ids) in enumerate(batches(tiny_data, 8, seed=2), start=1):
-        before = _state(tiny_net)
-        with rec.batch(ids):
-            loss_fn(tiny_net(x), y).backward()
-            opt.step()
-            opt.zero_grad()
-        changes[step] = {k: v - before[k] for k, v in _state(tiny_net).items()}
+    changes = {st: {k: v - b[k] for k, v in a.items()}
+               for st, (_, b, a) in _train_recorded(rec, tiny_net, opt, tiny_data, 8, seed=2).items()}
     rec.close()
     assert rec._pool.made <= 3
     assert rec._current is None and rec._pool.free.empty()  # closing lets the snapshots go
