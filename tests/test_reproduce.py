@@ -68,3 +68,14 @@ def test_smoke_profile_runs_on_a_gpu(tmp_path):
     assert json.loads((out / "config.json").read_text())["device"].startswith("cuda")
     assert results["class_forgetting"]["curves"]["amnesiac"][1]["target_acc"] <= 0.05
     assert set(results["membership_inference"]["table"]) == {"naive", "relabel", "amnesiac"}
+
+
+def test_published_row_states_how_the_setting_differs():
+    from amnesiac.report.writer import _setting_differences
+
+    paper = settings_for("cifar100", "paper").as_dict()
+    assert _setting_differences(paper, {"target_class": 11}) == \
+        "This run differs: batch size 64 instead of 8; otherwise the same setting. "
+    fm = settings_for("fashion-mnist", "default").as_dict()
+    text = _setting_differences(fm, {"target_class": fm["mia_class"]})
+    assert "fashion-mnist class 1 instead of CIFAR-100 class 11" in text and "for orientation" in text
