@@ -383,18 +383,28 @@ def test_resume_truncates_steps_beyond_the_checkpoint(tmp_path):
 CRASH_SCRIPT = textwrap.dedent("""
     import sys
     from amnesiac.run import TrainConfig, train_run
-    train_run(TrainConfig(epochs=40, batch_size=16, record="all"), sys.argv[1], progress=False)
+    record = sys.argv[2]
+    train_run(TrainConfig(epochs=40, batch_size=16, record=record, watch_class=3 if record == "watch" else None),
+              sys.argv[1], progress=False)
 """)
 
 
-def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path):
+def _saved_step(out):
+    try:
+        return int(RunDir.open(out).model_meta()["step"])
+    except Exception:  # not written yet, or being replaced
+        return 0
+
+
+@pytest.mark.parametrize("record", ["all", "watch"])
+def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path, record):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(out)])
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(out), record])
     try:
         deadline = time.time() + 120
-        blobs = out / "ledger" / "blobs"
         while time.time() < deadline:  # wait until two epochs are saved and the third is under way
-            if (out / "model.safetensors").exists() and blobs.exists() and len(list(blobs.iterdir())) > 230:
+            if _saved_step(out) >= 180:
+                time.sleep(0.3)
                 break
             time.sleep(0.05)
         else:
@@ -419,7 +429,14 @@ def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path
     store = run.open_ledger()
     assert store.verify(progress=False).ok
     assert store.last_step() == 90 * cfg.epochs and store.get_meta("training_complete") == "1"
-    back = _subtract_all(result.model, store)
-    for k, v in store.load_initial().items():
-        if k in back:
-            torch.testing.assert_close(back[k], v.float(), rtol=0, atol=1e-4)
+    if record == "all":
+        back = _subtract_all(result.model, store)
+        for k, v in store.load_initial().items():
+            if k in back:
+                torch.testing.assert_close(back[k], v.float(), rtol=0, atol=1e-4)
+    else:  # every step is indexed, and exactly the steps holding a watched id store their update
+        watched = set(run.training_data().ids_of_class(3).tolist())
+        recs = list(store.iter_steps())
+        assert any(r.recorded for r in recs) and not all(r.recorded for r in recs)
+        for r in recs:
+            assert r.recorded == bool(watched & set(r.ids.tolist())), r.step
