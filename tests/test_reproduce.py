@@ -37,6 +37,15 @@ def test_smoke_profile_produces_every_artefact(preset, tmp_path):
     assert results["skipped_stages"] == []
 
 
+def test_cli_runs_only_the_stages_asked_for(tmp_path, capsys):
+    out = tmp_path / "only7"
+    assert main(["reproduce", "mnist", "--profile", "smoke", "--stages", "figure7", "--out", str(out), "--no-progress"]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert "figure7" in saved and "class_forgetting" not in saved and "membership_inference" not in saved
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["figure7.json"]
+    assert "(Figure 7)" in (out / "report.md").read_text()
+
+
 def test_a_second_run_reads_finished_stages_back(tmp_path):
     out = tmp_path / "r"
     reproduce("mnist", profile="smoke", out=out, progress=False, stages=("figure7",))
@@ -52,6 +61,9 @@ def test_bad_presets_and_changed_settings(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
         reproduce("mnist", profile="smoke", out=tmp_path / "z", device="gpu0")
     assert not (tmp_path / "z").exists()  # refused before anything was written
+    with pytest.raises(ConfigError, match="unknown stage.*'figure8'.*Did you mean 'figure7'"):
+        reproduce("mnist", profile="smoke", out=tmp_path / "s", stages=("figure8",))
+    assert not (tmp_path / "s").exists()
     out = tmp_path / "y"
     reproduce("mnist", profile="smoke", out=out, progress=False, stages=())
     with pytest.raises(RunDirError, match="other settings"):

@@ -7,13 +7,14 @@ import shlex
 import sys
 from typing import Any
 
-from ..experiments import DESCRIPTIONS, PRESETS, PROFILES, reproduce, settings_for
+from ..experiments import DESCRIPTIONS, PRESETS, PROFILES, STAGES, reproduce, settings_for
 from .common import add_subparser, table
 
 EXAMPLES = """\
   amnesiac reproduce --list
   amnesiac reproduce fashion-mnist --profile default --out results/fmnist     # under an hour on 2 CPU cores
   amnesiac reproduce mnist --profile smoke --out /tmp/smoke                   # seconds, on digits
+  amnesiac reproduce fashion-mnist --stages membership_inference --out results/fmnist-mia   # Table 1 only
   amnesiac reproduce mnist --profile paper --data-dir ~/data --out results/mnist-paper
   amnesiac reproduce cifar100 --profile paper --data-dir ~/data --out results/cifar-paper --device cuda
 """
@@ -32,6 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seeds", type=int, default=1, help="independently trained models for Figure 7 (default 1)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default), cuda, cuda:N or auto: where models train, unlearn and are attacked")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {', '.join(STAGES)} (default: all); finished ones are read back")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out is required: the directory for the report")
     command = "amnesiac " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     results = reproduce(args.preset, profile=args.profile, out=args.out, data_dir=args.data_dir, seeds=args.seeds, device=args.device,
+                        stages=tuple(st.strip() for st in args.stages.split(",") if st.strip()),
                         progress=False if args.no_progress else None, command=command)
     print(f"report: {args.out}/report.md")
     from ..report.writer import _checks

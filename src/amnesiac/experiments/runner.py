@@ -40,7 +40,7 @@ from ..attacks import (
 )
 from ..data import load_dataset
 from ..data.base import ArrayDataset
-from ..errors import RunDirError
+from ..errors import ConfigError, RunDirError, did_you_mean
 from ..run import RunDir, TrainConfig, train_run
 from ..training import evaluate, evaluate_all, fit, make_optimizer, num_batches, predict, resolve_device
 from ..unlearn import forget
@@ -326,9 +326,12 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
 
 
 # ------------------------------------------------------------------ the whole thing
+STAGES = ("class_forgetting", "membership_inference", "figure7")
+
+
 def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_dir: str | None = None, seeds: int = 1,
               progress: bool | None = None, command: str | None = None, device: str | None = None,
-              stages: tuple[str, ...] = ("class_forgetting", "membership_inference", "figure7")) -> dict[str, Any]:
+              stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Run a preset's experiments into ``out`` and write ``report.md``, ``results.json``, the figures and the
     resolved config. Finished stages are read back, not recomputed. ``device`` (``cpu``, ``cuda``,
     ``cuda:N`` or ``auto``; default CPU) is where every model trains, unlearns and is attacked; the
@@ -336,6 +339,10 @@ def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_di
     from ..report import write_report
 
     dev = resolve_device(device)
+    unknown = [st for st in stages if st not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(map(repr, unknown))}; choose from {', '.join(STAGES)}."
+                          + did_you_mean(unknown[0], STAGES))
     s = settings_for(preset, profile)
     if seeds < 1:
         raise RunDirError(f"--seeds must be at least 1, got {seeds}")
