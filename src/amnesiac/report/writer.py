@@ -266,9 +266,12 @@ def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> 
         lines += ["## Test-accuracy loss against the share of batches undone (Figure 7)", "", f"![figure 7]({fig.name})", "",
                   f"Base test accuracy {', '.join(_pct(a) for a in f7['base_test_accuracy'])}; "
                   f"{f7['steps_per_run']} recorded steps per model.", "",
-                  "| batches undone | mean loss (points) | std |", "|---|---|---|"]
-        for p, m, sd in zip(f7["shares"], f7["mean_loss"], f7["std_loss"]):
-            lines.append(f"| {100 * p:.0f}% | {100 * m:.2f} | {100 * sd:.2f} |")
+                  "| batches undone | mean loss (points) | std |"
+                  + "".join(f" mean loss, {key} | std, {key} |" for key in f7.get("topk", {})),
+                  "|---|---|---|" + "---|---|" * len(f7.get("topk", {}))]
+        for i, (p, m, sd) in enumerate(zip(f7["shares"], f7["mean_loss"], f7["std_loss"])):
+            more = "".join(f" {100 * v['mean_loss'][i]:.2f} | {100 * v['std_loss'][i]:.2f} |" for v in f7.get("topk", {}).values())
+            lines.append(f"| {100 * p:.0f}% | {100 * m:.2f} | {100 * sd:.2f} |" + more)
         lines.append("")
     lines += ["All numbers are in `results.json`; the resolved settings in `config.json`.", ""]
     path = out / "report.md"
