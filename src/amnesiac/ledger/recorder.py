@@ -85,52 +85,50 @@ class _Snapshot:
         for name, t in live.items():
             self.views[name] = self.flat[pos : pos + t.numel()].view(t.shape)
             pos += t.numel()
-        self.release_with_step = False  # set when the writer owns it once the step is written
+        self.release_with_step = False  # set per step: whether the writer releases it once the step is written
 
 
-class _SnapshotPool:
-    """At most ``limit`` CPU snapshots exist; a free one is reused, else the caller waits for the writer."""
+class _Pool:
+    """At most ``limit`` objects made by ``make``; a released one is reused, else the caller waits for the
+    writer to release one (backpressure), raising if the writer has failed meanwhile."""
 
-    def __init__(self, live: dict[str, torch.Tensor], limit: int) -> None:
-        self.live = live
+    def __init__(self, make: Callable[[], Any], limit: int) -> None:
+        self.make = make
         self.limit = limit
         self.made = 0
-        self.free: queue.Queue[_Snapshot] = queue.Queue()
+        self.free: queue.Queue[Any] = queue.Queue()
 
-    def acquire(self, writer: "_Writer") -> _Snapshot:
+    def acquire(self, writer: "_Writer") -> Any:
         while True:
             try:
-                snap = self.free.get_nowait()
-                break
+                return self.free.get_nowait()
             except queue.Empty:
                 pass
             if self.made < self.limit:
                 self.made += 1
-                snap = _Snapshot(self.live)
-                break
+                return self.make()
             writer.raise_if_failed()
             try:
-                snap = self.free.get(timeout=0.5)
-                break
+                return self.free.get(timeout=0.5)
             except queue.Empty:
                 continue
-        snap.release_with_step = False
-        return snap
 
-    def release(self, snap: _Snapshot) -> None:
-        self.free.put(snap)
+    def release(self, item: Any) -> None:
+        self.free.put(item)
+
+    def clear(self) -> None:
+        """Drop the released objects (they may be large); ``acquire`` would make new ones."""
+        self.free = queue.Queue()
 
 
 class _Writer(threading.Thread):
     """Background thread that persists steps; a bounded queue gives backpressure."""
 
-    def __init__(
-        self, store: LedgerStore, maxsize: int, fsync: bool, free: "queue.Queue[BlobBuffer]", snapshots: "_SnapshotPool"
-    ) -> None:
+    def __init__(self, store: LedgerStore, maxsize: int, fsync: bool, buffers: _Pool, snapshots: _Pool) -> None:
         super().__init__(name="amnesiac-ledger-writer", daemon=True)
         self.store = store
         self.fsync = fsync
-        self.free = free
+        self.buffers = buffers
         self.snapshots = snapshots
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
@@ -156,10 +154,10 @@ class _Writer(threading.Thread):
                     finally:
                         if before is not None:
                             self.snapshots.release(before)
-                        if after is not None and after is not before and after.release_with_step:
+                        if after is not None and after.release_with_step:
                             self.snapshots.release(after)
                         if update is not None:
-                            self.free.put(update)  # the buffer may be refilled now
+                            self.buffers.release(update)  # the buffer may be refilled now
                     self.written += 1
             except BaseException as err:  # surfaced in the training thread
                 self.error = err
@@ -275,15 +273,14 @@ class Recorder:
         # than offloaded (a copy here plus a subtraction there).
         self._defer = (cpu_f32 and policy == "all") if offload_delta is None else bool(offload_delta)
         self._continuous = policy == "all"
-        self._max_buffers = queue_size + 1
-        self._pool = _SnapshotPool(self._live, limit=queue_size + 2)
+        live = self._live
+        self._pool = _Pool(lambda: _Snapshot(live), limit=queue_size + 2)
         self._current: _Snapshot | None = None  # deferred mode: the state before the coming step
         self._snap: dict[str, torch.Tensor] = {}  # direct mode: the same, refreshed in place
         # update buffers: at most queue_size + 1 exist, so memory stays bounded
-        self._layout = Layout.of(self._live, self.dtype)
-        self._free: queue.Queue[BlobBuffer] = queue.Queue()
-        self._allocated = 0
-        self._writer = _Writer(store, queue_size, fsync, self._free, self._pool)
+        layout = Layout.of(self._live, self.dtype)
+        self._buffers = _Pool(lambda: BlobBuffer(layout), limit=queue_size + 1)
+        self._writer = _Writer(store, queue_size, fsync, self._buffers, self._pool)
         self._writer.start()
         if not self._defer:
             self._snap = {k: v.detach().clone() for k, v in self._live.items()}
@@ -355,8 +352,8 @@ class Recorder:
             # the snapshots and update buffers can be hundreds of MiB: let them go with the recorder's use
             self._current = None
             self._snap = {}
-            self._pool.free = queue.Queue()
-            self._free = queue.Queue()
+            self._pool.clear()
+            self._buffers.clear()
 
     def __enter__(self) -> "Recorder":
         return self
@@ -383,21 +380,6 @@ class Recorder:
             self._pool.release(self._current)
             self._current = None
         self._have_snapshot = False
-
-    def _acquire_buffer(self) -> BlobBuffer:
-        while True:
-            try:
-                return self._free.get_nowait()
-            except queue.Empty:
-                pass
-            if self._allocated < self._max_buffers:
-                self._allocated += 1
-                return BlobBuffer(self._layout)
-            self._writer.raise_if_failed()
-            try:
-                return self._free.get(timeout=0.5)
-            except queue.Empty:
-                continue
 
     def _watched(self, arr: np.ndarray) -> bool:
         """Whether any id of ``arr`` is on the (sorted, unique) watch-list: a binary search per id."""
@@ -439,7 +421,7 @@ class Recorder:
         if store:
             if not self._have_snapshot:  # callable said yes but no snapshot: cannot know the update
                 raise RecorderError(f"step {self.step}: no state snapshot was taken before this step")
-            update = self._acquire_buffer()
+            update = self._buffers.acquire(self._writer)
             if self._defer:
                 before = self._current
                 after = self._copy_state(self._pool.acquire(self._writer))
