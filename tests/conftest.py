@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import signal
+import subprocess
+import sys
+import time
 import struct
 import tarfile
 from pathlib import Path
@@ -94,3 +98,22 @@ def tiny_data():
 def tiny_net():
     torch.manual_seed(0)
     return TinyBNNet()
+
+
+def kill_when(script: str, args: list[str], ready, *, timeout: float, what: str, poll: float = 0.05,
+              settle: float = 0.0) -> None:
+    """Run ``python -c script args...``, wait until ``ready()`` holds (plus ``settle`` seconds), then SIGKILL
+    it; fail with ``what`` if that never happens within ``timeout`` seconds. The process is killed either way."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args])
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if ready():
+                time.sleep(settle)
+                break
+            time.sleep(poll)
+        else:
+            pytest.fail(what)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

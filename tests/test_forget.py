@@ -1,12 +1,7 @@
 import json
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
-import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,6 +12,8 @@ from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.unlearn import forget, list_receipts
 from amnesiac.unlearn.commit import JOURNAL, NEXT_MODEL
 from amnesiac.utils import model_hash
+
+from conftest import kill_when
 
 
 @pytest.fixture(scope="module")
@@ -165,19 +162,9 @@ def test_sigkill_during_repair_rolls_back(run):
     store = run.open_ledger()
     last = store.last_step()
     store.close()
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run.path)])
-    deadline = time.time() + 60
     blobs = run.ledger_path / "blobs"
-    try:
-        while time.time() < deadline:
-            if any(p.name > f"{last + 20:012d}" for p in blobs.iterdir()):
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("repair did not start")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(KILL_SCRIPT, [str(run.path)], lambda: any(p.name > f"{last + 20:012d}" for p in blobs.iterdir()),
+              timeout=60, poll=0.02, what="repair did not start")
     assert (run.path / JOURNAL).exists()
     assert _consistent(run) == old
     store = run.open_ledger()

@@ -1,6 +1,3 @@
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -12,7 +9,7 @@ from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, tracked_s
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.training import batches, fit
 
-from conftest import TinyBNNet
+from conftest import kill_when
 
 
 def _store(tmp_path, name="ledger", dtype="float32"):
@@ -399,19 +396,9 @@ def _saved_step(out):
 @pytest.mark.parametrize("record", ["all", "watch"])
 def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path, record):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(out), record])
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # wait until two epochs are saved and the third is under way
-            if _saved_step(out) >= 180:
-                time.sleep(0.3)
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("training did not get far enough to test a crash")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # kill once two epochs are saved and the third is under way
+    kill_when(CRASH_SCRIPT, [str(out), record], lambda: _saved_step(out) >= 180, timeout=120, settle=0.3,
+              what="training did not get far enough to test a crash")
     run = RunDir.open(out)
     store = run.open_ledger()
     report = store.verify(progress=False)
