@@ -134,20 +134,53 @@ def test_a_corrupt_blob_is_refused_and_nothing_changes(run):
     assert list(store.iter_steps(state="reverted")) == [] and len(store.forgotten_ids()) == 0
 
 
-@pytest.mark.parametrize("point,expect", [("after-next", "old"), ("after-ledger", "new"), ("after-rename", "new")])
-def test_an_interrupted_forget_leaves_the_old_or_the_new_state(run, point, expect):
+FORGET_AT_POINT = textwrap.dedent("""
+    import sys
+    from amnesiac.unlearn import forget
+    forget(sys.argv[1], ids=[3, 4], options={"repair_steps": int(sys.argv[2])}, evaluate_after=False, progress=False)
+""")
+
+# every named point of a forget, with the state that must stand after the next command takes the lock
+FORGET_POINTS = [("forget:after-begin", "old"), ("forget:after-method", "old"), ("forget:after-journal", "old"),
+                 ("forget:after-next", "old"), ("forget:after-ledger", "new"), ("commit:after-destroy", "new"),
+                 ("forget:after-rename", "new"), ("forget:after-cleanup", "new")]
+
+
+@pytest.mark.parametrize("repair", [0, 3])
+@pytest.mark.parametrize("point,expect", FORGET_POINTS)
+def test_a_forget_killed_at_every_named_point_leaves_the_old_or_the_new_state(run, point, expect, repair):
+    import os
+    import subprocess
+    import sys
+
+    from amnesiac.errors import PendingChangeError
+
     old = model_hash(run.load_model())
-    with pytest.raises(BaseException) as err:
-        forget(run, ids=[3, 4], evaluate_after=False, progress=False, _crash_at=point)
-    assert type(err.value).__name__ == "_SimulatedCrash"
+    store = run.open_ledger()
+    last = store.last_step()
+    store.close()
+    proc = subprocess.run([sys.executable, "-c", FORGET_AT_POINT, str(run.path), str(repair)],
+                          env={**os.environ, "AMNESIAC_CRASH_AT": point}, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    # a reader before recovery never sees half a change: it reports the pending one
+    with pytest.raises(PendingChangeError):
+        list_receipts(run)
     head = _consistent(run)
     store = run.open_ledger()
     reverted = list(store.iter_steps(state="reverted"))
+    receipts = store.events("forget")
     if expect == "old":
-        assert head == old and reverted == [] and len(store.forgotten_ids()) == 0
+        assert head == old and reverted == [] and len(store.forgotten_ids()) == 0 and receipts == []
+        assert store.last_step() == last  # repair steps recorded before the commit point are gone
     else:
         assert head != old and reverted and all(r.blob is None for r in reverted)
-        assert sorted(store.forgotten_ids().tolist()) == [3, 4]
+        assert sorted(store.forgotten_ids().tolist()) == [3, 4] and len(receipts) == 1
+        assert receipts[0]["model_hash_after"] == head
+        assert not any((run.ledger_path / "blobs" / store.blob_name(r.step)).exists() for r in reverted)
+    store.close()
+    assert main(["ledger", "verify", str(run.path), "--deep"]) == 0
+    if expect == "old":  # the run can still be forgotten from
+        assert forget(run, ids=[3, 4], evaluate_after=False, progress=False).receipt is not None
 
 
 KILL_SCRIPT = textwrap.dedent("""

@@ -320,18 +320,44 @@ def test_slow_writer_never_sees_a_reused_snapshot(tmp_path, tiny_data, tiny_net,
             torch.testing.assert_close(d, changes[s_][k], rtol=0, atol=1e-6, msg=f"step {s_} {k}")
 
 
-def test_orphans_and_temporaries_are_removed_on_open(tmp_path, tiny_data, tiny_net):
+def test_only_a_writable_open_removes_leftovers_and_only_those_a_crash_explains(tmp_path, tiny_data, tiny_net):
     opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
     store = _store(tmp_path)
     with Recorder(tiny_net, opt, store) as rec:
         fit(tiny_net, opt, tiny_data, epochs=1, batch_size=40, recorder=rec, progress=False)
     store.close()
-    (tmp_path / "ledger" / "blobs" / "000000000099.safetensors").write_bytes(b"partial")
-    (tmp_path / "ledger" / "blobs" / ".000000000003.safetensors.x.tmp").write_bytes(b"partial")
-    reopened = LedgerStore.open(tmp_path / "ledger")
-    assert sorted(p.name for p in (tmp_path / "ledger" / "blobs").iterdir()) == [
-        "000000000001.safetensors", "000000000002.safetensors"]
-    assert reopened.verify(progress=False).ok
+    blobs = tmp_path / "ledger" / "blobs"
+    (blobs / "000000000099.safetensors").write_bytes(b"partial")  # a write whose row never committed
+    (blobs / ".000000000003.safetensors.x.tmp").write_bytes(b"partial")
+    (blobs / "notes.txt").write_bytes(b"the user's")  # not the ledger's: never deleted
+    everything = sorted(p.name for p in blobs.iterdir())
+    reader = LedgerStore.open(tmp_path / "ledger")  # a reader changes nothing
+    report = reader.verify(progress=False)
+    reader.close()
+    assert sorted(p.name for p in blobs.iterdir()) == everything
+    assert "000000000099.safetensors" in report.orphans and any("notes.txt" in p for p in report.problems)
+    writer = LedgerStore.open(tmp_path / "ledger", writable=True)
+    assert sorted(p.name for p in blobs.iterdir()) == ["000000000001.safetensors", "000000000002.safetensors", "notes.txt"]
+    (blobs / "notes.txt").unlink()
+    assert writer.verify(progress=False).ok
+
+
+def test_a_missing_index_is_an_error_and_nothing_is_deleted(tmp_path, tiny_data, tiny_net):
+    from amnesiac.errors import LedgerCorruptError
+
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    with Recorder(tiny_net, opt, store) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=1, batch_size=40, recorder=rec, progress=False)
+    store.close()
+    (tmp_path / "ledger" / "index.sqlite").unlink()
+    for name in ("index.sqlite-wal", "index.sqlite-shm"):
+        (tmp_path / "ledger" / name).unlink(missing_ok=True)
+    for writable in (False, True):
+        with pytest.raises(LedgerCorruptError, match="index.sqlite is missing"):
+            LedgerStore.open(tmp_path / "ledger", writable=writable)
+    assert not (tmp_path / "ledger" / "index.sqlite").exists()
+    assert len(list((tmp_path / "ledger" / "blobs").iterdir())) == 2
 
 
 def test_bad_arguments_are_refused(tmp_path, tiny_net):
@@ -362,7 +388,7 @@ def test_estimate_matches_real_blob_size(tmp_path):
 def test_resume_truncates_steps_beyond_the_checkpoint(tmp_path):
     train_run(TrainConfig(epochs=1, record="all"), tmp_path / "run", progress=False)
     run = RunDir.open(tmp_path / "run")
-    store = run.open_ledger()
+    store = run.open_ledger(writable=True)
     store.put_step(24, epoch=1, ids=[1, 2], update=None)  # a step the saved model does not contain
     store.close()
     cfg = run.config
@@ -400,6 +426,10 @@ def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path
     kill_when(CRASH_SCRIPT, [str(out), record], lambda: _saved_step(out) >= 180, timeout=120, settle=0.3,
               what="training did not get far enough to test a crash")
     run = RunDir.open(out)
+    audit = run.audit(deep=True)  # a reader, before anything recovers: committed state is consistent
+    assert audit.ok, (audit.problems, audit.ledger)
+    with run.lock():
+        pass  # what the next command does first: finish or roll back, remove explained leftovers
     store = run.open_ledger()
     report = store.verify(progress=False)
     assert report.ok and report.orphans == []

@@ -68,6 +68,10 @@ class RunDirError(AmnesiacError):
     """A run directory is missing, incomplete or locked."""
 
 
+class PendingChangeError(RunDirError):
+    """A change to the run is being committed, or an interrupted one awaits recovery."""
+
+
 class RequestError(ConfigError):
     """A deletion request is empty, malformed or names unknown records."""
 

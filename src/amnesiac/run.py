@@ -36,12 +36,13 @@ from . import __version__
 from .checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from .data import DataBundle, load_dataset
 from .data.base import ArrayDataset
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, LedgerCorruptError, LedgerError, PendingChangeError, RunDirError
+from .faults import point as fault_point
 from .ledger import LedgerStore, Recorder, estimate_for_model, human_bytes
 from .ledger.store import STORAGE_DTYPES
 from .models import build_model
 from .training import OPTIMIZERS, evaluate, fit, make_optimizer, resolve_device
-from .utils import atomic_write_json, fingerprint, model_hash, model_state, seed_everything
+from .utils import atomic_write_json, fingerprint, model_hash, model_state, seed_everything, state_hash
 
 RECORD_CHOICES = ("auto", "all", "watch", "none")
 
@@ -162,15 +163,29 @@ class RunDir:
     # ----------------------------------------------------------------- creation and opening
     @classmethod
     def create(cls, path: str | os.PathLike[str], config: TrainConfig, *, overwrite: bool = False) -> "RunDir":
-        """Make a new run directory; refuses a non-empty one unless ``overwrite``."""
+        """Make a new run directory; refuses a non-empty one unless ``overwrite``.
+
+        ``overwrite`` replaces only a run directory (one holding ``config.json``), and only after taking its
+        lock, so a run in use is never deleted and a folder that is not a run is never touched.
+        """
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"{path} is a file, not a directory; choose a directory for --out")
         if path.exists() and any(path.iterdir()):
             if not overwrite:
                 raise RunDirError(
                     f"{path} already exists and is not empty; choose a new --out, pass --overwrite to replace "
                     f"it, or --resume to continue its training"
                 )
-            shutil.rmtree(path)
+            if not (path / "config.json").is_file():
+                raise RunDirError(f"{path} is not a run directory (no config.json); --overwrite replaces only a run "
+                                  "directory, never other files. Choose another --out")
+            old = cls(path)
+            with old.lock(wait=False, recover=False):
+                for entry in path.iterdir():
+                    if entry.name == ".lock":
+                        continue
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         run.write_config(config)
@@ -180,6 +195,8 @@ class RunDir:
     def open(cls, path: str | os.PathLike[str]) -> "RunDir":
         """Open an existing run directory (config.json must be present)."""
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"{run.path} is a file, not a run directory")
         if not (run.path / "config.json").is_file():
             raise RunDirError(f"{run.path} is not a run directory (no config.json); create one with `amnesiac train --out`")
         return run
@@ -212,10 +229,10 @@ class RunDir:
     @property
     def config(self) -> TrainConfig:
         try:
-            raw = json.loads(self.config_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            raw = json.loads(self.config_path.read_bytes().decode("utf-8"))
+            return TrainConfig.from_dict(raw["config"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise RunDirError(f"cannot read {self.config_path}: {err}") from None
-        return TrainConfig.from_dict(raw["config"])
 
     # ----------------------------------------------------------------- data and model
     def bundle(self) -> DataBundle:
@@ -234,27 +251,41 @@ class RunDir:
         info = self.bundle().info
         return build_model(self.config.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
 
+    def _check_model_file(self) -> None:
+        if not self.model_path.exists():
+            raise RunDirError(f"{self.model_path} is missing; the run has not finished an epoch yet")
+        if not self.model_path.is_file():
+            raise RunDirError(f"{self.model_path} should be the model file but is a {'directory' if self.model_path.is_dir() else 'special file'}")
+
     def model_meta(self) -> dict[str, Any]:
         """Epoch, step and hash stored with the current model (reads the file's header only)."""
         from safetensors import safe_open
 
-        if not self.model_path.is_file():
-            raise RunDirError(f"{self.model_path} is missing; the run has not finished an epoch yet")
+        self._check_model_file()
         try:
             with safe_open(str(self.model_path), framework="pt") as fh:
                 meta = fh.metadata() or {}
+            return {k: json.loads(v) for k, v in meta.items()}
         except Exception as err:  # safetensors raises several types for a bad header
             raise RunDirError(f"{self.model_path} is not a readable safetensors file ({err})") from None
-        return {k: json.loads(v) for k, v in meta.items()}
 
     def load_model(self) -> nn.Module:
         """The run's current model, weights loaded (built on the meta device: no wasted initialisation)."""
-        if not self.model_path.is_file():
-            raise RunDirError(f"{self.model_path} is missing; the run has not finished an epoch yet")
+        self._check_model_file()
         tensors, _ = load_tensors(self.model_path)
         self.bundle()  # load data outside the meta-device context
         with torch.device("meta"):
             model = self.new_model()
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+        found = {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}
+        if expected != found:
+            odd = sorted(set(expected.items()) ^ set(found.items()))
+            names = sorted({k for k, _ in odd})
+            raise RunDirError(
+                f"{self.model_path} does not hold a {self.config.model!r} model as config.json says: "
+                f"{len(names)} tensor(s) differ in name, shape or dtype (e.g. {', '.join(names[:3])}). "
+                "It belongs to another run or architecture; restore this run's model."
+            )
         model.load_state_dict(tensors, assign=True)
         return model
 
@@ -267,18 +298,31 @@ class RunDir:
     def optimizer_path(self, step: int) -> Path:
         return self.path / f"optimizer-{step:012d}.safetensors"
 
-    def save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, step: int) -> str:
-        """Optimizer state first (named by step), then the model, then remove older optimizer files."""
+    def commit_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, store: LedgerStore | None, *,
+                     epoch: int, step: int) -> str:
+        """Commit the model at the end of an epoch together with the ledger's head, through the journal
+        (optimizer state first, then model.next, the head as commit point, the rename). Returns the hash."""
+        from .unlearn.commit import begin_change, commit_model
+
         tensors, meta = optimizer_to_tensors(optimizer)
         save_tensors(self.optimizer_path(step), tensors, meta)
-        h = self.save_model(model, epoch=epoch, step=step)
-        for p in self.path.glob("optimizer-*.safetensors"):
-            if p != self.optimizer_path(step):
-                p.unlink(missing_ok=True)
-        return h
+        fault_point("train:after-optimizer")
+        old = self.model_meta().get("hash") if self.model_path.is_file() else None
+        begin_change(self, old_hash=str(old), store=store, kind="train-epoch", truncate_on_rollback=False)
+        ledger_commit = None
+        if store is not None:
+            ledger_commit = lambda h, fsum: store.set_meta(  # noqa: E731
+                head_hash=h, head_step=step, head_file_sum=fsum, durable=True)
+        return commit_model(self, model, old_hash=str(old), store=store, ledger_commit=ledger_commit,
+                            destroy_optimizer=False, keep_optimizer_step=step, meta={"epoch": epoch, "step": step},
+                            kind="train-epoch")
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        tensors, meta = load_tensors(self.optimizer_path(step))
+        path = self.optimizer_path(step)
+        if not path.is_file():
+            raise RunDirError(f"{path} (the optimizer state for resuming at step {step}) is missing; this run "
+                              "cannot be resumed. Train a new run instead")
+        tensors, meta = load_tensors(path)
         optimizer_from_tensors(optimizer, tensors, meta)
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -291,14 +335,26 @@ class RunDir:
 
     # ----------------------------------------------------------------- ledger
     def has_ledger(self) -> bool:
-        return (self.ledger_path / "manifest.json").is_file()
+        """Whether the run keeps a ledger. A ledger folder that is damaged (a file in its place, or an index
+        without its manifest) raises instead of passing for a run trained without one."""
+        p = self.ledger_path
+        if not p.exists():
+            return False
+        if not p.is_dir():
+            raise LedgerCorruptError(f"{p} should be the run's ledger directory but is a file; the ledger is damaged")
+        if (p / "manifest.json").exists():
+            return True
+        if any(p.iterdir()):
+            raise LedgerCorruptError(f"{p} holds ledger files but its manifest.json is missing; the ledger is damaged")
+        return False
 
-    def open_ledger(self) -> LedgerStore:
-        return LedgerStore.open(self.ledger_path)
+    def open_ledger(self, *, writable: bool = False) -> LedgerStore:
+        """Open the run's ledger; ``writable`` only with the run's lock held."""
+        return LedgerStore.open(self.ledger_path, writable=writable)
 
     # ----------------------------------------------------------------- locking and commits
     @contextlib.contextmanager
-    def lock(self, *, wait: bool = True) -> Iterator[None]:
+    def lock(self, *, wait: bool = True, recover: bool = True) -> Iterator[None]:
         """An exclusive lock on the run (training and forgetting take it; a second process waits).
 
         Whoever takes the lock first finishes or rolls back a change that a crashed process left behind.
@@ -311,16 +367,55 @@ class RunDir:
                 if err.errno in (errno.EAGAIN, errno.EACCES):
                     raise RunDirError(f"{self.path} is in use by another amnesiac process") from None
                 raise
-            self.finish_pending_commit()
+            if recover:
+                self.finish_pending_commit()
             yield
         finally:
             fh.close()
 
-    def finish_pending_commit(self) -> None:
-        """Complete or roll back a model change interrupted by a crash (see amnesiac.unlearn)."""
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """For commands that only read (info, verify, receipts, attacks): see committed state or nothing.
+
+        Raises :class:`PendingChangeError` while a change is being committed, or when an interrupted one
+        awaits recovery; readers never complete, roll back or delete anything themselves.
+        """
+        from .unlearn.commit import COMMIT_LOCK, JOURNAL
+
+        fh = open(self.path / COMMIT_LOCK, "a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.EAGAIN, errno.EACCES):
+                    raise PendingChangeError(
+                        f"{self.path} is being changed right now (a forget, or the end of a training epoch); "
+                        "try again when that command finishes") from None
+                raise
+            if (self.path / JOURNAL).exists():
+                raise PendingChangeError(
+                    f"{self.path} holds an interrupted change (its journal {JOURNAL} is still there): a training or "
+                    "forget died before finishing. The next command that takes the run's lock completes or rolls it "
+                    f"back; run `amnesiac ledger recover {self.path}` to do it now")
+            yield
+        finally:
+            fh.close()
+
+    def finish_pending_commit(self) -> str | None:
+        """Complete or roll back a model change interrupted by a crash (see amnesiac.unlearn.commit)."""
         from .unlearn.commit import recover
 
-        recover(self)
+        outcome = recover(self)
+        try:  # the lock holder also removes the leftovers a crash explains (a reader never does)
+            if self.has_ledger():
+                LedgerStore.open(self.ledger_path, writable=True).close()
+        except LedgerError:
+            pass  # a damaged ledger: the command that needs it reports the damage when it opens it
+        return outcome
+
+    def audit(self, *, deep: bool = False, progress: bool | None = None) -> "RunAudit":
+        """Check the whole run: the ledger's own audit plus the model against the head (see :class:`RunAudit`)."""
+        return audit_run(self, deep=deep, progress=progress)
 
 
 @dataclass
@@ -332,6 +427,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     final: dict[str, float]
     record: str
+    resumed_nothing: bool = False  # resume found every epoch already trained
 
 
 def _resolve_record(config: TrainConfig, model: nn.Module, n_train: int, out: Path, watch: list[int] | None) -> str:
@@ -391,12 +487,16 @@ def train_run(
                                    momentum=config.momentum, weight_decay=config.weight_decay)
         start_epoch, start_step = 0, 0
         history: list[dict[str, Any]] = []
-        if resume and run.model_path.is_file():
+        if resume and run.model_path.exists():
             meta = run.model_meta()
             start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
+            history = [r for r in run.read_metrics() if r["step"] <= start_step]
+            if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)
+                model = run.load_model()
+                final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
+                return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
             model.load_state_dict(load_tensors(run.model_path)[0])
             run.load_optimizer(optimizer, start_step)  # load_state_dict moves the state to the parameters' device
-            history = [r for r in run.read_metrics() if r["step"] <= start_step]
         watch = None
         if config.watch_class is not None:
             watch = train_data.ids_of_class(config.watch_class).tolist()
@@ -407,14 +507,14 @@ def train_run(
         store = None
         if record != "none":
             if run.has_ledger():
-                store = run.open_ledger()
+                store = run.open_ledger(writable=True)
                 dropped = store.truncate_after(start_step)
                 if dropped:
                     store.add_event("resume", {"dropped_steps_after": start_step, "dropped": dropped})
             else:
                 if start_step:
                     raise RunDirError(f"{run.path} has a checkpoint at step {start_step} but no ledger to resume into")
-                store = LedgerStore.create(run.ledger_path, manifest={
+                store = LedgerStore.create(run.ledger_path, initial=model_state(model), manifest={
                     "storage_dtype": config.ledger_dtype,
                     "include_buffers": config.include_buffers,
                     "policy": {"kind": record, "watch": len(watch) if watch is not None else None},
@@ -425,9 +525,7 @@ def train_run(
                     "batch_size": config.batch_size,
                     "seed": config.seed,
                 })
-                store.save_initial(model_state(model))
-                store.set_meta(initial_hash=model_hash(model))
-            store.set_meta(training_complete=0)
+            store.set_meta(training_complete=0, durable=True)
             recorder = Recorder(model, optimizer, store, policy="watch" if record == "watch" else "all",
                                 watch_ids=watch, dtype=config.ledger_dtype,
                                 include_buffers=config.include_buffers, start_step=start_step)
@@ -435,9 +533,8 @@ def train_run(
         def on_epoch_end(epoch: int, rec: dict[str, Any]) -> None:
             if recorder is not None:
                 recorder.flush()  # every step of this epoch is durable before the model says so
-            h = run.save_checkpoint(model, optimizer, epoch=epoch, step=rec["step"])
-            if store is not None:
-                store.set_meta(head_hash=h, head_step=rec["step"])
+            fault_point("train:after-flush")
+            run.commit_epoch(model, optimizer, store, epoch=epoch, step=rec["step"])
             history.append(rec)
             run.write_metrics(history)
 
@@ -449,9 +546,119 @@ def train_run(
             if recorder is not None:
                 recorder.close()
         if store is not None:
-            store.set_meta(training_complete=1)
+            store.set_meta(training_complete=1, durable=True)
             store.add_event("train", {"epochs": config.epochs, "steps": recorder.step if recorder else 0,
                                       "head_hash": store.get_meta("head_hash")})
             store.close()
         final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
         return TrainResult(run, model, history, final, record)
+
+
+@dataclass
+class RunAudit:
+    """What ``amnesiac ledger verify`` found: the ledger's own report plus run-level findings."""
+
+    ledger: Any  # VerifyReport, or None for a run without a ledger
+    problems: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)  # what was checked, in words
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and (self.ledger is None or self.ledger.ok)
+
+
+def audit_run(run: RunDir, *, deep: bool = False, progress: bool | None = None) -> RunAudit:
+    """Audit a run: ledger (manifest, index, initial state, blobs), model against the head, pending journal;
+    with ``deep`` every blob is read and, when every applied step is stored, initial + sum of the updates
+    must equal the model."""
+    from .ledger.store import file_checksum
+    from .unlearn.commit import JOURNAL, NEXT_MODEL
+
+    out = RunAudit(ledger=None)
+    if (run.path / JOURNAL).exists():
+        out.problems.append(f"an interrupted change is pending ({JOURNAL}); run `amnesiac ledger recover {run.path}`")
+    if (run.path / NEXT_MODEL).exists() and not (run.path / JOURNAL).exists():
+        out.problems.append(f"{NEXT_MODEL} is left over without a journal")
+    try:
+        run.config
+        out.checks.append("config.json")
+    except RunDirError as err:
+        out.problems.append(str(err))
+    has = False
+    try:
+        has = run.has_ledger()
+    except LedgerCorruptError as err:
+        out.problems.append(str(err))
+    store = None
+    if has:
+        try:
+            store = run.open_ledger()
+        except (LedgerCorruptError, LedgerError) as err:
+            out.problems.append(str(err))
+    if store is None:
+        return out
+    with store:
+        out.ledger = store.verify(deep=deep, progress=progress)
+        out.checks.append("manifest, index rows and id table, initial weights, "
+                          + ("every stored update's checksum" if deep else "presence and size of stored updates"))
+        head, head_sum = store.get_meta("head_hash"), store.get_meta("head_file_sum")
+        model_state_: dict[str, torch.Tensor] | None = None
+        if head is None:
+            out.checks.append("no model committed yet")
+            return out
+        try:
+            meta = run.model_meta()
+            if head_sum is not None and file_checksum(run.model_path) != head_sum:
+                out.problems.append(f"{run.model_path} does not match the checksum the ledger recorded for its head")
+            elif meta.get("hash") != head:
+                out.problems.append(f"{run.model_path} (hash {str(meta.get('hash'))[:16]}) is not the model the ledger "
+                                    f"describes (head {head[:16]})")
+            elif deep:
+                model_state_ = load_tensors(run.model_path)[0]
+                if state_hash(model_state_) != head:
+                    out.problems.append(f"{run.model_path}: its weights do not hash to the ledger's head")
+                    model_state_ = None
+            fp = store.manifest.get("model_fingerprint")
+            if fp is not None and model_state_ is not None:
+                mine = sorted([k, list(v.shape), str(v.dtype)] for k, v in model_state_.items())
+                if mine != sorted(fp):
+                    out.problems.append(f"{run.model_path} does not have the architecture the ledger recorded")
+            out.checks.append("model against the ledger's head" + (" (weights hashed)" if deep else " (file checksum)"))
+        except RunDirError as err:
+            out.problems.append(str(err))
+        if deep and model_state_ is not None and out.ledger.ok:
+            _check_reconstruction(store, model_state_, out)
+    return out
+
+
+def _check_reconstruction(store: LedgerStore, model: dict[str, torch.Tensor], out: RunAudit) -> None:
+    """initial + sum of the applied updates up to the head must be the model (when every one is stored)."""
+    from .unlearn.planner import sum_updates
+
+    head_step = int(store.get_meta("head_step") or 0)
+    applied = [r for r in store.iter_steps(state="applied") if r.kind != "train" or r.step <= head_step]
+    if not applied or any(r.blob is None for r in applied):
+        out.checks.append("reconstruction skipped (not every applied step stores its update)")
+        return
+    try:
+        initial = store.load_initial()
+    except LedgerError as err:
+        out.problems.append(str(err))
+        return
+    summed = sum_updates(store, [r.step for r in applied], progress=False)
+    dtype = store.manifest.get("storage_dtype", "float32")
+    tol = 1e-4 if dtype == "float32" else 2e-2
+    bad = []
+    for name, delta in summed.items():
+        if name not in model or name not in initial:
+            bad.append(name)
+            continue
+        want = model[name].float()
+        got = initial[name].float() + delta
+        scale = float(delta.abs().max()) + float(want.abs().max()) * 1e-6 + 1e-12
+        if float((got - want).abs().max()) > tol * scale:
+            bad.append(name)
+    if bad:
+        out.problems.append(f"initial weights + the stored updates do not add up to the model for {len(bad)} tensor(s) "
+                            f"(e.g. {', '.join(bad[:3])}); an update, the initial weights or the model is wrong")
+    out.checks.append(f"initial + sum of {len(applied)} updates = model (tolerance {tol:g} of the update's scale)")

@@ -15,10 +15,20 @@ import numpy as np
 import torch
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make renames and creations inside the directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
 
-    The bytes go to a temporary file in the same directory, which is then renamed over ``path``.
+    The bytes go to a temporary file in the same directory (fsynced), which is then renamed over ``path``;
+    with ``fsync`` the directory is synced too, so the rename survives a power loss.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +40,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -88,32 +100,91 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, enabled: bool | None 
     return tqdm(iterable, disable=not enabled, leave=False, dynamic_ncols=True, **kwargs)
 
 
-def parse_id_list(text: str) -> list[int]:
-    """Parse ``"1,2,5-7"`` into ``[1, 2, 5, 6, 7]``.
+MAX_REQUEST_IDS = 10_000_000
+_ID_MAX = 2**63 - 1
 
-    >>> parse_id_list("3, 1,5-7")
+
+def _id_value(token: str) -> int:
+    value = int(token)
+    if not 0 <= value <= _ID_MAX:
+        raise ValueError
+    return value
+
+
+def parse_ids(text: str) -> np.ndarray:
+    """Parse ``"1,2,5-7"`` into a sorted-as-given int64 array; refuse anything else with a clear error.
+
+    Ids are integers from 0 to 2**63-1; a request names at most :data:`MAX_REQUEST_IDS` of them.
+
+    >>> parse_ids("3, 1,5-7").tolist()
     [3, 1, 5, 6, 7]
     """
     from .errors import ConfigError
 
-    out: list[int] = []
+    parts: list[np.ndarray] = []
+    count = 0
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
         try:
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
-                a, b = int(lo), int(hi)
+                lo, hi = part.split("-", 1)
+                a, b = _id_value(lo), _id_value(hi)
                 if b < a:
                     raise ValueError
-                out.extend(range(a, b + 1))
+                n = b - a + 1
+                chunk = None if count + n > MAX_REQUEST_IDS else np.arange(a, b + 1, dtype=np.int64)
             else:
-                out.append(int(part))
+                n, chunk = 1, np.asarray([_id_value(part)], dtype=np.int64)
         except ValueError:
             raise ConfigError(
-                f"cannot read {part!r} as a sample id or range; expected integers like 17 or 100-120"
+                f"cannot read {part[:40]!r} as a sample id or range; expected integers from 0 to 2**63-1 like 17 or "
+                "100-120"
             ) from None
-    return out
+        count += n
+        if chunk is None or count > MAX_REQUEST_IDS:
+            raise ConfigError(f"the request names more than {MAX_REQUEST_IDS:,} ids (at {part[:40]!r}); "
+                              "name a class, data subjects or an ids file of the records instead")
+        parts.append(chunk)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def parse_id_list(text: str) -> list[int]:
+    """Parse ``"1,2,5-7"`` into ``[1, 2, 5, 6, 7]`` (see :func:`parse_ids`).
+
+    >>> parse_id_list("3, 1,5-7")
+    [3, 1, 5, 6, 7]
+    """
+    return parse_ids(text).tolist()
+
+
+def read_text_file(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of a small input file, or a ConfigError that names it and says what was wrong."""
+    from .errors import ConfigError
+
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise ConfigError(f"{what} {p} is a directory; expected a file")
+        return p.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {p}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {p} is not a UTF-8 text file (binary data?)") from None
+
+
+def strict_int_list(values: Any, where: str) -> list[int]:
+    """``values`` as a list of ids, refusing anything but a JSON list of integers (no bools, floats or strings)."""
+    from .errors import ConfigError
+
+    if not isinstance(values, list):
+        raise ConfigError(f"{where}: expected a list of integer ids, got {type(values).__name__} {str(values)[:40]!r}")
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _ID_MAX:
+            raise ConfigError(f"{where}: expected integer ids from 0 to 2**63-1, got {v!r}")
+    if len(values) > MAX_REQUEST_IDS:
+        raise ConfigError(f"{where}: more than {MAX_REQUEST_IDS:,} ids")
+    return [int(v) for v in values]
 
 
 def read_ids_file(path: str | os.PathLike[str]) -> list[int]:
@@ -122,19 +193,14 @@ def read_ids_file(path: str | os.PathLike[str]) -> list[int]:
     from .errors import ConfigError
 
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read ids file {p}: {err.strerror or err}") from None
+    text = read_text_file(p, "ids file")
     stripped = text.strip()
     if stripped.startswith("["):
         try:
             values = json.loads(stripped)
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-                raise ValueError
-            return [int(v) for v in values]
         except ValueError:
             raise ConfigError(f"{p}: expected a JSON list of integers") from None
+        return strict_int_list(values, str(p))
     cleaned = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     try:
         return parse_id_list(",".join(cleaned.replace("\n", ",").split()))

@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
                                   "paper's 100 threes did), forget that class with amnesiac unlearning and a short "
                                   "repair, retrain a reference from scratch without it, and measure all three "
                                   "models with the same attacks.", examples=EXAMPLES)
-    p.add_argument("--out", required=True, help="directory for the runs (created; replaced if it exists)")
+    p.add_argument("--out", required=True, help="directory for the runs (created; an earlier demo's output there is "
+                                                "replaced, anything else is refused)")
     p.add_argument("--class", dest="class_", type=int, default=3, help="the class to forget (default 3)")
     p.add_argument("--keep", type=int, default=9, help="training examples of that class (default 9)")
     p.add_argument("--epochs", type=int, default=5)
@@ -40,10 +41,20 @@ def run(args: argparse.Namespace) -> int:
     from ..training import evaluate
     from ..unlearn import forget
 
+    from ..errors import ConfigError
+
     t0 = time.perf_counter()
     out = Path(args.out)
-    if out.exists():
+    marker = out / ".amnesiac-demo"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory for the demo's runs")
+    if out.exists() and any(out.iterdir()):
+        if not marker.is_file():  # only an earlier demo's output is ever replaced
+            raise ConfigError(f"--out {out} exists and is not the output of an earlier demo; choose a new directory "
+                              "(the demo replaces only its own earlier output)")
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `amnesiac demo`; the next demo with this --out replaces this directory\n")
     progress = False if args.no_progress else None
     c = args.class_
     cfg = TrainConfig(dataset="digits", model="small-cnn", epochs=args.epochs, batch_size=16, seed=args.seed,

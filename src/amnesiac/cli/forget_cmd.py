@@ -8,7 +8,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..run import RunDir
 from ..unlearn import METHODS, Thresholds, forget, read_subject_map
-from ..utils import parse_id_list, read_ids_file
+from ..unlearn.base import check_options
+from ..utils import parse_ids, read_ids_file
 from .common import add_subparser, emit_json, table
 
 EXAMPLES = """\
@@ -40,7 +41,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--method", default="amnesiac", help="unlearning method (see `amnesiac methods`; default amnesiac)")
     p.add_argument("--repair-epochs", type=int, default=None, help="after amnesiac, fine-tune N epochs on retained data")
     p.add_argument("--repair-steps", type=int, default=None, help="after amnesiac, fine-tune N optimizer steps")
-    m = p.add_argument_group("method options (those a method does not use are ignored)")
+    m = p.add_argument_group("method options (an option the chosen method does not take is refused)")
     m.add_argument("--epochs", type=int, default=None, help="training epochs (naive, relabel, finetune, retrain)")
     m.add_argument("--steps", type=int, default=None, help="cap on optimizer steps (naive, relabel, finetune, gradient-ascent)")
     m.add_argument("--lr", type=float, default=None, help="learning rate (default: the run's; finetune a tenth of it)")
@@ -61,28 +62,35 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+OPTION_FLAGS = ("repair_epochs", "repair_steps", "epochs", "steps", "copies", "eval_every", "lr", "retain_weight")
+
+
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    for name in ("repair_epochs", "repair_steps", "epochs", "steps", "copies", "eval_every"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-            opts[name] = value
-    for name in ("lr", "retain_weight"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 0 or (name == "lr" and value == 0):
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-            opts[name] = value
+    """The method options given on the command line, each checked against what the method accepts."""
+    opts = {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name) is not None}
+    declared = getattr(METHODS.get(args.method), "options", {})
+    for name in opts:
+        if name not in declared:
+            flags = ", ".join("--" + o.replace("_", "-") for o in OPTION_FLAGS if o in declared) or "none"
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply to --method {args.method} "
+                              f"(its options here: {flags})")
+    for name, value in opts.items():
+        try:
+            check_options(args.method, {name: value})
+        except ConfigError:
+            kind = declared[name]
+            what = {"int>=1": "an integer >= 1", "int>=0": "an integer >= 0", "float>0": "a positive number",
+                    "float>=0": "a number >= 0"}.get(kind, kind)
+            raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {value}") from None
     return opts
 
 
 def run(args: argparse.Namespace) -> int:
     METHODS.get(args.method)
+    options = _options(args)
     ids = None
     if args.ids is not None:
-        ids = parse_id_list(args.ids)
+        ids = parse_ids(args.ids)
     if args.ids_file is not None:
         if ids is not None:
             raise ConfigError("give --ids or --ids-file, not both")
@@ -94,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
         subject_map = read_subject_map(args.subjects_file)
     result = forget(RunDir.open(args.run), ids=ids, class_=args.class_, subjects=subjects, subject_map=subject_map,
-                    method=args.method, options=_options(args),
+                    method=args.method, options=options,
                     thresholds=Thresholds(args.max_share, args.repair_share), dry_run=args.dry_run,
                     keep_artifacts=args.keep, evaluate_after=not args.no_eval, out=args.out,
                     progress=False if args.no_progress else None)

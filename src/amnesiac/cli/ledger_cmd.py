@@ -14,7 +14,9 @@ from .common import add_subparser, emit_json
 
 EXAMPLES = """\
   amnesiac ledger info runs/digits
-  amnesiac ledger verify runs/digits
+  amnesiac ledger verify runs/digits            # manifest, index, initial weights, model vs head, blob sizes
+  amnesiac ledger verify runs/digits --deep     # ... and every blob's checksum, initial + updates = model
+  amnesiac ledger recover runs/digits           # finish or roll back a change a crash interrupted
   amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --batch-size 64
   amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --watch 100 --dtype float16
 """
@@ -27,12 +29,28 @@ def add_parser(sub: Any) -> None:
     ls = p.add_subparsers(dest="ledger_command", metavar="ACTION")
     info = ls.add_parser("info", help="summarise a run's ledger")
     info.add_argument("run", help="run directory")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=run_info)
-    ver = ls.add_parser("verify", help="check every stored update against its checksum")
+    ver = ls.add_parser("verify", help="audit a run: manifest, index, initial weights, model, blobs",
+                        description="Audit a run and its ledger: the manifest against its recorded checksum, SQLite's "
+                                    "integrity check, every index row's checksum, the id -> steps table against the "
+                                    "ids stored with each step, the initial weights and the model against their "
+                                    "recorded checksums and the ledger's head, a pending journal, and the presence "
+                                    "and size of every stored update. --deep also reads every update and checks its "
+                                    "checksum, hashes the weights, and, when every applied step stores its update, "
+                                    "checks that initial weights + the sum of the updates = the model. Exit 0 when "
+                                    "all is well, 1 when something is wrong (each finding is listed).")
     ver.add_argument("run", help="run directory")
-    ver.add_argument("--json", action="store_true")
+    ver.add_argument("--deep", action="store_true", help="read every stored update and check the reconstruction")
+    ver.add_argument("--json", action="store_true", help="print the findings as JSON")
+    ver.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ver.set_defaults(func=run_verify)
+    rec = ls.add_parser("recover", help="finish or roll back a change that a crash interrupted",
+                        description="Take the run's lock and complete (if its commit point was reached) or roll back "
+                                    "an interrupted training epoch or forget. Every command that takes the lock does "
+                                    "this anyway; this one does only that.")
+    rec.add_argument("run", help="run directory")
+    rec.set_defaults(func=run_recover)
     est = ls.add_parser("estimate", help="estimate a ledger's size before training")
     est.add_argument("--model", required=True)
     est.add_argument("--dataset", required=True)
@@ -52,36 +70,70 @@ TRAIN_SIZES = {"digits": 1438, "mnist": 60000, "fashion-mnist": 60000, "cifar10"
 
 def run_info(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run)
-    if not run.has_ledger():
-        raise LedgerError(f"{run.path} has no ledger (it was trained with --record none)")
-    with run.open_ledger() as store:
-        s = store.summary()
+    with run.reading():
+        if not run.has_ledger():
+            raise LedgerError(f"{run.path} has no ledger (it was trained with --record none)")
+        with run.open_ledger() as store:
+            s = store.summary()
     if args.json:
         emit_json(s)
         return 0
     pol = s["policy"] or {}
     print(f"ledger          {s['path']}")
-    print(f"steps           {s['steps']} indexed, {s['recorded_steps']} with a stored update, {s['reverted_steps']} reverted")
+    print(f"steps           {s['steps']} indexed; {s['recorded_steps']} recorded an update: {s['stored_blobs']} still "
+          f"stored, {s['destroyed_blobs']} destroyed by deletions; {s['reverted_steps']} reverted")
     print(f"sample ids      {s['distinct_ids']}")
     print(f"stored bytes    {human_bytes(s['bytes'])} in {s['stored_blobs']} blobs")
     print(f"dtype           {s['storage_dtype']} (buffers {'recorded' if s['include_buffers'] else 'not recorded'})")
     print(f"policy          {pol.get('kind')}" + (f" ({pol.get('watch')} watched ids)" if pol.get("watch") is not None else ""))
     print(f"optimizer       {(s['optimizer'] or {}).get('class')}")
-    print(f"training        {'complete' if s['training_complete'] else 'INCOMPLETE'}; head {str(s['head_hash'])[:16]}")
+    print(f"training        {'complete' if s['training_complete'] else 'INCOMPLETE'}; head {str(s['head_hash'])[:16]}"
+          f" at step {s['head_step']}")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run)
-    with run.open_ledger() as store:
-        rep = store.verify()
+    rep = run.audit(deep=args.deep, progress=False if args.no_progress else None)
+    led = rep.ledger
     if args.json:
-        emit_json({"ok": rep.ok, "steps": rep.steps, "checked": rep.checked, "bad": rep.bad, "orphans": rep.orphans})
-    else:
-        print(f"{rep.steps} steps, {rep.checked} stored updates checked: " + ("all good" if rep.ok else f"{len(rep.bad)} bad"))
-        for step, why in sorted(rep.bad.items()):
+        emit_json({"ok": rep.ok, "deep": args.deep, "checks": rep.checks, "problems": rep.problems,
+                   "ledger": None if led is None else {
+                       "ok": led.ok, "steps": led.steps, "checked": led.checked, "bad": led.bad,
+                       "orphans": led.orphans, "problems": led.problems, "unchecked_rows": led.unchecked_rows}})
+        return 0 if rep.ok else 1
+    if led is None and not rep.problems:
+        print(f"{run.path}: no ledger (trained with --record none); config checked")
+        return 0
+    if led is not None:
+        what = f"{led.checked} stored updates read and checked" if args.deep else f"{led.recorded} recorded updates present"
+        print(f"{led.steps} steps, {what}")
+    for c in rep.checks:
+        print(f"  checked: {c}")
+    findings = rep.problems + (led.problems if led is not None else [])
+    for p in findings:
+        print(f"  PROBLEM: {p}")
+    if led is not None:
+        for step, why in sorted(led.bad.items())[:50]:
             print(f"  step {step}: {why}")
+        if len(led.bad) > 50:
+            print(f"  ... {len(led.bad) - 50} more bad steps")
+        if led.orphans:
+            print(f"  {len(led.orphans)} file(s) in blobs/ that no index row names (left alone): {', '.join(led.orphans[:5])}")
+        if led.unchecked_rows:
+            print(f"  note: {led.unchecked_rows} index rows predate row checksums and were checked by the id table only")
+    print("all good" if rep.ok else f"NOT OK: {len(findings) + (len(led.bad) if led is not None else 0)} finding(s)")
     return 0 if rep.ok else 1
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    run = RunDir.open(args.run)
+    with run.lock(wait=False, recover=False):
+        outcome = run.finish_pending_commit()
+    print({None: f"{run.path}: nothing to recover",
+           "rolled-forward": f"{run.path}: the interrupted change had committed; it is now complete",
+           "rolled-back": f"{run.path}: the interrupted change had not committed; the previous state stands"}[outcome])
+    return 0
 
 
 def run_estimate(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ copied through the page cache. The file is an ordinary safetensors file that any
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -155,10 +156,12 @@ def write_blob(path: Path, blob: BlobBuffer, *, fsync: bool = False, direct: boo
                 while written < len(view):
                     written += os.write(fd, view[written:])
                 os.ftruncate(fd, blob.size)
-            except OSError:
+            except OSError as err:
                 if fd >= 0:
                     os.close(fd)
                 fd = -1
+                if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise  # a real I/O error (EIO, ENOSPC, ...), not a file system refusing O_DIRECT
         if fd < 0:
             fd = os.open(tmp, flags, 0o644)
             view = blob.payload()
@@ -209,7 +212,9 @@ def read_file_aligned(path: Path) -> tuple[torch.Tensor, int]:
         if hasattr(os, "O_DIRECT"):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-            except OSError:
+            except OSError as err:
+                if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
                 fd = -1
         if fd < 0:
             fd = os.open(path, os.O_RDONLY)
@@ -217,7 +222,9 @@ def read_file_aligned(path: Path) -> tuple[torch.Tensor, int]:
         while got < size:
             try:
                 n = os.readv(fd, [view[got:]])
-            except OSError:  # O_DIRECT refused mid-way: read the rest normally
+            except OSError as err:  # O_DIRECT refused mid-way: read the rest normally
+                if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
                 os.close(fd)
                 fd = os.open(path, os.O_RDONLY)
                 os.lseek(fd, got, os.SEEK_SET)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -201,6 +202,10 @@ class Recorder:
             thread instead of the training thread, which then only copies the state once per step.
             ``None`` (default) offloads when every step is stored (``policy="all"``) and the tracked
             state is float32 on CPU; on a GPU the subtraction is cheap where it is and is never offloaded.
+        fsync: sync each blob as the writer writes it (in the writer thread).
+        durable: :meth:`flush` (and so :meth:`close`) makes every step so far survive a power loss, not only
+            a killed process: blobs and their directory are fsynced and the index is checkpointed. Default
+            True; ``False`` keeps only the killed-process guarantee (see docs/benchmarks.md for the cost).
 
     >>> import tempfile, torch
     >>> from amnesiac.ledger import LedgerStore, Recorder
@@ -230,6 +235,7 @@ class Recorder:
         fsync: bool = False,
         kind: str = "train",
         offload_delta: bool | None = None,
+        durable: bool = True,
     ) -> None:
         if dtype not in STORAGE_DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
@@ -249,12 +255,14 @@ class Recorder:
         self.watch: np.ndarray = np.unique(np.asarray(list(watch_ids), dtype=np.int64)) if watch_ids is not None else np.empty(0, np.int64)
         self.dtype = STORAGE_DTYPES[dtype]
         self.include_buffers = include_buffers
+        self.durable = durable
         self.kind = kind
         self.step = int(start_step)
         self.epoch = 0
         self.recorded_steps = 0
         self._live = tracked_state(model, include_buffers=include_buffers)
         self._names = list(self._live)
+        self._identity = self._live_identity()
         self._pending: list[np.ndarray] = []
         self._pending_watched = False  # some pending id is on the watch-list
         # steps that store no update are handed to the writer in groups (one transaction each), since a
@@ -292,6 +300,8 @@ class Recorder:
             optimizer.register_step_post_hook(self._post_hook),
         ]
         self._closed = False
+        # a recorder dropped without close() still stops its writer thread (steps already queued are written)
+        self._finalizer = weakref.finalize(self, _stop_writer, self._writer)
 
     # ------------------------------------------------------------------ user API
     def set_epoch(self, epoch: int) -> None:
@@ -331,11 +341,14 @@ class Recorder:
             self._drop_snapshot()
 
     def flush(self) -> None:
-        """Wait until every step so far is durable in the ledger; raise if the writer failed."""
+        """Wait until every step so far is durable in the ledger, also against a power loss (blobs and
+        their directory fsynced, the index's WAL checkpointed); raise if the writer failed."""
         self._writer.raise_if_failed()
         self._hand_over_unstored()
         self._writer.queue.join()
         self._writer.raise_if_failed()
+        if self.durable:
+            self.store.sync()
 
     def close(self) -> None:
         """Flush, stop the writer and remove the optimizer hooks. Safe to call twice."""
@@ -347,8 +360,8 @@ class Recorder:
         try:
             self.flush()
         finally:
-            self._writer.queue.put(None)
-            self._writer.join()
+            self._finalizer.detach()
+            _stop_writer(self._writer)
             # the snapshots and update buffers can be hundreds of MiB: let them go with the recorder's use
             self._current = None
             self._snap = {}
@@ -359,7 +372,15 @@ class Recorder:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+            return
+        try:  # the user's exception is the one that matters: a failure to close must not replace it
+            self.close()
+        except Exception as err:  # noqa: BLE001
+            import warnings
+
+            warnings.warn(f"closing the recorder after an error also failed: {err!r}", RuntimeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ internals
     def _take_snapshot(self) -> None:
@@ -402,8 +423,21 @@ class Recorder:
             return self._pending_watched
         return bool(self.policy(ids))  # type: ignore[operator]
 
+    def _live_identity(self) -> list[tuple[int, int, torch.dtype, torch.device]]:
+        """Which tensors the model trains now: the object, its storage, dtype and device of each."""
+        names = set(self._names)
+        return [(id(t), t.data_ptr(), t.dtype, t.device)
+                for n, t in self.model.state_dict(keep_vars=True).items() if n in names]
+
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._writer.raise_if_failed()
+        if self._live_identity() != self._identity:
+            raise RecorderError(
+                "the model's parameters or buffers were replaced since this Recorder was created (model.to(), "
+                ".half(), load_state_dict(assign=True) or similar); the recorder would store updates of tensors "
+                "the model no longer trains. Close this recorder and create a new one after moving or converting "
+                "the model (and its optimizer)"
+            )
         if not self._pending:
             raise RecorderError(
                 "optimizer.step() ran with no sample ids declared; wrap the forward pass, backward pass and "
@@ -455,6 +489,12 @@ class Recorder:
         if self._unstored:
             group, self._unstored = self._unstored, []
             self._writer.put(group)
+
+
+def _stop_writer(writer: _Writer) -> None:
+    if writer.is_alive():
+        writer.queue.put(None)
+        writer.join()
 
 
 def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:

@@ -102,4 +102,5 @@ register_method(
     amnesiac,
     help="the paper's method: subtract the stored updates of every step that saw a deleted record; optional repair",
     needs_ledger=True,
+    options={"repair_epochs": "int>=0", "repair_steps": "int>=0", "repair_lr": "float>0", "seed": "int"},
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import MethodContext, MethodOutcome, register_method
+from .base import TRAIN_OPTIONS, MethodContext, MethodOutcome, register_method
 from ._train import initial_point, train_method
 
 
@@ -12,5 +12,5 @@ def finetune(ctx: MethodContext) -> MethodOutcome:
     return train_method(ctx, out, ctx.retain_data, kind="finetune", lr=ctx.run.config.lr * 0.1, salt=307)
 
 
-register_method("finetune", finetune,
+register_method("finetune", finetune, options=TRAIN_OPTIONS,
                 help="fine-tune on the retained data only, with its own learning rate (default: a tenth of the run's)")

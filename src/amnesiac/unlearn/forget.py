@@ -23,10 +23,11 @@ from torch import nn
 from .. import __version__
 from ..data.base import ArrayDataset
 from ..errors import LedgerError, ModelMismatchError, RunDirError
+from ..faults import point as fault_point
 from ..run import RunDir
 from ..training import evaluate
 from ..utils import model_hash
-from .base import METHODS, MethodContext, MethodOutcome
+from .base import METHODS, MethodContext, MethodOutcome, check_options
 from .commit import abort_change, begin_change, commit_model
 from .planner import Plan, Thresholds, make_plan
 from .request import DeletionRequest, hash_ids, resolve_request
@@ -119,7 +120,6 @@ def forget(
     model: nn.Module | None = None,
     out: str | None = None,
     progress: bool | None = None,
-    _crash_at: str | None = None,
 ) -> ForgetResult:
     """Honour a deletion request on a run, in place, with a receipt in the ledger's audit log.
 
@@ -137,6 +137,7 @@ def forget(
     """
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     impl = METHODS.get(method)
+    options = check_options(method, dict(options or {}))
     creates_run = bool(getattr(impl, "creates_run", False))
     if out is not None and not creates_run and not dry_run:
         run = _copy_run(run, out)
@@ -144,7 +145,7 @@ def forget(
     thresholds = thresholds or Thresholds()
     t_start = time.perf_counter()
     with run.lock(wait=True):
-        store = run.open_ledger() if run.has_ledger() else None
+        store = run.open_ledger(writable=True) if run.has_ledger() else None
         try:
             if getattr(impl, "needs_ledger", False) and store is None:
                 raise LedgerError(
@@ -214,6 +215,7 @@ def forget(
                 t_method = time.perf_counter()
                 outcome = impl(ctx)
                 method_s = time.perf_counter() - t_method
+                fault_point("forget:after-method")
                 t_eval = time.perf_counter()
                 evaluation.update(outcome.evaluation)
                 if sets:
@@ -236,20 +238,19 @@ def forget(
                 )
                 ledger_commit = None
                 if store is not None:
-                    ledger_commit = lambda h: store.commit_revert(  # noqa: E731
-                        outcome.steps_reverted, new_hash=h, event=receipt, forgotten_ids=request.ids.tolist())
+                    ledger_commit = lambda h, fsum: store.commit_revert(  # noqa: E731
+                        outcome.steps_reverted, new_hash=h, event=receipt, forgotten_ids=request.ids.tolist(),
+                        extra_meta={"head_file_sum": fsum})
                 saved = run.model_meta()
                 commit_model(run, outcome.model, old_hash=current_hash, new_hash=new_hash, store=store,
                              ledger_commit=ledger_commit, destroy_steps=destroy,
                              destroy_optimizer=not keep_artifacts,
-                             meta={"epoch": saved.get("epoch"), "step": saved.get("step"), "after": "forget"},
-                             crash_at=_crash_at)
-            except BaseException as err:
-                if type(err).__name__ != "_SimulatedCrash":
-                    if store is not None:
-                        store.close()
-                        store = None
-                    abort_change(run)
+                             meta={"epoch": saved.get("epoch"), "step": saved.get("step"), "after": "forget"})
+            except BaseException:
+                if store is not None:
+                    store.close()
+                    store = None
+                abort_change(run)
                 raise
             if store is None:
                 _append_plain_receipt(run, receipt)
@@ -266,11 +267,21 @@ def _copy_run(run: RunDir, out: str) -> RunDir:
     from pathlib import Path
 
     dest = Path(out)
+    check_out_dir(dest, source=run.path)
+    with run.lock(wait=True):
+        shutil.copytree(run.path, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock", ".commit.lock"))
+    return RunDir.open(dest)
+
+
+def check_out_dir(dest: Path, *, source: Path) -> None:
+    """An ``--out`` for a new run: not a file, not a non-empty folder, not inside (or around) the source run."""
+    dest_r, src_r = dest.resolve(), source.resolve()
+    if dest_r == src_r or src_r in dest_r.parents or dest_r in src_r.parents:
+        raise RunDirError(f"--out {dest} lies inside the run {source} (or contains it); choose a directory outside it")
+    if dest.exists() and not dest.is_dir():
+        raise RunDirError(f"--out {dest} is a file; choose a new directory")
     if dest.exists() and any(dest.iterdir()):
         raise RunDirError(f"{dest} already exists and is not empty; choose a new directory for --out")
-    with run.lock(wait=True):
-        shutil.copytree(run.path, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
-    return RunDir.open(dest)
 
 
 def _run_creating_method(run, impl, method, request, plan, store, working, retain, forget_data, sets, evaluation,
@@ -284,22 +295,23 @@ def _run_creating_method(run, impl, method, request, plan, store, working, retai
     if sets:
         evaluation["after"] = evaluate_sets(outcome.model, sets)
     new_run = RunDir.open(outcome.details["new_run"])
-    new_store = new_run.open_ledger() if new_run.has_ledger() else None
-    receipt = _receipt(
-        method=method, options={k: v for k, v in options.items() if k != "out"}, request=request,
-        salt=new_store.id_salt() if new_store is not None else "no-ledger", new_ids=len(request), plan=plan,
-        outcome=outcome, old_hash=old_hash, new_hash=model_hash(outcome.model), evaluation=evaluation,
-        timings={**outcome.timings, "method": method_s, "total": time.perf_counter() - t_start},
-        destroyed={"update_blobs": 0, "optimizer_state": False, "previous_model": False},
-        kept_for_research=False, source_run=str(run.path),
-        note=f"the source run {run.path} still holds the deleted records' influence; delete it once "
-             f"{new_run.path} is in service",
-    )
-    if new_store is not None:
-        new_store.add_event("forget", receipt)
-        new_store.close()
-    else:
-        _append_plain_receipt(new_run, receipt)
+    with new_run.lock(wait=True):
+        new_store = new_run.open_ledger(writable=True) if new_run.has_ledger() else None
+        receipt = _receipt(
+            method=method, options={k: v for k, v in options.items() if k != "out"}, request=request,
+            salt=new_store.id_salt() if new_store is not None else "no-ledger", new_ids=len(request), plan=plan,
+            outcome=outcome, old_hash=old_hash, new_hash=model_hash(outcome.model), evaluation=evaluation,
+            timings={**outcome.timings, "method": method_s, "total": time.perf_counter() - t_start},
+            destroyed={"update_blobs": 0, "optimizer_state": False, "previous_model": False},
+            kept_for_research=False, source_run=str(run.path),
+            note=f"the source run {run.path} still holds the deleted records' influence; delete it once "
+                 f"{new_run.path} is in service",
+        )
+        if new_store is not None:
+            new_store.add_event("forget", receipt)
+            new_store.close()
+        else:
+            _append_plain_receipt(new_run, receipt)
     return ForgetResult(plan, receipt, outcome.model, outcome=outcome, run=new_run,
                         message=f"retrained without {len(request)} record(s) into {new_run.path}")
 
@@ -322,10 +334,14 @@ def list_receipts(run: RunDir | str) -> list[dict[str, Any]]:
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     out: list[dict[str, Any]] = []
-    if run.has_ledger():
-        with run.open_ledger() as store:
-            out += store.events("forget")
-    path = run.path / "receipts.json"
-    if path.is_file():
-        out += json.loads(path.read_text())
+    with run.reading():
+        if run.has_ledger():
+            with run.open_ledger() as store:
+                out += store.events("forget")
+        path = run.path / "receipts.json"
+        if path.is_file():
+            try:
+                out += json.loads(path.read_bytes().decode("utf-8"))
+            except ValueError as err:
+                raise RunDirError(f"{path} is damaged ({err})") from None
     return out

@@ -81,5 +81,7 @@ class _null:
 
 
 register_method("gradient-ascent", gradient_ascent,
+                options={"steps": "int>=1", "batch_size": "int>=1", "lr": "float>0", "eval_every": "int>=1",
+                         "seed": "int", "retain_weight": "float>=0"},
                 help="NegGrad: ascend the loss on the deleted records; with retain_weight > 0, NegGrad+ "
                      "(interleaved descent on retained data)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import MethodContext, MethodOutcome, register_method
+from .base import TRAIN_OPTIONS, MethodContext, MethodOutcome, register_method
 from ._train import initial_point, train_method
 
 
@@ -12,5 +12,5 @@ def naive(ctx: MethodContext) -> MethodOutcome:
     return train_method(ctx, out, ctx.retain_data, kind="naive", salt=211)
 
 
-register_method("naive", naive,
+register_method("naive", naive, options=TRAIN_OPTIONS,
                 help="the paper's naive retraining: keep training the trained model on the data without the deleted records")

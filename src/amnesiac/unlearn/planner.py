@@ -94,10 +94,14 @@ class Plan:
 
 def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds | None = None,
               whole_class: bool = False) -> Plan:
-    """Look up the steps a request touches and recommend a method (no blobs are read)."""
+    """Look up the steps a request touches and recommend a method (no blobs are read).
+
+    The id -> steps table is cross-checked against every step's own row (and each row's checksum), so a
+    damaged index raises :class:`~amnesiac.errors.LedgerCorruptError` instead of planning the wrong steps.
+    """
     thresholds = thresholds or Thresholds()
     ids = list(ids)
-    affected = store.steps_for_ids(ids)
+    affected = store.steps_for_ids(ids, cross_check=True)
     to_revert, already, missing = [], [], []
     recs = store.steps_info(affected)
     for s in affected:

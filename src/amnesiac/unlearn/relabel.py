@@ -12,7 +12,7 @@ import torch
 
 from ..data.base import ArrayDataset
 from ..errors import RequestError
-from .base import MethodContext, MethodOutcome, register_method
+from .base import TRAIN_OPTIONS, MethodContext, MethodOutcome, register_method
 from ._train import initial_point, method_seed, train_method
 
 
@@ -54,6 +54,6 @@ def relabel(ctx: MethodContext) -> MethodOutcome:
     return train_method(ctx, out, data, kind="relabel", salt=503)
 
 
-register_method("relabel", relabel,
+register_method("relabel", relabel, options={**TRAIN_OPTIONS, "copies": "int>=1"},
                 help="the paper's Unlearning: train with the deleted records given random wrong labels "
                      "(often mislabelled 'amnesiac' elsewhere)")

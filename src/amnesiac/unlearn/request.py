@@ -50,30 +50,39 @@ def hash_ids(ids: Iterable[int], salt: str) -> tuple[str, list[str]]:
 
 
 def read_subject_map(path: str | os.PathLike[str]) -> dict[str, list[int]]:
-    """Read a subject -> ids mapping: a JSON object ``{"alice": [1, 2]}`` or a CSV of ``subject,id`` rows."""
+    """Read a subject -> ids mapping: a JSON object ``{"alice": [1, 2]}`` or a CSV of ``subject,id`` rows.
+
+    Ids must be integers: ``"12"``, ``1.9`` or ``true`` are refused, never coerced.
+    """
+    from ..errors import ConfigError
+    from ..utils import read_text_file, strict_int_list
+
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as err:
-        raise RequestError(f"cannot read subject map {p}: {err.strerror or err}") from None
+        text = read_text_file(p, "subject map")
+    except ConfigError as err:
+        raise RequestError(str(err)) from None
     out: dict[str, list[int]] = {}
     if text.lstrip().startswith("{"):
         try:
             raw = json.loads(text)
-            for subject, ids in raw.items():
-                out[str(subject)] = [int(i) for i in ids]
-        except (ValueError, TypeError, AttributeError):
+        except ValueError:
             raise RequestError(f"{p}: expected a JSON object mapping each subject to a list of integer ids") from None
+        for subject, ids in raw.items():
+            try:
+                out[str(subject)] = strict_int_list(ids, f"{p}, subject {subject!r}")
+            except ConfigError as err:
+                raise RequestError(str(err)) from None
         return out
     for n, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or row[0].startswith("#") or (n == 1 and row[0].strip().lower() == "subject"):
             continue
         if len(row) != 2:
             raise RequestError(f"{p}, line {n}: expected two columns 'subject,id', got {row!r}")
-        try:
-            out.setdefault(row[0].strip(), []).append(int(row[1]))
-        except ValueError:
-            raise RequestError(f"{p}, line {n}: the id {row[1]!r} is not an integer") from None
+        token = row[1].strip()
+        if not token.isdigit() or int(token) > 2**63 - 1:
+            raise RequestError(f"{p}, line {n}: the id {row[1]!r} is not an integer from 0 to 2**63-1")
+        out.setdefault(row[0].strip(), []).append(int(token))
     return out
 
 
@@ -103,6 +112,8 @@ def resolve_request(
     if class_ is not None:
         if not 0 <= int(class_) < num_classes:
             raise RequestError(f"class {class_} is out of range; this dataset has classes 0..{num_classes - 1}")
+        if isinstance(class_, bool) or not isinstance(class_, (int, np.integer)):
+            raise RequestError(f"the class must be an integer, got {class_!r}")
         chosen = training_ids[labels == int(class_)]
         if chosen.size == 0:
             raise RequestError(f"the model was trained on no example of class {class_}; nothing to forget")
@@ -114,14 +125,29 @@ def resolve_request(
             raise RequestError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
         wanted: list[int] = []
         for s in subjects:
+            if not isinstance(subject_map.get(s, []), (list, tuple, np.ndarray)):
+                raise RequestError(f"subject {s!r}: expected a list of integer ids, got {subject_map[s]!r}")
             if s not in subject_map:
                 raise RequestError(f"unknown data subject {s!r} (the map has {len(subject_map)} subjects)."
                                    + did_you_mean(s, subject_map))
-            wanted.extend(int(i) for i in subject_map[s])
+            for i in subject_map[s]:
+                if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+                    raise RequestError(f"subject {s!r}: sample ids must be integers, got {i!r}")
+                wanted.append(int(i))
         ids = wanted
         kind = "subjects"
         detail = {"subjects": len(subjects)}
-    arr = np.unique(np.asarray(list(ids or []), dtype=np.int64))
+    if isinstance(ids, np.ndarray):
+        arr = np.unique(ids.astype(np.int64, copy=False))
+    else:
+        values = list(ids or [])
+        bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise RequestError(f"sample ids must be integers; got {bad[0]!r} ({type(bad[0]).__name__})")
+        try:
+            arr = np.unique(np.asarray(values, dtype=np.int64))
+        except OverflowError:
+            raise RequestError("a sample id is out of range; ids are integers from 0 to 2**63-1") from None
     if arr.size == 0:
         raise RequestError("the deletion request is empty: name at least one sample id")
     unknown = arr[~np.isin(arr, training_ids)]

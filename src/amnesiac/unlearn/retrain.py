@@ -39,5 +39,5 @@ def retrain(ctx: MethodContext) -> MethodOutcome:
 
 
 retrain.creates_run = True  # type: ignore[attr-defined]
-register_method("retrain", retrain,
+register_method("retrain", retrain, options={"out": "path", "epochs": "int>=1", "eval_every": "int>=1"},
                 help="retrain from scratch on the data without the deleted records (the exact reference; writes --out)")

@@ -1,0 +1,143 @@
+"""The ledger's own audit: everything in ``RUN/ledger`` that can be checked without the model.
+
+Used by :meth:`LedgerStore.verify`; the run-level audit (``amnesiac ledger verify``) adds the model, the
+pending journal and the reconstruction check. Every finding is collected, never raised, so one report
+lists all damage at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import LedgerCorruptError
+from .blob import checksum
+
+if TYPE_CHECKING:
+    from .store import LedgerStore, VerifyReport
+
+
+def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | None = None) -> "VerifyReport":
+    from ..utils import progress_bar
+    from .store import VerifyReport, _blob_step, _ids_from_blob, file_checksum
+
+    report = VerifyReport()
+    idx = store.path / "index.sqlite"
+    # manifest: the bytes on disk against the checksum the index recorded when the ledger was created
+    try:
+        _, raw = store.read_manifest(store.path)
+        want = store.get_meta("manifest_sum")
+        if want is None:
+            report.problems.append("the manifest has no recorded checksum (a ledger from an older amnesiac): not checked")
+        elif checksum(raw, "xxh3") != want:
+            report.problems.append(f"{store.path / 'manifest.json'} does not match the checksum recorded at creation; it was changed or damaged")
+    except LedgerCorruptError as err:
+        report.problems.append(str(err))
+    # SQLite's own structural check
+    with store._lock:
+        try:
+            found = [r[0] for r in store._conn.execute("PRAGMA quick_check").fetchall()]
+        except Exception as err:  # sqlite3.DatabaseError on a damaged page
+            found = [f"quick_check failed: {err}"]
+    if found != ["ok"]:
+        report.problems.append(f"{idx} fails SQLite's integrity check: " + "; ".join(map(str, found[:5])))
+    # every row: checksum, shape, numbering; the id -> steps table against the rows' own ids
+    with store._lock:
+        try:
+            rows = store._conn.execute(f"SELECT {store._COLS} FROM steps ORDER BY step").fetchall()
+            pairs = np.asarray(store._conn.execute("SELECT sample_id, step FROM step_ids").fetchall(), dtype=np.int64)
+        except Exception as err:
+            report.problems.append(f"{idx} cannot be read: {err}")
+            return report
+    report.steps = len(rows)
+    expected = 1
+    row_pairs: list[np.ndarray] = []
+    recs = []
+    for r in rows:
+        step = r[0]
+        if not isinstance(step, int):
+            report.problems.append(f"{idx}: a step number is not an integer ({step!r})")
+            continue
+        if step != expected:
+            for missing in range(expected, step):
+                report.bad[missing] = "missing from the index (gap in step numbers)"
+        expected = step + 1
+        problem = store._row_problem(r)
+        if problem is None and r[10] is None:
+            report.unchecked_rows += 1
+        if problem:
+            report.bad[step] = f"index row damaged: {problem}"
+            continue
+        rec = store._row(r, check=False)
+        if rec.blob is not None and (rec.blob != store.blob_name(step) or rec.checksum is None):
+            report.bad[step] = f"index row names blob {rec.blob!r} with checksum {rec.checksum!r}"
+            continue
+        ids = np.unique(_ids_from_blob(r[3]))
+        row_pairs.append(np.stack([ids, np.full(ids.size, step, dtype=np.int64)], axis=1))
+        recs.append(rec)
+    table = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))] if pairs.size else np.empty((0, 2), np.int64)
+    ours = np.concatenate(row_pairs) if row_pairs else np.empty((0, 2), np.int64)
+    ours = ours[np.lexsort((ours[:, 0], ours[:, 1]))] if ours.size else ours
+    if table.shape != ours.shape or not np.array_equal(table, ours):
+        a = {tuple(x) for x in table.tolist()}
+        b = {tuple(x) for x in ours.tolist()}
+        odd = sorted({s for _, s in a ^ b})
+        for s in odd[:50]:
+            report.bad.setdefault(int(s), "the id -> steps table disagrees with the ids stored in this step's row")
+        if not odd:
+            report.problems.append("the id -> steps table holds duplicate entries")
+    # initial weights
+    ipath = store.initial_path
+    want = store.get_meta("initial_file_sum")
+    if not ipath.is_file():
+        if want is not None or store.get_meta("initial_hash") is not None:
+            report.problems.append(f"{ipath} (the initial weights) is missing")
+    else:
+        if want is not None and file_checksum(ipath) != want:
+            report.problems.append(f"{ipath} does not match the checksum recorded when it was saved")
+        elif deep and want is not None:
+            try:
+                from ..utils import state_hash
+
+                if state_hash(store.load_initial()) != store.get_meta("initial_hash"):
+                    report.problems.append(f"{ipath} does not match the initial hash recorded in the index")
+            except LedgerCorruptError as err:
+                report.problems.append(str(err))
+    # blobs: presence and size always; content with deep
+    blobs_dir = store.path / "blobs"
+    for rec in progress_bar(recs, enabled=progress, desc="verify"):
+        if not rec.recorded:
+            continue
+        report.recorded += 1
+        if rec.blob is None:
+            continue  # destroyed after a forget, on purpose (the row records it)
+        path = blobs_dir / rec.blob
+        try:
+            size = path.stat().st_size
+        except OSError:
+            report.bad[rec.step] = f"the update of step {rec.step} is missing ({path})"
+            continue
+        if size != rec.nbytes:
+            report.bad[rec.step] = f"the update of step {rec.step} has {size} bytes, {rec.nbytes} recorded"
+            continue
+        if deep:
+            try:
+                store.load_update(rec)
+                report.checked += 1
+            except LedgerCorruptError as err:
+                report.bad[rec.step] = str(err)
+    known = {rec.blob for rec in recs if rec.blob}
+    for p in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else []:
+        if p.name in known:
+            continue
+        step = _blob_step(p.name)
+        report.orphans.append(p.name)
+        if step is None and not (p.name.startswith(".") and p.name.endswith(".tmp")):
+            report.problems.append(f"{p} is not a file the ledger writes; it was left alone")
+    # the audit log must parse
+    try:
+        store.events()
+    except LedgerCorruptError as err:
+        report.problems.append(str(err))
+    return report
