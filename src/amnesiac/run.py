@@ -348,9 +348,9 @@ class RunDir:
             raise LedgerCorruptError(f"{p} holds ledger files but its manifest.json is missing; the ledger is damaged")
         return False
 
-    def open_ledger(self, *, writable: bool = False) -> LedgerStore:
+    def open_ledger(self, *, writable: bool = False, check_manifest: bool = True) -> LedgerStore:
         """Open the run's ledger; ``writable`` only with the run's lock held."""
-        return LedgerStore.open(self.ledger_path, writable=writable)
+        return LedgerStore.open(self.ledger_path, writable=writable, check_manifest=check_manifest)
 
     # ----------------------------------------------------------------- locking and commits
     @contextlib.contextmanager
@@ -592,7 +592,7 @@ def audit_run(run: RunDir, *, deep: bool = False, progress: bool | None = None) 
     store = None
     if has:
         try:
-            store = run.open_ledger()
+            store = LedgerStore.open(run.ledger_path, check_manifest=False)  # the audit reports a bad manifest itself
         except (LedgerCorruptError, LedgerError) as err:
             out.problems.append(str(err))
     if store is None:

@@ -54,6 +54,7 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
     expected = 1
     row_pairs: list[np.ndarray] = []
     recs = []
+    damaged_blobs: set[str] = set()  # named by rows that are damaged: reported with the row, not as orphans
     for r in rows:
         step = r[0]
         if not isinstance(step, int):
@@ -68,6 +69,8 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
             report.unchecked_rows += 1
         if problem:
             report.bad[step] = f"index row damaged: {problem}"
+            if isinstance(r[5], str):
+                damaged_blobs.add(r[5])
             continue
         rec = store._row(r, check=False)
         if rec.blob is not None and (rec.blob != store.blob_name(step) or rec.checksum is None):
@@ -127,7 +130,7 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
                 report.checked += 1
             except LedgerCorruptError as err:
                 report.bad[rec.step] = str(err)
-    known = {rec.blob for rec in recs if rec.blob}
+    known = {rec.blob for rec in recs if rec.blob} | damaged_blobs
     for p in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else []:
         if p.name in known:
             continue
@@ -135,9 +138,27 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
         report.orphans.append(p.name)
         if step is None and not (p.name.startswith(".") and p.name.endswith(".tmp")):
             report.problems.append(f"{p} is not a file the ledger writes; it was left alone")
-    # the audit log must parse
+    # the metadata (head, hashes, salt) as a whole, the audit log, and forgotten ids against their receipts
+    from .store import meta_checksum
+
+    with store._lock:
+        meta = store._conn.execute("SELECT key, value FROM meta").fetchall()
+        forgotten = store._conn.execute("SELECT sample_id, event FROM forgotten").fetchall()
+    want = dict(meta).get("meta_sum")
+    if want is not None and meta_checksum(meta) != want:
+        report.problems.append(f"{idx}: the ledger's metadata (head, hashes, salt) does not match its checksum")
     try:
-        store.events()
+        events = {e["id"]: e for e in store.events()}
+        salt = dict(meta).get("id_salt")
+        if salt is not None:
+            from ..unlearn.request import hash_ids
+
+            for sample_id, event in forgotten:
+                e = events.get(event)
+                hashed = e.get("ids_hashed") if e else None
+                if hashed is not None and hash_ids([sample_id], salt)[1][0] not in hashed:
+                    report.problems.append(f"{idx}: forgotten record {sample_id} is not in the receipt of event {event}")
+                    break
     except LedgerCorruptError as err:
         report.problems.append(str(err))
     return report

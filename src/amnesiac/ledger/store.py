@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
     kind TEXT NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    sum TEXT
 );
 """
 
@@ -136,10 +137,24 @@ def _ids_from_blob(raw: bytes) -> np.ndarray:
 
 
 def row_checksum(step: int, epoch: int, kind: str, ids: bytes, recorded: int, blob: str | None,
-                 digest: str | None, nbytes: int, state: str) -> str:
-    """Checksum of one index row: every field that a deletion relies on, the ids included."""
-    head = f"{int(step)}|{int(epoch)}|{kind}|{int(recorded)}|{blob}|{digest}|{int(nbytes)}|{state}|".encode()
-    return xxhash.xxh3_64_hexdigest(head + bytes(ids))
+                 digest: str | None, nbytes: int, state: str, created: float = 0.0) -> str:
+    """Checksum of one index row: every field of it, the ids included."""
+    head = f"{int(step)}|{int(epoch)}|{kind}|{int(recorded)}|{blob}|{digest}|{int(nbytes)}|{state}|{float(created)!r}|"
+    return xxhash.xxh3_64_hexdigest(head.encode() + bytes(ids))
+
+
+def event_checksum(time_: float, kind: str, payload: str) -> str:
+    """Checksum of one audit-log entry."""
+    return xxhash.xxh3_64_hexdigest(f"{float(time_)!r}|{kind}|{payload}".encode())
+
+
+def meta_checksum(items: Iterable[tuple[str, str]]) -> str:
+    """Checksum over every metadata key and value (but itself)."""
+    h = xxhash.xxh3_64()
+    for k, v in sorted(items):
+        if k != "meta_sum":
+            h.update(f"{k}={v}\n".encode())
+    return h.hexdigest()
 
 
 def file_checksum(path: Path) -> str:
@@ -279,19 +294,28 @@ class LedgerStore:
         return manifest, raw
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, writable: bool = False) -> "LedgerStore":
+    def open(cls, path: str | os.PathLike[str], *, writable: bool = False, check_manifest: bool = True) -> "LedgerStore":
         """Open an existing ledger. Nothing on disk changes unless ``writable`` (for the holder of the
-        run's lock), which also removes the leftovers a crash explains (see the module's docstring)."""
+        run's lock), which also removes the leftovers a crash explains (see the module's docstring).
+
+        The manifest's bytes are checked against the checksum recorded at creation (``check_manifest``;
+        the audit turns it off to report the damage with everything else it finds)."""
         path = Path(path)
-        manifest, _ = cls.read_manifest(path)
+        manifest, raw = cls.read_manifest(path)
         if not (path / "blobs").is_dir():
             raise LedgerCorruptError(f"{path / 'blobs'} (the directory of stored updates) is missing")
         store = cls(path, cls._connect(path, create=False), manifest, writable=writable)
+        want = store.get_meta("manifest_sum")
+        if check_manifest and want is not None and checksum(raw, "xxh3") != want:
+            store.close()
+            raise LedgerCorruptError(f"{path / 'manifest.json'} does not match the checksum recorded when the ledger "
+                                     "was created; it was changed or damaged. Nothing was changed")
         if writable:
-            if not store._has_row_sum:  # a ledger from before row checksums: add the column, fill it
-                with store._lock:
-                    store._write(lambda cur: cur.execute("ALTER TABLE steps ADD COLUMN row_sum TEXT"))
+            if not store._has_row_sum:  # a ledger from before row checksums: add the columns
+                store._write(lambda cur: cur.execute("ALTER TABLE steps ADD COLUMN row_sum TEXT"))
                 store._has_row_sum = True
+            if "sum" not in {r[1] for r in store._conn.execute("PRAGMA table_info(events)")}:
+                store._write(lambda cur: cur.execute("ALTER TABLE events ADD COLUMN sum TEXT"))
             store._cleanup()
         return store
 
@@ -414,7 +438,7 @@ class LedgerStore:
                     "INSERT INTO steps (step, epoch, kind, n_ids, ids, recorded, blob, checksum, nbytes, state, created,"
                     " row_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'applied', ?, ?)",
                     (step, epoch, kind, int(ids_np.size), raw, recorded, blob, digest, nbytes, now,
-                     row_checksum(step, epoch, kind, raw, recorded, blob, digest, nbytes, "applied")),
+                     row_checksum(step, epoch, kind, raw, recorded, blob, digest, nbytes, "applied", now)),
                 )
                 cur.executemany("INSERT INTO step_ids (sample_id, step) VALUES (?, ?)",
                                 ((int(i), step) for i in np.unique(ids_np)))
@@ -451,10 +475,18 @@ class LedgerStore:
 
     @staticmethod
     def _upsert_meta(cur: sqlite3.Cursor, values: dict[str, Any]) -> None:
+        """Set metadata inside a transaction and reseal the checksum over all of it."""
         cur.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [(k, str(v)) for k, v in values.items()],
         )
+        LedgerStore._seal_meta(cur)
+
+    @staticmethod
+    def _seal_meta(cur: sqlite3.Cursor) -> None:
+        total = meta_checksum(cur.execute("SELECT key, value FROM meta").fetchall())
+        cur.execute("INSERT INTO meta (key, value) VALUES ('meta_sum', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (total,))
 
     def set_meta(self, *, durable: bool = False, **values: Any) -> None:
         """Set metadata keys in one transaction (``durable`` syncs it to the disk)."""
@@ -463,19 +495,27 @@ class LedgerStore:
     def add_event(self, kind: str, payload: dict[str, Any]) -> int:
         """Append an entry to the audit log; returns its number."""
         def work(cur: sqlite3.Cursor) -> int:
-            cur.execute("INSERT INTO events (time, kind, payload) VALUES (?, ?, ?)",
-                        (time.time(), kind, json.dumps(payload, sort_keys=True, default=str)))
-            return int(cur.lastrowid)
+            return self._insert_event(cur, kind, payload)
 
         return int(self._write(work, durable=True))
 
+    @staticmethod
+    def _insert_event(cur: sqlite3.Cursor, kind: str, payload: dict[str, Any]) -> int:
+        now, text = time.time(), json.dumps(payload, sort_keys=True, default=str)
+        cur.execute("INSERT INTO events (time, kind, payload, sum) VALUES (?, ?, ?, ?)",
+                    (now, kind, text, event_checksum(now, kind, text)))
+        return int(cur.lastrowid)
+
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Audit-log entries, oldest first, optionally of one kind."""
-        q = "SELECT id, time, kind, payload FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
+        """Audit-log entries, oldest first, optionally of one kind; a damaged entry raises."""
+        q = "SELECT id, time, kind, payload, sum FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
         with self._lock:
             rows = self._conn.execute(q, (kind,) if kind else ()).fetchall()
         out = []
         for r in rows:
+            if r[4] is not None and (not isinstance(r[1], float) or not isinstance(r[3], str)
+                                     or event_checksum(r[1], r[2], r[3]) != r[4]):
+                raise LedgerCorruptError(f"audit-log entry {r[0]} of {self.path} is damaged (checksum mismatch)")
             try:
                 payload = json.loads(r[3])
             except (TypeError, ValueError):
@@ -484,7 +524,7 @@ class LedgerStore:
         return out
 
     # ------------------------------------------------------------------ reading
-    _COLS = "step, epoch, kind, ids, recorded, blob, checksum, nbytes, state, n_ids, row_sum"
+    _COLS = "step, epoch, kind, ids, recorded, blob, checksum, nbytes, state, n_ids, row_sum, created"
 
     def _row(self, r: tuple[Any, ...], *, check: bool = True) -> StepRecord:
         """A StepRecord from a raw row; with ``check`` a row whose checksum does not match raises."""
@@ -496,7 +536,7 @@ class LedgerStore:
         return StepRecord(int(r[0]), int(r[1]), r[2], _ids_from_blob(r[3]), bool(r[4]), r[5], r[6], int(r[7]), r[8])
 
     def _row_problem(self, r: tuple[Any, ...]) -> str | None:
-        step, epoch, kind, ids, recorded, blob, digest, nbytes, state, n_ids, rsum = r
+        step, epoch, kind, ids, recorded, blob, digest, nbytes, state, n_ids, rsum, created = r
         if not isinstance(ids, (bytes, bytearray)) or len(ids) % 8 or len(ids) // 8 != n_ids:
             return "its ids do not match their count"
         if state not in ("applied", "reverted"):
@@ -504,7 +544,7 @@ class LedgerStore:
         if rsum is None:
             return None if not self._has_row_sum or self.manifest.get("row_sums") is not True else "its checksum is missing"
         try:
-            expected = row_checksum(step, epoch, kind, ids, recorded, blob, digest, nbytes, state)
+            expected = row_checksum(step, epoch, kind, ids, recorded, blob, digest, nbytes, state, created)
         except (TypeError, ValueError):
             return "a field has the wrong type"
         return None if expected == rsum else "its checksum does not match its fields"
@@ -669,7 +709,7 @@ class LedgerStore:
                     held.append(rec.blob)
                 new = {"blob": rec.blob, "checksum": rec.checksum, "state": rec.state, **changes}
                 rsum = row_checksum(rec.step, rec.epoch, rec.kind, bytes(r[3]), int(rec.recorded), new["blob"],
-                                    new["checksum"], rec.nbytes, new["state"])
+                                    new["checksum"], rec.nbytes, new["state"], r[11])
                 cur.execute("UPDATE steps SET blob = ?, checksum = ?, state = ?, row_sum = ? WHERE step = ?",
                             (new["blob"], new["checksum"], new["state"], rsum, rec.step))
         return held
@@ -713,11 +753,7 @@ class LedgerStore:
         def work(cur: sqlite3.Cursor) -> int:
             self._rewrite_rows(cur, steps, state="reverted")
             self._upsert_meta(cur, {"head_hash": new_hash, **(extra_meta or {})})
-            cur.execute(
-                "INSERT INTO events (time, kind, payload) VALUES (?, ?, ?)",
-                (time.time(), event.get("kind", "forget"), json.dumps(event, sort_keys=True, default=str)),
-            )
-            event_id = int(cur.lastrowid)
+            event_id = self._insert_event(cur, event.get("kind", "forget"), event)
             cur.executemany("INSERT OR IGNORE INTO forgotten (sample_id, event) VALUES (?, ?)",
                             ((int(i), event_id) for i in forgotten_ids))
             return event_id
@@ -737,8 +773,11 @@ class LedgerStore:
             import secrets
 
             candidate = secrets.token_hex(16)
-            self._write(lambda cur: cur.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id_salt', ?)",
-                                                (candidate,)))
+            def work(cur: sqlite3.Cursor) -> None:
+                cur.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id_salt', ?)", (candidate,))
+                self._seal_meta(cur)
+
+            self._write(work)
             salt = self.get_meta("id_salt")
         return str(salt)
 
