@@ -109,6 +109,9 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - t
 
 
+errors: list[str] = []  # the first messages of failures, kept in the result file
+
+
 def train_kills(n: int, work: Path, rng: random.Random, counts: dict) -> None:
     full = timed([TRAIN, str(work / "probe"), repr(CONFIG)])
     for i in range(n):
@@ -131,12 +134,14 @@ def train_kills(n: int, work: Path, rng: random.Random, counts: dict) -> None:
         if tb or isinstance(res, Exception):
             counts["resume_failed"] += 1
             counts["tracebacks"] += bool(tb)
+            errors.append(tb or str(res))
             continue
         audit = run.audit(deep=True)
         res, tb = quiet(forget, run, ids=REQUEST, evaluate_after=False, progress=False)
         if tb or isinstance(res, Exception) or res.receipt is None or not run.audit(deep=True).ok:
             counts["cannot_forget_after_next_command"] += 1
             counts["tracebacks"] += bool(tb)
+            errors.append(tb or str(res))
         elif not audit.ok:
             counts["verify_failed_after_resume"] += 1
         else:
@@ -184,6 +189,7 @@ def forget_kills(n: int, base: Path, work: Path, rng: random.Random, counts: dic
         if tb or isinstance(res, Exception) or res.receipt is None or not run.audit(deep=True).ok:
             counts["cannot_forget_after_next_command"] += 1
             counts["tracebacks"] += bool(tb)
+            errors.append(tb or str(res))
         else:
             counts["ok"] += 1
         shutil.rmtree(out, ignore_errors=True)
@@ -286,6 +292,8 @@ def main_(argv: list[str] | None = None) -> int:
             fn(counts)
             results[name] = {"counts": dict(counts), "seconds": round(time.perf_counter() - t, 1)}
             print(name, dict(counts), flush=True)
+            for e in errors[:3]:
+                print("  error:", e[-500:], flush=True)
         counts = Counter()
         by_kind: dict = {}
         t = time.perf_counter()
@@ -295,7 +303,7 @@ def main_(argv: list[str] | None = None) -> int:
         for k, v in by_kind.items():
             print(f"  {k:16s} {v}", flush=True)
     save(args.name, {"command": "python benchmarks/fault_campaign.py " + " ".join(argv or sys.argv[1:]),
-                     "config": CONFIG, "request": REQUEST, "results": results,
+                     "config": CONFIG, "request": REQUEST, "results": results, "first_errors": errors[:10],
                      "seconds": round(time.perf_counter() - t0, 1)})
     return 0
 

@@ -457,3 +457,75 @@ def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path
         assert any(r.recorded for r in recs) and not all(r.recorded for r in recs)
         for r in recs:
             assert r.recorded == bool(watched & set(r.ids.tolist())), r.step
+
+
+@pytest.mark.parametrize("change", ["convert", "assign"])
+def test_replacing_the_models_tensors_after_attaching_is_refused(tmp_path, tiny_data, tiny_net, change):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    x, y, ids = tiny_data[list(range(8))]
+    with Recorder(tiny_net, opt, store) as rec:
+        if change == "convert":
+            tiny_net.double()  # converts every tensor in place of the old ones
+            x = x.double()
+        else:
+            fresh = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+            tiny_net.load_state_dict(fresh, assign=True)
+        with rec.batch(ids), pytest.raises(RecorderError, match="replaced since this Recorder was created"):
+            torch.nn.functional.cross_entropy(tiny_net(x), y).backward()
+            opt.step()
+        rec.discard_pending()
+    assert store.last_step() == 0
+
+
+def test_the_users_exception_is_not_replaced_by_a_failing_close(tmp_path, tiny_data, tiny_net, monkeypatch):
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    rec = Recorder(tiny_net, opt, store)
+    monkeypatch.setattr(rec, "flush", lambda: (_ for _ in ()).throw(RecorderError("flush failed")))
+    with pytest.raises(KeyError, match="the user's"), pytest.warns(RuntimeWarning, match="flush failed"):
+        with rec:
+            raise KeyError("the user's")
+
+
+def test_a_dropped_recorder_stops_its_writer_thread(tmp_path, tiny_data, tiny_net):
+    import gc
+    import threading
+
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    before = {t.name for t in threading.enumerate()}
+    rec = Recorder(tiny_net, opt, store)
+    writer = rec._writer
+    for h in rec._handles:  # the optimizer's hooks hold the recorder; a user who drops it drops them too
+        h.remove()
+    del rec
+    gc.collect()
+    writer.join(timeout=5)
+    assert not writer.is_alive() and {t.name for t in threading.enumerate()} <= before | {"MainThread"}
+
+
+def test_a_failed_write_rolls_back_and_the_store_stays_usable(tmp_path):
+    store = _store(tmp_path)
+    store.put_step(1, epoch=0, ids=[1, 2], update=None)
+    with pytest.raises(LedgerError, match="recorded once"):
+        store.put_step(1, epoch=0, ids=[3], update=None)
+    store.set_meta(head_hash="x")  # the connection is not stuck inside a transaction
+    store.put_step(2, epoch=0, ids=[3], update=None)
+    assert store.steps_for_ids([3], cross_check=True) == [2] and store.get_meta("head_hash") == "x"
+    assert store.verify(progress=False).ok
+
+
+def test_flush_makes_steps_durable_with_fsync(tmp_path, tiny_data, tiny_net, monkeypatch):
+    import os as _os
+
+    synced = []
+    real = _os.fsync
+    monkeypatch.setattr(_os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    store = _store(tmp_path)
+    with Recorder(tiny_net, opt, store) as rec:
+        fit(tiny_net, opt, tiny_data, epochs=1, batch_size=40, recorder=rec, progress=False)
+        n = len(synced)
+        rec.flush()
+        assert len(synced) >= n + 3  # two blobs and their directory

@@ -12,6 +12,7 @@ import os
 import signal
 
 POINTS = (
+    "train:creating-ledger",    # the new ledger's index and initial weights exist, its manifest not yet
     "train:after-flush",        # every step of the epoch is in the ledger; the model is not saved yet
     "train:after-optimizer",    # the new optimizer state is on disk
     "train-epoch:after-begin",

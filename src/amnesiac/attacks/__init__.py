@@ -7,13 +7,14 @@ from .mia import (
     MIAReport,
     ShadowRecipe,
     ShadowSet,
+    canonical_attack,
     matched_non_members,
     run_attacks,
     train_shadows,
 )
 
 __all__ = [
-    "ATTACKS", "Inversion", "MIAReport", "ShadowRecipe", "ShadowSet", "auc", "best_balanced_accuracy",
+    "ATTACKS", "Inversion", "canonical_attack", "MIAReport", "ShadowRecipe", "ShadowSet", "auc", "best_balanced_accuracy",
     "bootstrap_ci", "class_mean_image", "invert", "matched_non_members", "roc_curve", "run_attacks", "save_grid",
     "score_inversion", "ssim", "summarize", "threshold_stats", "tpr_at_fpr", "train_evaluator", "train_shadows",
 ]

@@ -26,8 +26,10 @@ def _check(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError(f"scores and labels must have the same length, got {s.size} and {y.size}")
     if not np.isin(y, (0, 1)).all():
         raise ConfigError("labels must be 0 (non-member) or 1 (member)")
-    if np.isnan(s).any():
-        raise ConfigError("scores contain NaN")
+    if not np.isfinite(s).all():
+        bad = "NaN" if np.isnan(s).any() else "infinite values"
+        raise ConfigError(f"scores contain {bad} ({int((~np.isfinite(s)).sum())} of {s.size}); an attack whose scores "
+                          "tie at +-inf or are undefined cannot rank members, so no AUC is given")
     return s, y.astype(np.int64)
 
 
@@ -84,10 +86,13 @@ def best_balanced_accuracy(scores: Any, labels: Any) -> dict[str, float]:
 
 
 def threshold_stats(scores: Any, labels: Any, threshold: float) -> dict[str, float]:
-    """Recall, precision and FPR when ``score >= threshold`` is called a member.
+    """Recall, precision and FPR when ``score >= threshold`` is called a member. Precision is None (not
+    NaN) when the threshold calls nothing a member: it is undefined, not zero.
 
     >>> threshold_stats([0.9, 0.2, 0.7, 0.1], [1, 1, 0, 0], 0.5)["recall"]
     0.5
+    >>> threshold_stats([0.1, 0.2], [1, 0], 0.5)["precision"] is None
+    True
     """
     s, y = _check(scores, labels)
     pred = s >= threshold
@@ -95,9 +100,9 @@ def threshold_stats(scores: Any, labels: Any, threshold: float) -> dict[str, flo
     fp = int((pred & (y == 0)).sum())
     pos, neg = int(y.sum()), int((1 - y).sum())
     return {
-        "recall": tp / pos if pos else float("nan"),
-        "precision": tp / (tp + fp) if tp + fp else float("nan"),
-        "fpr": fp / neg if neg else float("nan"),
+        "recall": tp / pos if pos else None,
+        "precision": tp / (tp + fp) if tp + fp else None,  # undefined when nothing is called a member
+        "fpr": fp / neg if neg else None,
         "threshold": float(threshold),
         "true_positives": tp, "false_positives": fp, "members": pos, "non_members": neg,
     }

@@ -11,6 +11,7 @@ import torch
 from ..attacks import (
     ATTACKS,
     ShadowRecipe,
+    canonical_attack,
     class_mean_image,
     invert,
     matched_non_members,
@@ -20,9 +21,10 @@ from ..attacks import (
     train_evaluator,
     train_shadows,
 )
+from ..attacks.mia import SHADOW_ATTACKS
 from ..errors import ConfigError
 from ..run import RunDir
-from ..utils import atomic_write_json, parse_id_list, read_ids_file
+from ..utils import atomic_write_json, parse_ids, read_ids_file
 from .common import add_subparser, emit_json, table
 
 EXAMPLES = """\
@@ -77,37 +79,58 @@ def add_parser(sub: Any) -> None:
 
 
 def _targets(args: argparse.Namespace, run: RunDir):
-    train = run.bundle().train
+    """The target records: records the run trained on (after --limit-class and --exclude), never others."""
+    train = run.training_data()
     given = [x for x in (args.target_ids, args.target_ids_file, args.target_class) if x is not None]
     if len(given) != 1:
         raise ConfigError("name the targets in exactly one way: --target-ids, --target-ids-file or --target-class")
     if args.target_class is not None:
         ids = train.ids_of_class(args.target_class)
         if ids.numel() == 0:
-            raise ConfigError(f"the training set has no record of class {args.target_class}")
+            raise ConfigError(f"the run trained on no record of class {args.target_class}")
     else:
-        ids = torch.as_tensor(parse_id_list(args.target_ids) if args.target_ids else read_ids_file(args.target_ids_file))
-    if ids.numel() > args.max_targets:
+        ids = torch.as_tensor(parse_ids(args.target_ids) if args.target_ids else read_ids_file(args.target_ids_file))
+        unknown = ids[~torch.isin(ids, train.ids)]
+        if unknown.numel():
+            shown = ", ".join(map(str, unknown[:10].tolist()))
+            raise ConfigError(f"{unknown.numel()} target id(s) are not records this run trained on ({shown}); "
+                              "membership can only be tested for records that were in its training data")
+    if args.max_targets < 1:
+        raise ConfigError(f"--max-targets must be at least 1, got {args.max_targets}")
+    if ids.numel() > args.max_targets:  # a seeded random sample, never the first records
         g = torch.Generator().manual_seed(args.seed)
         ids = ids[torch.randperm(ids.numel(), generator=g)[: args.max_targets]]
     return train.only_ids(ids)
 
 
+def _load_models(run: RunDir, reference: str | None) -> dict[str, Any]:
+    """The run's model and the reference's, read as committed state; done before any expensive work, so a
+    bad --reference is refused at once."""
+    models = {}
+    with run.reading():
+        models["run"] = run.load_model()
+    if reference:
+        ref = RunDir.open(reference)
+        with ref.reading():
+            models["reference"] = ref.load_model()
+    return models
+
+
 def run_mia(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run)
     cfg = run.config
+    attacks = [canonical_attack(a.strip()) for a in args.attacks.split(",") if a.strip()]
+    if args.shadows < 1:
+        raise ConfigError(f"--shadows must be at least 1, got {args.shadows}")
     members = _targets(args, run)
+    models = _load_models(run, args.reference)
     pool = run.bundle().test
     non_members = matched_non_members(pool, members, seed=args.seed)
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     progress = False if args.no_progress else None
     shadows = None
-    if any(a in ("shokri", "lira") for a in attacks):
+    if any(a in SHADOW_ATTACKS for a in attacks):
         recipe = ShadowRecipe(cfg.model, args.shadow_epochs or cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr)
         shadows = train_shadows(pool, recipe, n=args.shadows, seed=args.seed, cache_dir=args.cache, progress=progress)
-    models = {"run": run.load_model()}
-    if args.reference:
-        models["reference"] = RunDir.open(args.reference).load_model()
     report = run_attacks(models, members, non_members, attacks=attacks, shadows=shadows, seed=args.seed,
                          non_member_pool_positions=pool.positions_of(non_members.ids).tolist(), progress=progress)
     result = {"run": str(run.path), "reference": args.reference, **report.as_dict()}
@@ -120,10 +143,22 @@ def run_mia(args: argparse.Namespace) -> int:
     for attack in attacks:
         for name in models:
             r = report.results[name][attack]
-            rows.append([attack, name, r["auc"], r["recall"], r["precision"], r["fpr"], r["tpr_at_1pct_fpr"]["tpr"]])
+            t1 = r["tpr_at_1pct_fpr"]
+            lo, hi = r["auc_ci95"]
+            rows.append([attack, name, f"{r['auc']:.3f} [{lo:.2f}, {hi:.2f}]", _num(r["recall"]), _num(r["precision"]),
+                         _num(r["fpr"]), f"{t1['tpr']:.3f} at FPR {t1['fpr']:.3f}"])
     print(f"{report.members} target records vs {report.non_members} matched non-members; {report.shadows} shadow models")
-    print(table(rows, ["attack", "model", "AUC", "recall", "precision", "FPR", "TPR@1%FPR"]))
+    print(table(rows, ["attack", "model", "AUC [95% CI]", "recall", "precision", "FPR", "TPR at FPR <= 1% (reached)"]))
+    if report.non_members < 100:
+        print(f"note: with {report.non_members} non-members the smallest FPR above 0 is {1 / report.non_members:.3f}, "
+              "so 'TPR at FPR <= 1%' is the TPR at FPR 0")
+    if any(r[4] == "n/a" for r in rows):
+        print("precision n/a: the attack called no record a member at its threshold")
     return 0
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def run_inversion(args: argparse.Namespace) -> int:
@@ -134,12 +169,10 @@ def run_inversion(args: argparse.Namespace) -> int:
     if not 0 <= args.class_ < info.num_classes:
         raise ConfigError(f"--class must lie in 0..{info.num_classes - 1}, got {args.class_}")
     progress = False if args.no_progress else None
+    models = _load_models(run, args.reference)
     cache = args.cache or args.out
     evaluator = train_evaluator(bundle.train, cfg.model, cache_dir=cache, progress=progress)
     mean = class_mean_image(bundle.train, args.class_)
-    models = {"run": run.load_model()}
-    if args.reference:
-        models["reference"] = RunDir.open(args.reference).load_model()
     scores, rows_img = {}, {}
     for name, model in models.items():
         inv = invert(model, args.class_, shape=(info.channels, info.image_size, info.image_size), variant=args.variant,

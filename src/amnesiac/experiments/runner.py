@@ -237,8 +237,8 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     def attack(model: torch.nn.Module) -> dict[str, float]:
         rep = run_attacks({"m": model}, targets, non_members, attacks=("shokri", "loss"), shadows=shadows, seed=s.seed,
                           progress=False).results["m"]
-        return {"recall": rep["shokri"]["recall"], "precision": rep["shokri"]["precision"], "fpr": rep["shokri"]["fpr"],
-                "shokri_auc": rep["shokri"]["auc"], "loss_auc": rep["loss"]["auc"]}
+        return {"recall": rep["shokri-paper"]["recall"], "precision": rep["shokri-paper"]["precision"], "fpr": rep["shokri-paper"]["fpr"],
+                "shokri_auc": rep["shokri-paper"]["auc"], "loss_auc": rep["loss"]["auc"]}
 
     retain = train_a.without_ids(targets.ids)
     epoch0 = attack(target_model)

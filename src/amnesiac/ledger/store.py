@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -57,6 +58,7 @@ from .blob import (
 )
 
 from ..errors import ConfigError, LedgerCorruptError, LedgerError
+from ..faults import point as fault_point
 from ..utils import atomic_write_bytes, atomic_write_json, fsync_dir
 
 FORMAT_VERSION = 1
@@ -255,17 +257,31 @@ class LedgerStore:
         manifest = {"checksum": "xxh3", **manifest}
         if manifest["checksum"] not in CHECKSUMS:
             raise ConfigError(f"checksum must be one of {', '.join(CHECKSUMS)}, got {manifest['checksum']!r}")
-        (path / "blobs").mkdir(parents=True, exist_ok=True)
+        if path.exists() and any(path.iterdir()):
+            raise LedgerError(f"{path} is not empty; a new ledger needs an empty or missing directory")
+        # built under a temporary name and renamed into place whole: a crash leaves either no ledger or a
+        # complete one, never a directory that looks damaged (the temporary one is removed by the next
+        # holder of the run's lock)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "blobs").mkdir(parents=True)
         full = {"format_version": FORMAT_VERSION, "created": time.time(), "row_sums": True, **manifest}
         raw = (json.dumps(full, indent=2, sort_keys=True, default=str) + "\n").encode()
-        conn = cls._connect(path, create=True)
-        store = cls(path, conn, full)
+        conn = cls._connect(tmp, create=True)
+        store = cls(tmp, conn, full)
         if initial is not None:
             store.save_initial(initial)
-        store.set_meta(manifest_sum=checksum(raw, "xxh3"))
-        atomic_write_bytes(path / "manifest.json", raw)  # last: its presence marks a usable ledger
-        fsync_dir(path)
-        return store
+        store.set_meta(manifest_sum=checksum(raw, "xxh3"), durable=True)
+        fault_point("train:creating-ledger")
+        atomic_write_bytes(tmp / "manifest.json", raw)
+        conn.close()
+        if path.exists():
+            path.rmdir()  # empty, checked above
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        return cls(path, cls._connect(path, create=False), full)
 
     @classmethod
     def read_manifest(cls, path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
