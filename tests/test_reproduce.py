@@ -20,8 +20,15 @@ def test_smoke_profile_produces_every_artefact(preset, tmp_path):
                     "(Figure 7)", "![figure 7](fig7-accuracy-loss.png)", "- device: cpu"):
         assert section in report, section
     # the published amnesiac recall from the authors' notebook sits beside ours, with its source
-    assert "| amnesiac, published (authors' code) | 95.2% | 12.7% | 1.6% |" in report
+    assert "| amnesiac (authors' notebook run) | 95.2% | 12.7% | 1.6% |" in report
     assert "lmgraves/AmnesiacML" in report
+    # the paper's published Table 1 rows sit beside ours, with every attack's AUC, interval and gap to the reference
+    assert "| naive (paper, Table 1) | 97.5% | 97.5% | 9.2% |" in report
+    assert "| relabel (paper, Table 1) | 97.5% | 97.5% | 0.0% |" in report
+    assert "| amnesiac (paper, Table 1) | 97.5% | 0.0% | 0.0% |" in report
+    for attack in ("shokri-paper", "shadow", "lira", "loss"):
+        assert f"### `{attack}`: AUC [95% bootstrap interval] (gap to the retrained reference)" in report
+    assert "Distance from the retrained reference after the request" in report
     assert json.loads((out / "config.json").read_text())["device"] == "cpu"
     saved = json.loads((out / "results.json").read_text())
     curves = saved["class_forgetting"]["curves"]
@@ -88,7 +95,8 @@ def test_published_row_states_how_the_setting_differs():
     from amnesiac.report.writer import _setting_differences
 
     paper = settings_for("cifar100", "paper").as_dict()
-    assert _setting_differences(paper, {"target_class": 11}) == \
+    assert _setting_differences(paper, {"target_class": 11}) == "This run used the same setting. "
+    assert _setting_differences(paper, {"target_class": 11, "batch_size": 64}) == \
         "This run differs: batch size 64 instead of 8; otherwise the same setting. "
     fm = settings_for("fashion-mnist", "default").as_dict()
     text = _setting_differences(fm, {"target_class": fm["mia_class"]})
