@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import random
 import shutil
 import signal
@@ -113,14 +112,22 @@ errors: list[str] = []  # the first messages of failures, kept in the result fil
 
 
 def train_kills(n: int, work: Path, rng: random.Random, counts: dict) -> None:
+    """``n`` trainings killed while training ran (a run that finished first, or was killed before its run
+    directory existed, is counted apart and tried again, up to 3n attempts)."""
     full = timed([TRAIN, str(work / "probe"), repr(CONFIG)])
-    for i in range(n):
+    i = 0
+    while counts["killed_during_training"] < n and i < 3 * n:
+        i += 1
         out = work / f"train-{i}"
         rc = kill_after([TRAIN, str(out), repr(CONFIG)], rng.uniform(0.3, full))
-        counts["killed" if rc == -9 else "finished_before_kill"] += 1
+        if rc != -9:
+            counts["finished_before_kill"] += 1
+            shutil.rmtree(out, ignore_errors=True)
+            continue
         if not (out / "config.json").is_file():
             counts["killed_before_run_existed"] += 1
             continue
+        counts["killed_during_training"] += 1
         run = RunDir.open(out)
         # a reader right after the kill: either a consistent committed state or an explicit report
         audit, tb = quiet(run.audit, deep=True)
@@ -154,12 +161,19 @@ def forget_kills(n: int, base: Path, work: Path, rng: random.Random, counts: dic
     probe = work / "probe-forget"
     shutil.copytree(base, probe)
     full = {r: timed([FORGET, str(probe), repr(REQUEST), str(r)]) for r in (0, 40)}
-    for i in range(n):
-        repair = 40 if i % 2 else 0
+    i = 0
+    while counts["killed_during_forget"] < n and i < 3 * n:
+        i += 1
+        repair = 40 if counts["killed_during_forget"] % 2 else 0  # half of the kills with a repair
         out = work / f"forget-{i}"
         shutil.copytree(base, out)
         rc = kill_after([FORGET, str(out), repr(REQUEST), str(repair)], rng.uniform(0.2, full[repair]))
-        counts["killed" if rc == -9 else "finished_before_kill"] += 1
+        if rc != -9:
+            counts["finished_before_kill"] += 1
+            shutil.rmtree(out, ignore_errors=True)
+            continue
+        counts["killed_during_forget"] += 1
+        counts[f"killed_with_repair_{bool(repair)}"] += 1
         run = RunDir.open(out)
         seen, tb = quiet(list_receipts, run)  # a reader before recovery
         if tb:

@@ -33,7 +33,7 @@ from amnesiac.ledger.blob import BlobBuffer, Layout  # noqa: E402
 from amnesiac.run import RunDir, TrainConfig  # noqa: E402
 from amnesiac.training import batches, make_optimizer, num_batches  # noqa: E402
 from amnesiac.unlearn import forget  # noqa: E402
-from amnesiac.utils import fingerprint, model_hash, model_state, seed_everything  # noqa: E402
+from amnesiac.utils import fingerprint, model_state, seed_everything  # noqa: E402
 
 
 def build_run(root: Path, *, dataset: str, epochs: int, batch_size: int, watched: list[int]) -> RunDir:

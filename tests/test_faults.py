@@ -229,3 +229,25 @@ def test_resume_after_a_forget_says_there_is_nothing_to_resume(run, tmp_path):
     proc = _cli(["train", "--resume", "--out", str(run.path)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert main(["ledger", "verify", str(run.path), "--deep"]) == 0
+
+
+def test_a_ledger_from_another_run_is_not_passed_as_good(run, tmp_path):
+    other = tmp_path / "other"
+    train_run(TrainConfig(epochs=2, batch_size=64, seed=1), other, progress=False)
+    shutil.rmtree(run.ledger_path)
+    shutil.copytree(other / "ledger", run.ledger_path)
+    assert main(["ledger", "verify", str(run.path)]) == 1
+    assert main(["forget", str(run.path), "--ids", "17", "--no-eval", "--no-progress"]) == 2
+
+
+def test_readers_report_a_pending_change_instead_of_half_of_it(run, tmp_path):
+    from amnesiac.unlearn.commit import JOURNAL
+
+    (run.path / JOURNAL).write_text('{"kind": "forget", "old_hash": "x", "new_hash": null}')
+    before = _tree(run.path)
+    for argv in (["ledger", "info", str(run.path)], ["receipts", str(run.path)]):
+        proc = _cli(argv, tmp_path)
+        assert proc.returncode == 1 and "interrupted change" in proc.stderr, argv
+    assert _tree(run.path) == before
+    assert main(["ledger", "recover", str(run.path)]) == 0 and not (run.path / JOURNAL).exists()
+    assert main(["ledger", "verify", str(run.path), "--deep"]) == 0

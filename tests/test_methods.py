@@ -123,7 +123,7 @@ def test_requests_a_method_cannot_serve_are_refused(digits_run, tmp_path):
     import shutil
 
     make_idx_dataset(tmp_path / "data" / "mnist", n_train=40, n_test=10)
-    res = train_run(TrainConfig(dataset="mnist", data_dir=str(tmp_path / "data"), epochs=1, batch_size=8),
+    train_run(TrainConfig(dataset="mnist", data_dir=str(tmp_path / "data"), epochs=1, batch_size=8),
                     tmp_path / "m", progress=False)
     shutil.rmtree(tmp_path / "data")
     with pytest.raises(DatasetError, match="could not find the four IDX files"):

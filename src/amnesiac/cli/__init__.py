@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from ..errors import AmnesiacError
+from ..errors import AmnesiacError, PendingChangeError
 from . import (
     attack_cmd,
     datasets_cmd,
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 failure reported by a command, 2 bad input)."""
+    """Run the CLI; returns the exit status (0 ok, 1 failure reported by a command or a run busy with / awaiting
+    recovery from a change, 2 bad input or a refused request)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except PendingChangeError as err:  # not bad input: the run is busy, or awaits recovery
+        print(f"amnesiac {args.command}: {err}", file=sys.stderr)
+        return 1
     except AmnesiacError as err:
         print(f"amnesiac {args.command}: error: {err}", file=sys.stderr)
         return 2

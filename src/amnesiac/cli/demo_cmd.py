@@ -18,7 +18,7 @@ EXAMPLES = """\
 def add_parser(sub: Any) -> None:
     p = add_subparser(sub, "demo", help="train, forget, attack and compare, on the bundled digits",
                       description="The paper in one minute on the bundled digits: train a small CNN with a ledger "
-                                  "while one class is rare (its examples touch about 10%% of the steps, as the "
+                                  "while one class is rare (its examples touch about 10% of the steps, as the "
                                   "paper's 100 threes did), forget that class with amnesiac unlearning and a short "
                                   "repair, retrain a reference from scratch without it, and measure all three "
                                   "models with the same attacks.", examples=EXAMPLES)

@@ -129,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
             rows = [[n] + [ev[s].get(n, float("nan")) for s in stages] for n in names]
             print()
             print(table(rows, ["accuracy on"] + stages))
+            after = ev.get("after", {}).get("forget")
+            if after is not None and after >= 0.5 and r["request"]["type"] != "class":
+                print("\nnote: the forgotten records are still classified correctly where the model generalises to "
+                      "them (as a model never trained on them would); accuracy does not measure forgetting. "
+                      f"Membership inference does: amnesiac attack mia {args.run} --target-ids ... --reference RETRAINED")
         print(f"\nsteps reverted {r['n_steps_reverted']}; repair steps {r['optimizer_steps']}; "
               f"update blobs destroyed {r['destroyed']['update_blobs']}"
               + ("  [KEPT FOR RESEARCH: deletion incomplete]" if r["kept_for_research"] else ""))

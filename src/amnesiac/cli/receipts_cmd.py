@@ -18,6 +18,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def describe_request(req: dict[str, Any]) -> str:
+    """``class 3 (146 records)``, ``2 records``, ``2 subjects (9 records)``."""
+    n = req.get("count")
+    if req.get("type") == "class":
+        return f"class {req.get('class')} ({n} records)"
+    if req.get("type") == "subjects":
+        return f"{req.get('subjects')} subjects ({n} records)"
+    return f"{n} record{'s' if n != 1 else ''}"
+
+
 def run(args: argparse.Namespace) -> int:
     receipts = list_receipts(args.run)
     if args.json:
@@ -29,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for r in receipts:
         after = (r.get("evaluation") or {}).get("after", {})
-        rows.append([r["id"], r["time"], r["method"], f"{r['request']['type']}:{r['request']['count']}",
+        rows.append([r["id"], r["time"], r["method"], describe_request(r["request"]),
                      r["n_steps_reverted"], r["optimizer_steps"], f"{r['model_hash_before'][:10]}->{r['model_hash_after'][:10]}",
                      after.get("forget", ""), after.get("test", "")])
     print(table(rows, ["#", "time", "method", "request", "reverted", "repair", "model", "forget acc", "test acc"]))

@@ -259,8 +259,8 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
                                                         batch, "adam", s.lr),
                             n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress, device=device)
     def attack(model: torch.nn.Module, label: str) -> dict[str, Any]:
-        if progress is not False:  # a line per attack, also when the output is a log file
-            print(f"[{time.strftime('%H:%M:%S')}] membership inference: attacking {label}", file=sys.stderr, flush=True)
+        # a line per attack, also when the output is a log file (bars are what --no-progress hides)
+        print(f"[{time.strftime('%H:%M:%S')}] membership inference: attacking {label}", file=sys.stderr, flush=True)
         rep = run_attacks({"m": model}, targets, non_members, attacks=MIA_ATTACKS, shadows=shadows, seed=s.seed,
                           progress=False).results["m"]
         return _attack_figures(rep)

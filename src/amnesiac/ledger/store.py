@@ -59,7 +59,7 @@ from .blob import (
 
 from ..errors import ConfigError, LedgerCorruptError, LedgerError
 from ..faults import point as fault_point
-from ..utils import atomic_write_bytes, atomic_write_json, fsync_dir
+from ..utils import atomic_write_bytes, fsync_dir
 
 FORMAT_VERSION = 1
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -264,7 +265,6 @@ def forget(
 def _copy_run(run: RunDir, out: str) -> RunDir:
     """Copy a run directory (model, ledger and all) so a method can work on the copy."""
     import shutil
-    from pathlib import Path
 
     dest = Path(out)
     check_out_dir(dest, source=run.path)
