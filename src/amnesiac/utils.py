@@ -92,34 +92,36 @@ def seed_everything(seed: int) -> None:
 
 
 class LineProgress:
-    """Progress for output that is not a terminal (logs, CI, notebooks, ``nohup``): a line on stderr when the
-    work starts, then at most every ``interval`` seconds with the count, rate and time left, and one at the end.
+    """Progress for output that is not a terminal (logs, CI, notebooks, ``nohup``): lines on stderr at most
+    every ``interval`` seconds with the count, rate and time left, and one at the end. Work that ends within
+    ``quiet`` seconds prints nothing, so quick steps do not flood a log.
 
     >>> import io
     >>> out = io.StringIO()
-    >>> for _ in LineProgress(range(3), desc="work", interval=0, file=out):
+    >>> for _ in LineProgress(range(3), desc="work", interval=0, quiet=0, file=out):
     ...     pass
     >>> out.getvalue().splitlines()[-1].startswith("[work] 3/3 done")
     True
     """
 
     def __init__(self, iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
-                 interval: float = 30.0, file: Any = None) -> None:
+                 interval: float = 30.0, quiet: float = 5.0, file: Any = None) -> None:
         import time
 
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
-        self.total, self.desc, self.interval = total, desc, interval
+        self.total, self.desc, self.interval, self.quiet = total, desc, interval, quiet
         self.file = file if file is not None else sys.stderr
         self.n = 0
         self.postfix = ""
         self._clock = time.monotonic
         self.start = self._last = self._clock()
         self._closed = False
-        self._say("started")
+        self._spoke = False
 
     def _say(self, what: str) -> None:
+        self._spoke = True
         print(f"[{self.desc}] {what}", file=self.file, flush=True)
 
     def _status(self) -> str:
@@ -134,7 +136,8 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = self._clock()
-        if now - self._last >= self.interval and not (self.total and self.n >= self.total):
+        if (now - self._last >= self.interval and now - self.start >= self.quiet
+                and not (self.total and self.n >= self.total)):
             self._last = now
             self._say(self._status())
 
@@ -145,6 +148,8 @@ class LineProgress:
         if not self._closed:
             self._closed = True
             elapsed = self._clock() - self.start
+            if elapsed < self.quiet and not self._spoke:
+                return
             of = f"/{self.total}" if self.total else ""
             self._say(f"{self.n}{of} done in {elapsed:.0f} s{' ' + self.postfix if self.postfix else ''}")
 

@@ -797,6 +797,28 @@ class LedgerStore:
             salt = self.get_meta("id_salt")
         return str(salt)
 
+    def mark_head(self, model: torch.nn.Module, *, model_file: str | os.PathLike[str] | None = None) -> str:
+        """Record ``model`` as the model this ledger describes (its head), after training in your own loop.
+
+        A deletion applies only to the head model: :func:`amnesiac.forget_records` refuses any other, so a
+        model changed outside amnesiac is never subtracted from. ``model_file``: the file you saved it to, whose
+        checksum ``verify`` then checks too. Returns the model's hash.
+        """
+        from ..utils import model_hash
+
+        h = model_hash(model)
+        meta: dict[str, Any] = {"head_hash": h, "head_step": self.last_step(), "training_complete": 1}
+        if model_file is not None:
+            meta["head_file_sum"] = file_checksum(Path(model_file))
+        self.set_meta(durable=True, **meta)
+        return h
+
+    def all_ids(self) -> np.ndarray:
+        """Every sample id the ledger has seen in any step, sorted."""
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT sample_id FROM step_ids ORDER BY sample_id").fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
     # ------------------------------------------------------------------ initial state
     @property
     def initial_path(self) -> Path:

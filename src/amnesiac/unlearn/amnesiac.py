@@ -35,38 +35,52 @@ def revert_updates(model: torch.nn.Module, summed: dict[str, torch.Tensor]) -> N
             t.copy_((t.float() - delta.to(t.device)).to(t.dtype))
 
 
+def missing_updates_error(store, plan) -> MissingUpdatesError:  # noqa: ANN001
+    """The refusal for a plan that touches steps whose update is not stored, naming them by number."""
+    infos = store.steps_info(plan.missing)
+    never = [s for s in plan.missing if not infos[s].recorded]
+    gone = [s for s in plan.missing if infos[s].recorded]
+    parts = []
+    if never:
+        parts.append(f"{len(never)} step(s) whose update was never stored (recording policy "
+                     f"{(store.manifest.get('policy') or {}).get('kind')!r}): steps {_steps_text(never)}")
+    if gone:
+        parts.append(f"{len(gone)} step(s) whose stored update was destroyed by an earlier deletion that did "
+                     f"not revert them: steps {_steps_text(gone)}")
+    return MissingUpdatesError(
+        "the request touches " + "; and ".join(parts) + ". Amnesiac unlearning cannot undo them; "
+        "use --method retrain or --method relabel.",
+        plan.missing,
+    )
+
+
+def undo_steps(model: torch.nn.Module, store, plan, *, progress: bool | None = None) -> dict[str, float]:  # noqa: ANN001
+    """θ − Σ Δ over the plan's steps, in place: every blob verified first, summed in float32, subtracted.
+
+    The one core of amnesiac unlearning, used by the run-directory workflow (:func:`amnesiac.unlearn.forget`)
+    and by the library path for your own loop (:func:`amnesiac.forget_records`). Returns timings and the
+    norm of the update removed.
+    """
+    if plan.missing:
+        raise missing_updates_error(store, plan)
+    t0 = time.perf_counter()
+    summed = sum_updates(store, plan.to_revert, progress=progress)  # every blob verified first
+    t1 = time.perf_counter()
+    revert_updates(model, summed)
+    return {"load_updates_s": t1 - t0, "revert_s": time.perf_counter() - t1, "update_norm": norm_of(summed)}
+
+
 def amnesiac(ctx: MethodContext) -> MethodOutcome:
     """Undo the affected steps, then optionally repair (options ``repair_epochs``, ``repair_steps``)."""
     plan = ctx.plan
     store = ctx.store
     if plan is None or store is None:
         raise LedgerError("amnesiac unlearning needs the run's ledger; this run was trained with --record none")
-    if plan.missing:
-        infos = store.steps_info(plan.missing)
-        never = [s for s in plan.missing if not infos[s].recorded]
-        gone = [s for s in plan.missing if infos[s].recorded]
-        parts = []
-        if never:
-            parts.append(f"{len(never)} step(s) whose update was never stored (recording policy "
-                         f"{(store.manifest.get('policy') or {}).get('kind')!r}): steps {_steps_text(never)}")
-        if gone:
-            parts.append(f"{len(gone)} step(s) whose stored update was destroyed by an earlier deletion that did "
-                         f"not revert them: steps {_steps_text(gone)}")
-        raise MissingUpdatesError(
-            "the request touches " + "; and ".join(parts) + ". Amnesiac unlearning cannot undo them; "
-            "use --method retrain or --method relabel.",
-            plan.missing,
-        )
     out = MethodOutcome(model=ctx.model)
-    t0 = time.perf_counter()
-    summed = sum_updates(store, plan.to_revert, progress=ctx.progress)  # every blob verified first
-    out.timings["load_updates_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    revert_updates(ctx.model, summed)
-    out.timings["revert_s"] = time.perf_counter() - t1
+    done = undo_steps(ctx.model, store, plan, progress=ctx.progress)
+    out.details["update_norm"] = done.pop("update_norm")
+    out.timings.update(done)
     out.steps_reverted = list(plan.to_revert)
-    out.details["update_norm"] = norm_of(summed)
-    del summed
     repair_epochs = int(ctx.option("repair_epochs", 0))
     repair_steps = ctx.option("repair_steps")
     if repair_epochs or repair_steps:

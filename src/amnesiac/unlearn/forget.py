@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
 from ..data.base import ArrayDataset
 from ..errors import LedgerError, ModelMismatchError, RunDirError
 from ..faults import point as fault_point
@@ -31,7 +29,8 @@ from ..utils import model_hash
 from .base import METHODS, MethodContext, MethodOutcome, check_options
 from .commit import abort_change, begin_change, commit_model
 from .planner import Plan, Thresholds, make_plan
-from .request import DeletionRequest, hash_ids, resolve_request
+from .receipts import build_receipt as _receipt
+from .request import DeletionRequest, resolve_request
 
 RETAIN_EVAL_SIZE = 2000
 
@@ -69,40 +68,6 @@ def forget_eval_sets(run: RunDir, request: DeletionRequest, retain: ArrayDataset
         sets[f"test_class{c}"] = test.subset(torch.nonzero(mask).flatten())
         sets["test_other"] = test.subset(torch.nonzero(~mask).flatten())
     return sets
-
-
-def _receipt(*, method: str, options: Mapping[str, Any], request: DeletionRequest, salt: str, new_ids: int,
-             plan: Plan | None, outcome: MethodOutcome, old_hash: str, new_hash: str,
-             evaluation: dict[str, dict[str, float]], timings: dict[str, float], destroyed: dict[str, Any],
-             kept_for_research: bool, **extra: Any) -> dict[str, Any]:
-    """The receipt of one deletion, as every method reports it (raw ids never appear, only salted hashes)."""
-    digest, per_id = hash_ids(request.ids.tolist(), salt)
-    return {
-        "kind": "forget",
-        "receipt_version": 1,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "amnesiac_version": __version__,
-        "method": method,
-        "options": dict(options),
-        "request": request.describe(),
-        "ids_digest": digest,
-        "ids_hashed": per_id,
-        "new_ids": new_ids,
-        "plan": plan.as_dict(with_steps=False) if plan is not None else None,
-        "steps_reverted": outcome.steps_reverted,
-        "n_steps_reverted": len(outcome.steps_reverted),
-        "recorded_steps": [outcome.recorded_steps[0], outcome.recorded_steps[-1]] if outcome.recorded_steps else [],
-        "optimizer_steps": outcome.optimizer_steps,
-        "model_hash_before": old_hash,
-        "model_hash_after": new_hash,
-        "destroyed": destroyed,
-        "kept_for_research": kept_for_research,
-        "evaluation": evaluation,
-        "history": outcome.history,
-        "details": outcome.details,
-        "timings_s": timings,
-        **extra,
-    }
 
 
 def forget(

@@ -1,0 +1,122 @@
+"""The library path: forget from your own training loop with the top-level API."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import amnesiac
+from amnesiac import LedgerStore, Recorder, forget_records
+from amnesiac.errors import LedgerCorruptError, ModelMismatchError
+from amnesiac.ledger import tracked_state
+
+
+class MyData(Dataset):
+    """A user's own dataset: returns (x, y, record id); ids are not positions."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(96, 10, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+        self.ids = torch.arange(5000, 5096)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i], self.ids[i]
+
+
+def _train_own_loop(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ledger = LedgerStore.create(tmp_path / "ledger", manifest={"storage_dtype": "float32"}, initial=model.state_dict())
+    states = {}  # step -> (ids, state before, state after), to check against
+    loader = DataLoader(MyData(), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1))
+    with Recorder(model, opt, ledger) as rec:
+        for _ in range(2):
+            for x, y, ids in loader:
+                before = {k: v.clone() for k, v in tracked_state(model).items()}
+                with rec.batch(ids):
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    opt.step()
+                    opt.zero_grad()
+                states[rec.step] = (set(ids.tolist()), before, {k: v.clone() for k, v in tracked_state(model).items()})
+    ledger.mark_head(model)
+    return model, ledger, states
+
+
+def test_forget_five_ids_from_a_plain_loop_through_the_top_level_api(tmp_path):
+    model, ledger, states = _train_own_loop(tmp_path)
+    forget = [5003, 5010, 5042, 5077, 5095]
+    expected = {k: v.clone().float() for k, v in tracked_state(model).items()}
+    touched = sorted(s for s, (ids, _, _) in states.items() if ids & set(forget))
+    for s in touched:
+        _, before, after = states[s]
+        for k in expected:
+            expected[k] -= (after[k] - before[k]).float()
+    done = amnesiac.forget_records(model, ledger, forget, save_to=tmp_path / "model.safetensors")
+    assert done.receipt["steps_reverted"] == touched and done.receipt["workflow"] == "library"
+    for k, v in tracked_state(model).items():
+        torch.testing.assert_close(v.float(), expected[k], rtol=0, atol=1e-5)
+    # the ledger committed: the new head is the model (and the file saved), the updates are gone, verify passes
+    assert ledger.get_meta("head_hash") == amnesiac.utils.model_hash(model)
+    assert all(ledger.step(s).blob is None and ledger.step(s).state == "reverted" for s in touched)
+    assert ledger.verify(progress=False).ok and (tmp_path / "model.safetensors").is_file()
+    assert sorted(ledger.forgotten_ids().tolist()) == forget
+    again = forget_records(model, ledger, forget)  # nothing left to undo: nothing subtracted twice
+    assert again.receipt["steps_reverted"] == []
+
+
+def test_a_model_that_is_not_the_head_is_refused(tmp_path):
+    model, ledger, _ = _train_own_loop(tmp_path)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    with pytest.raises(ModelMismatchError):
+        forget_records(model, ledger, [5003])
+
+
+def test_a_damaged_index_refuses_the_library_path_too(tmp_path):
+    import sqlite3
+
+    model, ledger, _ = _train_own_loop(tmp_path)
+    con = sqlite3.connect(tmp_path / "ledger" / "index.sqlite")
+    step = con.execute("SELECT step FROM step_ids WHERE sample_id = 5003").fetchone()[0]
+    con.execute("UPDATE step_ids SET step = ? WHERE sample_id = 5003 AND step = ?", (step + 1, step))
+    con.commit()
+    con.close()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(LedgerCorruptError):
+        forget_records(model, ledger, [5003])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_library_path_gives_the_same_weights_as_the_run_directory_path(tmp_path):
+    from amnesiac.run import RunDir, TrainConfig, train_run
+    from amnesiac.unlearn import forget
+
+    base = train_run(TrainConfig(epochs=1, batch_size=32), tmp_path / "run", progress=False).run
+    shutil.copytree(base.path, tmp_path / "copy")
+    ids = [3, 17, 99, 400, 1200]
+    by_run = forget(base, ids=ids, evaluate_after=False, progress=False)
+    copy = RunDir.open(tmp_path / "copy")
+    model = copy.load_model()
+    by_library = forget_records(model, LedgerStore.open(copy.ledger_path, writable=True), ids)
+    assert by_library.receipt["steps_reverted"] == by_run.receipt["steps_reverted"]
+    for k, v in by_run.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_the_top_level_api_is_small_and_documented():
+    import doctest
+
+    assert len(amnesiac.__all__) <= 12
+    for name in amnesiac.__all__:
+        obj = getattr(amnesiac, name)
+        if name != "__version__":
+            assert (obj.__doc__ or "").strip(), name
+    assert doctest.DocTestFinder().find(amnesiac.unlearn.library)[0].examples  # a runnable example
