@@ -54,3 +54,23 @@ def test_python_dash_m(tmp_path):
 
     out = subprocess.run([sys.executable, "-m", "amnesiac", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("amnesiac ")
+
+
+def test_help_and_every_subcommands_help_answer_without_importing_torch():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from amnesiac.cli import main\n"
+        "for argv in (['--help'], *[[c, '--help'] for c in sys.argv[1:]], ['ledger', 'verify', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]\n"
+    )
+    commands = ["demo", "train", "forget", "receipts", "methods", "attack", "reproduce", "ledger", "datasets", "models"]
+    proc = subprocess.run([sys.executable, "-c", script, *commands], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("examples:") >= len(commands)

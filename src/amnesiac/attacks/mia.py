@@ -41,9 +41,8 @@ from ..training import fit, make_optimizer, predict
 from ..utils import progress_bar, seed_everything
 from .metrics import summarize, threshold_stats
 
-ATTACKS = ("loss", "confidence", "logreg", "shadow", "shokri-paper", "lira")
-ALIASES = {"shokri": "shokri-paper"}
-SHADOW_ATTACKS = ("shadow", "shokri-paper", "lira")
+from ..names import ATTACK_ALIASES as ALIASES
+from ..names import ATTACKS, SHADOW_ATTACKS
 
 
 def canonical_attack(name: str) -> str:

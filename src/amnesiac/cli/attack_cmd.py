@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..attacks import (
-    ATTACKS,
-    ShadowRecipe,
-    canonical_attack,
-    class_mean_image,
-    invert,
-    matched_non_members,
-    run_attacks,
-    save_grid,
-    score_inversion,
-    train_evaluator,
-    train_shadows,
-)
-from ..attacks.mia import SHADOW_ATTACKS
 from ..errors import ConfigError
-from ..run import RunDir
-from ..utils import atomic_write_json, parse_ids, read_ids_file
+from ..names import ATTACKS, SHADOW_ATTACKS
+
+if TYPE_CHECKING:
+    from ..run import RunDir
+
 from .common import add_subparser, emit_json, table
 
 EXAMPLES = """\
@@ -78,8 +65,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
-def _targets(args: argparse.Namespace, run: RunDir):
+def _targets(args: argparse.Namespace, run: "RunDir"):
     """The target records: records the run trained on (after --limit-class and --exclude), never others."""
+    import torch  # noqa: F401
+
+    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
+                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
+                           train_shadows)
+    from ..run import RunDir  # noqa: F401
+    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     train = run.training_data()
     given = [x for x in (args.target_ids, args.target_ids_file, args.target_class) if x is not None]
     if len(given) != 1:
@@ -103,9 +97,16 @@ def _targets(args: argparse.Namespace, run: RunDir):
     return train.only_ids(ids)
 
 
-def _load_models(run: RunDir, reference: str | None) -> dict[str, Any]:
+def _load_models(run: "RunDir", reference: str | None) -> dict[str, Any]:
     """The run's model and the reference's, read as committed state; done before any expensive work, so a
     bad --reference is refused at once."""
+    import torch  # noqa: F401
+
+    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
+                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
+                           train_shadows)
+    from ..run import RunDir  # noqa: F401
+    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     models = {}
     with run.reading():
         models["run"] = run.load_model()
@@ -117,6 +118,13 @@ def _load_models(run: RunDir, reference: str | None) -> dict[str, Any]:
 
 
 def run_mia(args: argparse.Namespace) -> int:
+    import torch  # noqa: F401
+
+    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
+                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
+                           train_shadows)
+    from ..run import RunDir  # noqa: F401
+    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     run = RunDir.open(args.run)
     cfg = run.config
     attacks = [canonical_attack(a.strip()) for a in args.attacks.split(",") if a.strip()]
@@ -162,6 +170,13 @@ def _num(v: float | None) -> str:
 
 
 def run_inversion(args: argparse.Namespace) -> int:
+    import torch  # noqa: F401
+
+    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
+                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
+                           train_shadows)
+    from ..run import RunDir  # noqa: F401
+    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     run = RunDir.open(args.run)
     cfg = run.config
     bundle = run.bundle()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..data import DATASETS, dataset_info
 from .common import add_subparser, emit_json, table
 
 
@@ -18,6 +17,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data import DATASETS, dataset_info
+
     infos = [dataset_info(n) for n in DATASETS.names()]
     if args.json:
         emit_json([{"name": i.name, "channels": i.channels, "image_size": i.image_size,

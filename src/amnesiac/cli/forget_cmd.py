@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..config import Thresholds
 from ..errors import ConfigError
-from ..run import RunDir
-from ..unlearn import METHODS, Thresholds, forget, read_subject_map
-from ..unlearn.base import check_options
-from ..utils import parse_ids, read_ids_file
 from .common import add_subparser, emit_json, table
 
 EXAMPLES = """\
@@ -67,6 +64,9 @@ OPTION_FLAGS = ("repair_epochs", "repair_steps", "epochs", "steps", "copies", "e
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The method options given on the command line, each checked against what the method accepts."""
+    from ..unlearn import METHODS
+    from ..unlearn.base import check_options
+
     opts = {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name) is not None}
     declared = getattr(METHODS.get(args.method), "options", {})
     for name in opts:
@@ -86,6 +86,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..run import RunDir
+    from ..unlearn import METHODS, forget, read_subject_map
+    from ..utils import parse_ids, read_ids_file
+
     METHODS.get(args.method)
     options = _options(args)
     ids = None

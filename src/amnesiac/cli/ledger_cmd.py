@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..data import dataset_info
 from ..errors import LedgerError
-from ..ledger import estimate_for_model, human_bytes
-from ..models import build_model
-from ..run import RunDir
 from .common import add_subparser, emit_json
 
 EXAMPLES = """\
@@ -69,6 +65,9 @@ TRAIN_SIZES = {"digits": 1438, "mnist": 60000, "fashion-mnist": 60000, "cifar10"
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from ..ledger import human_bytes  # noqa: F401
+    from ..run import RunDir
+
     run = RunDir.open(args.run)
     with run.reading():
         if not run.has_ledger():
@@ -93,6 +92,9 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from ..ledger import human_bytes  # noqa: F401
+    from ..run import RunDir
+
     run = RunDir.open(args.run)
     rep = run.audit(deep=args.deep, progress=False if args.no_progress else None)
     led = rep.ledger
@@ -127,6 +129,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_recover(args: argparse.Namespace) -> int:
+    from ..ledger import human_bytes  # noqa: F401
+    from ..run import RunDir
+
     run = RunDir.open(args.run)
     with run.lock(wait=False, recover=False):
         outcome = run.finish_pending_commit()
@@ -137,6 +142,10 @@ def run_recover(args: argparse.Namespace) -> int:
 
 
 def run_estimate(args: argparse.Namespace) -> int:
+    from ..data import dataset_info
+    from ..ledger import estimate_for_model, human_bytes
+    from ..models import build_model
+
     info = dataset_info(args.dataset)
     model = build_model(args.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
     n = args.train_size or TRAIN_SIZES.get(args.dataset, 0)

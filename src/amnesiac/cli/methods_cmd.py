@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..unlearn import METHODS
 from .common import add_subparser, emit_json, table
 
 
@@ -18,6 +17,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..unlearn import METHODS
+
     rows = [(n, "yes" if getattr(METHODS.get(n), "needs_ledger", False) else "no", METHODS.help(n)) for n in METHODS.names()]
     if args.json:
         emit_json([{"name": r[0], "needs_ledger": r[1] == "yes", "description": r[2]} for r in rows])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..models import MODELS, build_model, count_parameters
 from .common import add_subparser, emit_json, table
 
 
@@ -18,6 +17,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models import MODELS, build_model, count_parameters
+
     rows = []
     for name in MODELS.names():
         n = count_parameters(build_model(name, in_channels=1, num_classes=10, image_size=28))

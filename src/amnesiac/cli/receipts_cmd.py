@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..unlearn import list_receipts
 from .common import add_subparser, emit_json, table
 
 
@@ -29,6 +28,8 @@ def describe_request(req: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..unlearn import list_receipts
+
     receipts = list_receipts(args.run)
     if args.json:
         emit_json(receipts)

@@ -7,7 +7,8 @@ import shlex
 import sys
 from typing import Any
 
-from ..experiments import DESCRIPTIONS, PRESETS, PROFILES, STAGES, reproduce, settings_for
+from ..experiments.presets import DESCRIPTIONS, PRESETS, PROFILES, settings_for
+from ..names import STAGES
 from .common import add_subparser, table
 
 EXAMPLES = """\
@@ -53,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--out is required: the directory for the report")
     command = "amnesiac " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
-    results = reproduce(args.preset, profile=args.profile, out=args.out, data_dir=args.data_dir, seeds=args.seeds, device=args.device,
+    from ..experiments.runner import reproduce as _reproduce
+
+    results = _reproduce(args.preset, profile=args.profile, out=args.out, data_dir=args.data_dir, seeds=args.seeds, device=args.device,
                         stages=tuple(st.strip() for st in args.stages.split(",") if st.strip()),
                         progress=False if args.no_progress else None, command=command)
     print(f"report: {args.out}/report.md")

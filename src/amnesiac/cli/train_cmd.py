@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..config import TrainConfig
 from ..errors import ConfigError
-from ..run import RECORD_CHOICES, RunDir, TrainConfig, train_run
-from ..training import OPTIMIZERS
-from ..utils import read_ids_file
+from ..names import OPTIMIZERS, RECORD_CHOICES
 from .common import add_subparser, emit_json, table
 
 EXAMPLES = """\
@@ -63,6 +62,8 @@ def add_parser(sub: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from ..utils import read_ids_file
+
     limits: dict[int, int] = {}
     for c, n in args.limit_class:
         if c in limits:
@@ -79,6 +80,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..run import RunDir, train_run
+
     config = RunDir.open(args.out).config if args.resume else config_from_args(args)
     result = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
                        progress=False if args.no_progress else None, device=args.device)

@@ -366,7 +366,7 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
 
 
 # ------------------------------------------------------------------ the whole thing
-STAGES = ("class_forgetting", "membership_inference", "figure7")
+from ..names import STAGES  # noqa: E402
 
 
 def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_dir: str | None = None, seeds: int = 1,

@@ -31,7 +31,7 @@ from ..utils import progress_bar
 
 __all__ = ["OPTIMIZERS", "batches", "evaluate", "evaluate_all", "fit", "model_device", "resolve_device", "make_optimizer", "num_batches", "predict"]
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+from ..names import OPTIMIZERS
 
 
 def make_optimizer(

@@ -22,23 +22,8 @@ from typing import Any, Iterable
 
 import torch
 
-from ..errors import ConfigError
+from ..config import Thresholds
 from ..ledger import LedgerStore
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Shares of training steps at which the recommendation changes."""
-
-    amnesiac_max_share: float = 0.01
-    repair_max_share: float = 0.10
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.amnesiac_max_share <= self.repair_max_share <= 1:
-            raise ConfigError(
-                "thresholds must satisfy 0 <= amnesiac_max_share <= repair_max_share <= 1, got "
-                f"{self.amnesiac_max_share} and {self.repair_max_share}"
-            )
 
 
 def recommend(*, share: float, missing: int, thresholds: Thresholds, whole_class: bool = False,
