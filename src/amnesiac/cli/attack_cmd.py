@@ -14,11 +14,15 @@ if TYPE_CHECKING:
 
 from .common import add_subparser, emit_json, table
 
-EXAMPLES = """\
+MIA_EXAMPLES = """\
   amnesiac attack mia runs/digits-forgot --target-ids 17,42,100-140 --reference runs/digits-retrain
-  amnesiac attack mia runs/digits --target-class 3 --attacks loss,lira --shadows 8 --out attacks/
-  amnesiac attack inversion runs/digits --class 3 --reference runs/digits-retrain --out attacks/
+  amnesiac attack mia runs/digits --target-class 3 --attacks loss,lira,shadow --shadows 8 --out attacks/
 """
+INVERSION_EXAMPLES = """\
+  amnesiac attack inversion runs/digits --class 3 --reference runs/digits-retrain --out attacks/
+  amnesiac attack inversion runs/digits --class 3 --variant original --restarts 2 --iterations 300
+"""
+EXAMPLES = MIA_EXAMPLES + INVERSION_EXAMPLES
 
 
 def add_parser(sub: Any) -> None:
@@ -29,10 +33,10 @@ def add_parser(sub: Any) -> None:
     sub2 = p.add_subparsers(dest="attack_command", metavar="ATTACK")
     mia = sub2.add_parser("mia", help="membership inference on target records",
                           description="Membership inference: are the target records recognisable as training data?",
-                          epilog="examples:\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mia.add_argument("run")
+                          epilog="examples:\n" + MIA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mia.add_argument("run", help="run directory whose model is attacked")
     mia.add_argument("--target-ids", default=None, help="target sample ids (training records), e.g. 1,5,10-20")
-    mia.add_argument("--target-ids-file", default=None)
+    mia.add_argument("--target-ids-file", default=None, help="file of target ids (JSON list or one per line)")
     mia.add_argument("--target-class", type=int, default=None, help="every training record of this class")
     mia.add_argument("--max-targets", type=int, default=500, help="sample at most this many targets (default 500)")
     mia.add_argument("--reference", default=None, help="run directory of a model retrained without the targets")
@@ -40,27 +44,28 @@ def add_parser(sub: Any) -> None:
     mia.add_argument("--shadows", type=int, default=16, help="shadow models (default 16, as in the paper)")
     mia.add_argument("--shadow-epochs", type=int, default=None, help="epochs per shadow model (default: the run's)")
     mia.add_argument("--cache", default=None, help="directory to keep shadow models in (reused across calls)")
-    mia.add_argument("--seed", type=int, default=0)
+    mia.add_argument("--seed", type=int, default=0, help="seed for the target sample, non-members and shadows")
     mia.add_argument("--out", default=None, help="directory for mia.json")
-    mia.add_argument("--json", action="store_true")
-    mia.add_argument("--no-progress", action="store_true")
+    mia.add_argument("--json", action="store_true", help="print the result as JSON")
+    mia.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
     mia.set_defaults(func=run_mia)
     inv = sub2.add_parser("inversion", help="invert a class from the model",
                           description="Model inversion: reconstruct what the model holds about a class.",
-                          epilog="examples:\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    inv.add_argument("run")
-    inv.add_argument("--class", dest="class_", type=int, required=True)
+                          epilog="examples:\n" + INVERSION_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    inv.add_argument("run", help="run directory whose model is inverted")
+    inv.add_argument("--class", dest="class_", type=int, required=True, help="the class to reconstruct")
     inv.add_argument("--reference", default=None, help="run directory of a model retrained without the class")
-    inv.add_argument("--variant", default="paper", choices=["paper", "original"])
-    inv.add_argument("--iterations", type=int, default=600)
-    inv.add_argument("--process-every", type=int, default=200)
-    inv.add_argument("--restarts", type=int, default=6)
-    inv.add_argument("--lr", type=float, default=0.05)
+    inv.add_argument("--variant", default="paper", choices=["paper", "original"],
+                     help="the paper's variant of Fredrikson et al. (default) or the original")
+    inv.add_argument("--iterations", type=int, default=600, help="gradient steps per restart (default 600)")
+    inv.add_argument("--process-every", type=int, default=200, help="denoise the image every N steps (default 200)")
+    inv.add_argument("--restarts", type=int, default=6, help="independent inversions (default 6)")
+    inv.add_argument("--lr", type=float, default=0.05, help="step size on the input (default 0.05)")
     inv.add_argument("--cache", default=None, help="directory to keep the evaluation classifier in")
-    inv.add_argument("--seed", type=int, default=0)
+    inv.add_argument("--seed", type=int, default=0, help="seed of the starting images")
     inv.add_argument("--out", default=None, help="directory for inversion.json and the PNG grid")
-    inv.add_argument("--json", action="store_true")
-    inv.add_argument("--no-progress", action="store_true")
+    inv.add_argument("--json", action="store_true", help="print the result as JSON")
+    inv.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
     inv.set_defaults(func=run_inversion)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 

@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="training batch size (default 8)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
     p.set_defaults(func=run)
 
 

@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--keep-artifacts-for-research", dest="keep", action="store_true",
                    help="DO NOT destroy the reverted updates and optimizer state; the deletion is then incomplete")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after accuracy figures")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
     p.add_argument("--json", action="store_true", help="print the plan or the receipt as JSON")
     p.set_defaults(func=run)
 

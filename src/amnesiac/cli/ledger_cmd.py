@@ -23,11 +23,11 @@ def add_parser(sub: Any) -> None:
                       description="Inspect, verify or estimate the size of the update ledger of a run.",
                       examples=EXAMPLES)
     ls = p.add_subparsers(dest="ledger_command", metavar="ACTION")
-    info = ls.add_parser("info", help="summarise a run's ledger")
+    info = ls.add_parser("info", help="summarise a run's ledger", description="Counts, sizes and the head of a run's ledger.", epilog="examples:\n" + '  amnesiac ledger info runs/digits\n  amnesiac ledger info runs/digits --json\n', formatter_class=argparse.RawDescriptionHelpFormatter)
     info.add_argument("run", help="run directory")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=run_info)
-    ver = ls.add_parser("verify", help="audit a run: manifest, index, initial weights, model, blobs",
+    ver = ls.add_parser("verify", help="audit a run: manifest, index, initial weights, model, blobs", epilog="examples:\n" + '  amnesiac ledger verify runs/digits\n  amnesiac ledger verify runs/digits --deep --json\n', formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Audit a run and its ledger: the manifest against its recorded checksum, SQLite's "
                                     "integrity check, every index row's checksum, the id -> steps table against the "
                                     "ids stored with each step, the initial weights and the model against their "
@@ -41,13 +41,14 @@ def add_parser(sub: Any) -> None:
     ver.add_argument("--json", action="store_true", help="print the findings as JSON")
     ver.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ver.set_defaults(func=run_verify)
-    rec = ls.add_parser("recover", help="finish or roll back a change that a crash interrupted",
+    rec = ls.add_parser("recover", help="finish or roll back a change that a crash interrupted", epilog="examples:\n" + '  amnesiac ledger recover runs/digits\n', formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Take the run's lock and complete (if its commit point was reached) or roll back "
                                     "an interrupted training epoch or forget. Every command that takes the lock does "
                                     "this anyway; this one does only that.")
     rec.add_argument("run", help="run directory")
     rec.set_defaults(func=run_recover)
-    est = ls.add_parser("estimate", help="estimate a ledger's size before training")
+    est = ls.add_parser("estimate", help="estimate a ledger's size before training",
+                        description="The disk a ledger would take, before training.", epilog="examples:\n" + '  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --batch-size 64\n  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --watch 100 --dtype float16\n', formatter_class=argparse.RawDescriptionHelpFormatter)
     est.add_argument("--model", required=True)
     est.add_argument("--dataset", required=True)
     est.add_argument("--epochs", type=int, required=True)
@@ -56,7 +57,7 @@ def add_parser(sub: Any) -> None:
     est.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     est.add_argument("--train-size", type=int, default=None, help="training examples (default: the dataset's own)")
     est.add_argument("--no-buffers", action="store_true")
-    est.add_argument("--json", action="store_true")
+    est.add_argument("--json", action="store_true", help="print the result as JSON")
     est.set_defaults(func=run_estimate)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 

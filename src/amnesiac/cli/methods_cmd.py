@@ -12,7 +12,7 @@ def add_parser(sub: Any) -> None:
     p = add_subparser(sub, "methods", help="list the unlearning methods",
                       description="List the unlearning methods that `amnesiac forget --method NAME` accepts.",
                       examples="  amnesiac methods\n  amnesiac forget runs/digits --class 3 --method relabel --epochs 1\n")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
 

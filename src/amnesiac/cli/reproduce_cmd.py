@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
                    help="cpu (default), cuda, cuda:N or auto: where models train, unlearn and are attacked")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated subset of {', '.join(STAGES)} (default: all); finished ones are read back")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
     p.set_defaults(func=run)
 
 
