@@ -307,7 +307,10 @@ class RunDir:
         """
         from .unlearn.commit import COMMIT_LOCK, JOURNAL
 
-        fh = open(self.path / COMMIT_LOCK, "a+")
+        try:
+            fh = open(self.path / COMMIT_LOCK, "a+")
+        except OSError:  # a read-only copy of a run: nobody can be committing to it; the journal still counts
+            fh = open(os.devnull)
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -261,8 +261,12 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     def attack(model: torch.nn.Module, label: str) -> dict[str, Any]:
         # a line per attack, also when the output is a log file (bars are what --no-progress hides)
         print(f"[{time.strftime('%H:%M:%S')}] membership inference: attacking {label}", file=sys.stderr, flush=True)
-        rep = run_attacks({"m": model}, targets, non_members, attacks=MIA_ATTACKS, shadows=shadows, seed=s.seed,
-                          progress=False).results["m"]
+        try:
+            rep = run_attacks({"m": model}, targets, non_members, attacks=MIA_ATTACKS, shadows=shadows, seed=s.seed,
+                              progress=False).results["m"]
+        except ConfigError as err:  # e.g. a model whose outputs are NaN: no attack can rank its records
+            return {a: {"auc": None, "auc_ci95": [None, None], "recall": None, "precision": None, "fpr": None,
+                        "tpr_at_1pct_fpr": None, "fpr_reached": None, "error": str(err)} for a in MIA_ATTACKS}
         return _attack_figures(rep)
 
     retain = train_a.without_ids(targets.ids)

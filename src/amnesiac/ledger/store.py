@@ -35,6 +35,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -176,6 +177,67 @@ def _blob_step(name: str) -> int | None:
     return int(stem)
 
 
+@contextmanager
+def _damage_is_corruption(path: Path) -> Iterator[None]:
+    """SQLite's own errors about a damaged file become LedgerCorruptError naming the index; constraint
+    violations and a busy database stay what they are (callers handle them)."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, LedgerError):
+        raise
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            raise
+        raise LedgerCorruptError(f"the ledger index {path} is damaged ({err}); nothing was changed") from None
+    except (sqlite3.DatabaseError, UnicodeError) as err:
+        raise LedgerCorruptError(f"the ledger index {path} is damaged ({err}); nothing was changed") from None
+
+
+class _Cursor(sqlite3.Cursor):
+    def execute(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+        with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
+            return super().execute(*args)
+
+    def executemany(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+        with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
+            return super().executemany(*args)
+
+    def fetchone(self) -> Any:
+        with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
+            return super().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose every statement reports a damaged file as :class:`LedgerCorruptError`, never as a
+    raw sqlite3 or Unicode traceback; text that is not UTF-8 is read with replacement characters (so the row
+    checksums, not the decoder, report the damage)."""
+
+    index_path: Path
+
+    def cursor(self, factory: Any = _Cursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, *args: Any) -> Any:  # type: ignore[override]
+        with _damage_is_corruption(self.index_path):
+            return self.cursor().execute(*args)
+
+    def executemany(self, *args: Any) -> Any:  # type: ignore[override]
+        with _damage_is_corruption(self.index_path):
+            return self.cursor().executemany(*args)
+
+    def executescript(self, script: str) -> Any:  # type: ignore[override]
+        with _damage_is_corruption(self.index_path):
+            return super().executescript(script)
+
+
 class LedgerStore:
     """A local ledger directory. Open an existing one with :meth:`open`, start one with :meth:`create`.
 
@@ -214,7 +276,9 @@ class LedgerStore:
                 raise LedgerCorruptError(f"the ledger index {index} is not a file")
         uri = f"file:{quote(str(index.resolve()))}?mode={'rwc' if create else 'rw'}"
         try:
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, factory=_Connection)
+            conn.index_path = index
+            conn.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -227,7 +291,7 @@ class LedgerStore:
                     conn.close()
                     raise LedgerCorruptError(f"the ledger index {index} lacks the table(s) {', '.join(sorted(missing))}; "
                                              "it is damaged or not an amnesiac index")
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, UnicodeError) as err:
             raise LedgerCorruptError(f"the ledger index {index} cannot be read ({err}); it is damaged") from None
         return conn
 
@@ -341,7 +405,8 @@ class LedgerStore:
             raise LedgerError("a ledger opened read-only never deletes files")
         last = self.last_step()
         with self._lock:
-            rows = {int(r[0]): r[1] for r in self._conn.execute("SELECT step, blob FROM steps")}
+            rows = {r[0]: r[1] for r in self._conn.execute("SELECT step, blob FROM steps").fetchall()
+                    if isinstance(r[0], int)}
         for entry in (self.path / "blobs").iterdir():
             if entry.name.endswith(".tmp") and entry.name.startswith("."):
                 entry.unlink(missing_ok=True)

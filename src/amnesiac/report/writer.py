@@ -46,9 +46,17 @@ AUTHORS_SOURCE = ("the authors' notebook `Membership Inference Attack.ipynb` in 
 
 
 def _auc_cell(fig: dict[str, Any], ref: dict[str, Any] | None = None) -> str:
+    if fig.get("auc") is None:
+        return "n/a (outputs not finite)"
     lo, hi = fig["auc_ci95"]
-    gap = "" if ref is None else f" ({fig['auc'] - ref['auc']:+.2f})"
+    gap = "" if ref is None or ref.get("auc") is None else f" ({fig['auc'] - ref['auc']:+.2f})"
     return f"{fig['auc']:.2f} [{lo:.2f}, {hi:.2f}]{gap}"
+
+
+def _tpr_cell(fig: dict[str, Any]) -> str:
+    if fig.get("tpr_at_1pct_fpr") is None:
+        return "n/a"
+    return f"{fig['tpr_at_1pct_fpr']:.3f} @ {fig['fpr_reached']:.3f}"
 
 
 def _table1_section(s: dict[str, Any], mia: dict[str, Any]) -> list[str]:
@@ -92,13 +100,14 @@ def _table1_section(s: dict[str, Any], mia: dict[str, Any]) -> list[str]:
         lines.append("")
     lines += ["### TPR at FPR <= 1% (FPR actually reached), LiRA", "", head, rule]
     for m, row in table.items():
-        lines.append(f"| {m} | " + " | ".join(f"{row[k]['lira']['tpr_at_1pct_fpr']:.3f} @ {row[k]['lira']['fpr_reached']:.3f}"
-                                             for k in cols) + " |")
-    lines.append(f"| retrained reference | {ref['lira']['tpr_at_1pct_fpr']:.3f} @ {ref['lira']['fpr_reached']:.3f} |"
-                 + " |" * (len(cols) - 1))
+        lines.append(f"| {m} | " + " | ".join(_tpr_cell(row[k]["lira"]) for k in cols) + " |")
+    lines.append(f"| retrained reference | {_tpr_cell(ref['lira'])} |" + " |" * (len(cols) - 1))
     far = []
     for m, row in table.items():
-        gaps = {k: row[k]["lira"]["auc"] - ref["lira"]["auc"] for k in cols if k != "0"}
+        gaps = {k: row[k]["lira"]["auc"] - ref["lira"]["auc"] for k in cols
+                if k != "0" and row[k]["lira"]["auc"] is not None}
+        if not gaps:
+            continue
         worst = max(gaps, key=lambda k: abs(gaps[k]))
         far.append(f"{m}: LiRA AUC {', '.join(f'{k}: {g:+.2f}' for k, g in gaps.items())} from the reference "
                    f"(largest at epoch {worst})")

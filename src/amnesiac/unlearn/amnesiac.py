@@ -23,16 +23,28 @@ def _steps_text(steps: list[int]) -> str:
     return ", ".join(map(str, steps[:20])) + (f" ... ({len(steps)} in all)" if len(steps) > 20 else "")
 
 
-def revert_updates(model: torch.nn.Module, summed: dict[str, torch.Tensor]) -> None:
-    """Subtract ``summed`` (float32) from the model's state in place, casting back to each tensor's dtype."""
+def revert_updates(model: torch.nn.Module, summed: dict[str, torch.Tensor]) -> int:
+    """Subtract ``summed`` (float32) from the model's state in place, casting back to each tensor's dtype.
+
+    A running variance (BatchNorm's ``running_var``) is a statistic that must stay >= 0; undoing a large
+    share of steps can drive it below 0, which makes every output NaN. Such entries are set to 0 (the layer
+    then divides by sqrt(eps), as for a channel that never varied). Returns how many entries were clamped;
+    with a small share of steps undone it is 0 and the subtraction is exact.
+    """
     state = model.state_dict()
     unknown = sorted(set(summed) - set(state))
     if unknown:
         raise LedgerError(f"the ledger holds updates for tensors this model does not have: {', '.join(unknown[:5])}")
+    clamped = 0
     with torch.no_grad():
         for name, delta in summed.items():
             t = state[name]
             t.copy_((t.float() - delta.to(t.device)).to(t.dtype))
+            if name.endswith("running_var"):
+                negative = t < 0
+                clamped += int(negative.sum())
+                t.masked_fill_(negative, 0.0)
+    return clamped
 
 
 def missing_updates_error(store, plan) -> MissingUpdatesError:  # noqa: ANN001
@@ -66,8 +78,9 @@ def undo_steps(model: torch.nn.Module, store, plan, *, progress: bool | None = N
     t0 = time.perf_counter()
     summed = sum_updates(store, plan.to_revert, progress=progress)  # every blob verified first
     t1 = time.perf_counter()
-    revert_updates(model, summed)
-    return {"load_updates_s": t1 - t0, "revert_s": time.perf_counter() - t1, "update_norm": norm_of(summed)}
+    clamped = revert_updates(model, summed)
+    return {"load_updates_s": t1 - t0, "revert_s": time.perf_counter() - t1, "update_norm": norm_of(summed),
+            "clamped_running_var": clamped}
 
 
 def amnesiac(ctx: MethodContext) -> MethodOutcome:
@@ -79,6 +92,7 @@ def amnesiac(ctx: MethodContext) -> MethodOutcome:
     out = MethodOutcome(model=ctx.model)
     done = undo_steps(ctx.model, store, plan, progress=ctx.progress)
     out.details["update_norm"] = done.pop("update_norm")
+    out.details["clamped_running_var"] = done.pop("clamped_running_var")
     out.timings.update(done)
     out.steps_reverted = list(plan.to_revert)
     repair_epochs = int(ctx.option("repair_epochs", 0))

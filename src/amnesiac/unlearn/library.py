@@ -99,7 +99,8 @@ def forget_records(
         plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
         done = undo_steps(model, store, plan, progress=progress)
         outcome = MethodOutcome(model=model, steps_reverted=list(plan.to_revert),
-                                details={"update_norm": done.pop("update_norm")}, timings=done)
+                                details={"update_norm": done.pop("update_norm"),
+                                         "clamped_running_var": done.pop("clamped_running_var")}, timings=done)
         new_hash = model_hash(model)
         touched = sorted(set(plan.to_revert))
         destroy = [] if keep_artifacts else touched
