@@ -422,6 +422,12 @@ def train_run(
             start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
             history = [r for r in run.read_metrics() if r["step"] <= start_step]
             if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)
+                if run.has_ledger():  # a crash after the last epoch's commit point: the training is complete
+                    with run.open_ledger(writable=True) as done:
+                        if done.get_meta("training_complete") != "1":
+                            done.set_meta(training_complete=1, durable=True)
+                            done.add_event("train", {"epochs": config.epochs, "completed_on_resume": True,
+                                                     "head_hash": done.get_meta("head_hash")})
                 model = run.load_model()
                 final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
                 return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
