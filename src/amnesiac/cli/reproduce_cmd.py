@@ -63,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
     from ..report.writer import _checks
 
     for _, claim, ok, ev in _checks(results):
-        print(f"  [{'ok' if ok else 'DIFFERS'}] {claim}: {ev}")
+        print(f"  [{'ok' if ok else 'not judged' if ok is None else 'DIFFERS'}] {claim}: {ev}")
     return 0

@@ -87,7 +87,7 @@ def _table1_section(s: dict[str, Any], mia: dict[str, Any]) -> list[str]:
             lines.append(f"| {m} (paper, Table 1) | " + " | ".join(_pct(PAPER_TABLE1[m].get(k)) for k in cols) + " |")
     lines.append("| amnesiac (authors' notebook run) | "
                  + " | ".join(_pct(AUTHORS_AMNESIAC_RECALL.get(k)) for k in cols) + " |")
-    lines.append(f"| retrained reference (this run) | {_pct(ref['shokri-paper']['recall'])} | | " + "| " * (len(cols) - 2) + "|")
+    lines.append(f"| retrained reference (this run) | {_pct(ref['shokri-paper']['recall'])} |" + " |" * (len(cols) - 1))
     lines += ["", "The paper's rows: Graves et al., *Amnesiac Machine Learning*, AAAI 2021, Table 1 (CIFAR-100 class "
               f"11, 119 targets); the notebook row: {AUTHORS_SOURCE}. " + _setting_differences(s, mia), ""]
     if "steps_reverted" in table.get("amnesiac", {}):
@@ -279,10 +279,10 @@ def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> 
     if checks:
         lines += ["## How this compares with the paper", "", "| the paper's finding | holds here? | our numbers |", "|---|---|---|"]
         for _, claim, ok, ev in checks:
-            lines.append(f"| {claim} | {'yes' if ok else 'NO'} | {ev} |")
-        lines += ["", "The paper's plotted values are not reproduced here, only its stated findings (and, under "
-                  "Table 1, the amnesiac recall its authors' code printed); a 'NO' above is a disagreement, to be "
-                  "read with the setup differences listed under Setup.", ""]
+            lines.append(f"| {claim} | {'yes' if ok else 'not judged' if ok is None else 'NO'} | {ev} |")
+        lines += ["", "Beside the stated findings, Table 1 below puts the paper's published rows next to ours; a 'NO' "
+                  "above is a disagreement, to be read with the setup differences listed under Setup, and 'not "
+                  "judged' means this run cannot test the finding (the reason is in the row).", ""]
 
     cf = results.get("class_forgetting")
     if cf:
