@@ -294,6 +294,6 @@ def test_cli_forget_and_receipts(run, capsys):
     out = capsys.readouterr().out
     assert "forgot 3 record(s) with amnesiac" in out and "accuracy on" in out
     assert main(["receipts", str(run.path)]) == 0
-    assert "ids:3" in capsys.readouterr().out
+    assert "3 records" in capsys.readouterr().out
     assert main(["forget", str(run.path), "--ids", "1", "--method", "amnesaic"]) == 2
     assert "Did you mean 'amnesiac'" in capsys.readouterr().err
