@@ -159,6 +159,7 @@ class ShadowSet:
     pool: ArrayDataset
     cache_dir: Path | None = None
     trained_now: int = 0
+    attack_models: dict[Any, Any] = field(default_factory=dict, repr=False)  # attack models built on this set
 
     def __len__(self) -> int:
         return len(self.models)
@@ -244,10 +245,9 @@ def shokri_attack_models(shadows: ShadowSet, *, attack_epochs: int = 30, seed: i
     are kept only where the shadow model classifies them correctly. At most ``max_per_class`` pairs per
     class are used (sampled), which bounds the cost on large pools.
     """
-    key = (attack_epochs, seed, max_per_class)
-    cache = getattr(shadows, "_attack_cache", None)
-    if cache is not None and key in cache:
-        return cache[key]
+    key = ("shokri-paper", attack_epochs, seed, max_per_class)
+    if key in shadows.attack_models:
+        return shadows.attack_models[key]
     feats, labs, cls = [], [], []
     for k, net in enumerate(shadows.models):
         out = outputs(net, shadows.pool)
@@ -271,10 +271,7 @@ def shokri_attack_models(shadows: ShadowSet, *, attack_epochs: int = 30, seed: i
     pooled = torch.cat(chosen)
     global_model = _train_attack(x[pooled], y[pooled], epochs=attack_epochs, seed=seed)
     models = (global_model, per_class)
-    if cache is None:
-        cache = {}
-        shadows._attack_cache = cache  # type: ignore[attr-defined]
-    cache[key] = models
+    shadows.attack_models[key] = models
     return models
 
 
@@ -292,9 +289,8 @@ def shadow_attack_model(shadows: ShadowSet, *, seed: int = 0, max_pairs: int = 2
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     key = ("shadow", seed, max_pairs)
-    cache = getattr(shadows, "_attack_cache", None)
-    if cache is not None and key in cache:
-        return cache[key]
+    if key in shadows.attack_models:
+        return shadows.attack_models[key]
     feats = [membership_features(outputs(net, shadows.pool)) for net in shadows.models]
     x = np.concatenate(feats)
     y = np.concatenate([shadows.member_masks[k] for k in range(len(shadows.models))]).astype(np.int64)
@@ -311,10 +307,7 @@ def shadow_attack_model(shadows: ShadowSet, *, seed: int = 0, max_pairs: int = 2
                                          l2_regularization=1.0, monotonic_cst=[1, -1, 1, 1, 0],
                                          categorical_features=[x.shape[1] - 1], random_state=seed)
     clf.fit(x, y)
-    if cache is None:
-        cache = {}
-        shadows._attack_cache = cache  # type: ignore[attr-defined]
-    cache[key] = clf
+    shadows.attack_models[key] = clf
     return clf
 
 
