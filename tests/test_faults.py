@@ -263,3 +263,30 @@ def test_readers_report_a_pending_change_instead_of_half_of_it(run, tmp_path):
     assert _tree(run.path) == before
     assert main(["ledger", "recover", str(run.path)]) == 0 and not (run.path / JOURNAL).exists()
     assert main(["ledger", "verify", str(run.path), "--deep"]) == 0
+
+
+def test_a_ledger_from_before_row_checksums_is_read_and_upgraded_by_its_writer(run):
+    import sqlite3
+
+    import json
+
+    # make it a ledger of the previous format: no checksum columns, no checksums in metadata or manifest
+    con = sqlite3.connect(run.ledger_path / "index.sqlite")
+    con.execute("ALTER TABLE steps DROP COLUMN row_sum")
+    con.execute("ALTER TABLE events DROP COLUMN sum")
+    con.execute("DELETE FROM meta WHERE key IN ('manifest_sum', 'meta_sum')")
+    con.commit()
+    con.close()
+    manifest = json.loads((run.ledger_path / "manifest.json").read_text())
+    del manifest["row_sums"]
+    (run.ledger_path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["ledger", "info", str(run.path)]) == 0  # readers work and change nothing
+    store = run.open_ledger()
+    report = store.verify(progress=False)
+    store.close()
+    assert report.unchecked_rows == report.steps > 0 and not report.bad
+    assert all("older amnesiac" in p for p in report.problems)  # said, not hidden
+    assert forget(run, ids=[17], evaluate_after=False, progress=False).receipt is not None  # the writer upgrades
+    store = run.open_ledger()
+    assert store._has_row_sum and not store.verify(progress=False).bad
+    store.close()

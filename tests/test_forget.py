@@ -297,3 +297,29 @@ def test_cli_forget_and_receipts(run, capsys):
     assert "3 records" in capsys.readouterr().out
     assert main(["forget", str(run.path), "--ids", "1", "--method", "amnesaic"]) == 2
     assert "Did you mean 'amnesiac'" in capsys.readouterr().err
+
+
+def test_revert_clamps_running_variances_below_zero_and_counts_them():
+    from amnesiac.unlearn.amnesiac import revert_updates
+
+    bn = torch.nn.BatchNorm1d(3)
+    clamped = revert_updates(bn, {"running_var": torch.tensor([0.5, 2.0, 0.0]), "weight": torch.tensor([2.0, 0, 0])})
+    assert clamped == 1 and bn.running_var.tolist() == [0.5, 0.0, 1.0] and bn.weight.tolist() == [-1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("reported", [True, False])
+def test_verify_deep_knows_about_clamped_running_variances(run, monkeypatch, reported):
+    import amnesiac.unlearn.amnesiac as amn
+
+    real = amn.revert_updates
+
+    def clamp_one(model, summed):  # as if the subtraction had driven one running variance below 0
+        real(model, summed)
+        name = next(k for k in model.state_dict() if k.endswith("running_var"))
+        model.state_dict()[name].view(-1)[0] = 0.0
+        return 1 if reported else 0
+
+    monkeypatch.setattr(amn, "revert_updates", clamp_one)
+    forget(run, ids=[17], evaluate_after=False, progress=False)
+    # with the clamp in the receipt the reconstruction leaves running variances out; without it, it says no
+    assert run.audit(deep=True).ok is reported

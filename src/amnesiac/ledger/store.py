@@ -185,11 +185,9 @@ def _damage_is_corruption(path: Path) -> Iterator[None]:
         yield
     except (sqlite3.IntegrityError, LedgerError):
         raise
-    except sqlite3.OperationalError as err:
-        if "locked" in str(err) or "busy" in str(err):
-            raise
-        raise LedgerCorruptError(f"the ledger index {path} is damaged ({err}); nothing was changed") from None
     except (sqlite3.DatabaseError, UnicodeError) as err:
+        if isinstance(err, sqlite3.OperationalError) and ("locked" in str(err) or "busy" in str(err)):
+            raise
         raise LedgerCorruptError(f"the ledger index {path} is damaged ({err}); nothing was changed") from None
 
 
@@ -259,8 +257,16 @@ class LedgerStore:
         self._lock = threading.RLock()
         self.manifest = manifest
         self.writable = writable
-        self._has_row_sum = "row_sum" in {r[1] for r in conn.execute("PRAGMA table_info(steps)")}
         self._unsynced: list[Path] = []  # blobs written since the last sync()
+        self._read_columns()
+
+    def _read_columns(self) -> None:
+        """Which checksum columns this index has: a ledger written before row and event checksums existed is
+        read (as unchecked) without them, until its next writable open adds them."""
+        self._has_row_sum = "row_sum" in {r[1] for r in self._conn.execute("PRAGMA table_info(steps)")}
+        has_event_sum = "sum" in {r[1] for r in self._conn.execute("PRAGMA table_info(events)")}
+        self._COLS = type(self)._COLS if self._has_row_sum else type(self)._COLS.replace("row_sum", "NULL")
+        self._event_sum = "sum" if has_event_sum else "NULL"
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -393,9 +399,9 @@ class LedgerStore:
         if writable:
             if not store._has_row_sum:  # a ledger from before row checksums: add the columns
                 store._write(lambda cur: cur.execute("ALTER TABLE steps ADD COLUMN row_sum TEXT"))
-                store._has_row_sum = True
-            if "sum" not in {r[1] for r in store._conn.execute("PRAGMA table_info(events)")}:
+            if store._event_sum == "NULL":
                 store._write(lambda cur: cur.execute("ALTER TABLE events ADD COLUMN sum TEXT"))
+            store._read_columns()
             store._cleanup()
         return store
 
@@ -589,7 +595,7 @@ class LedgerStore:
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Audit-log entries, oldest first, optionally of one kind; a damaged entry raises."""
-        q = "SELECT id, time, kind, payload, sum FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
+        q = f"SELECT id, time, kind, payload, {self._event_sum} FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
         with self._lock:
             rows = self._conn.execute(q, (kind,) if kind else ()).fetchall()
         out = []
@@ -815,7 +821,7 @@ class LedgerStore:
         """Audit the ledger directory: manifest, index integrity and self-consistency, initial state, blobs.
 
         ``deep`` reads and checks every stored blob (and the initial weights' hash); without it blobs are
-        only checked for presence and size. The run-level audit (:func:`amnesiac.runs.audit`) adds the
+        only checked for presence and size. The run-level audit (:meth:`amnesiac.run.RunDir.audit`) adds the
         model, the pending journal and, with every step stored, the reconstruction check.
         """
         from .audit import audit_store
