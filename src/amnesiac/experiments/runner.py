@@ -242,7 +242,10 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     order = torch.randperm(len(bundle.train), generator=g)
     if s.mia_train_size:
         order = order[: s.mia_train_size]
-    half_a, half_b = order[: len(order) // 2], order[len(order) // 2 :]  # the target's half, the attacker's
+    # the target gets its share (the paper's code: a half); each shadow model trains on a random half of the
+    # attacker's rest (with a third for the target, on as many records as the target, as Shokri et al. build them)
+    cut = int(len(order) * s.mia_target_share)
+    half_a, half_b = order[:cut], order[cut:]  # the target's records, the attacker's
     attacker_pool = bundle.train.subset(torch.sort(half_b).values)
     outside = sorted(set(bundle.train.ids.tolist()) - set(bundle.train.ids[half_a].tolist()))
     cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=epochs, batch_size=batch, lr=s.lr,
