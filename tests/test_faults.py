@@ -227,7 +227,7 @@ def test_broken_run_layouts_are_named_not_misdescribed(run, tmp_path):
 
 
 def test_a_model_of_another_architecture_is_refused_by_name(run, tmp_path):
-    from amnesiac.checkpoint import save_tensors
+    from amnesiac.run.checkpoint import save_tensors
     from amnesiac.models import build_model
 
     mlp = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
@@ -253,7 +253,7 @@ def test_a_ledger_from_another_run_is_not_passed_as_good(run, tmp_path):
 
 
 def test_readers_report_a_pending_change_instead_of_half_of_it(run, tmp_path):
-    from amnesiac.unlearn.commit import JOURNAL
+    from amnesiac.run.commit import JOURNAL
 
     (run.path / JOURNAL).write_text('{"kind": "forget", "old_hash": "x", "new_hash": null}')
     before = _tree(run.path)

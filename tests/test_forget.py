@@ -10,7 +10,7 @@ from amnesiac.errors import LedgerCorruptError, MissingUpdatesError, ModelMismat
 from amnesiac.ledger import tracked_state
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.unlearn import forget, list_receipts
-from amnesiac.unlearn.commit import JOURNAL, NEXT_MODEL
+from amnesiac.run.commit import JOURNAL, NEXT_MODEL
 from amnesiac.utils import model_hash
 
 from conftest import kill_when

@@ -3,7 +3,7 @@
 Implements *Amnesiac Machine Learning* (Graves, Nagisetty and Ganesh, AAAI 2021).
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # The public API, loaded on first use so that `import amnesiac` (and `amnesiac --help`) stays light.
 _API = {
@@ -11,7 +11,7 @@ _API = {
     "LedgerStore": "amnesiac.ledger",
     "forget_records": "amnesiac.unlearn.library",
     "Deletion": "amnesiac.unlearn.library",
-    "TrainConfig": "amnesiac.run",
+    "TrainConfig": "amnesiac.config",
     "train_run": "amnesiac.run",
     "RunDir": "amnesiac.run",
     "forget": "amnesiac.unlearn",

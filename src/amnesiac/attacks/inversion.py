@@ -231,7 +231,7 @@ def train_evaluator(train: Any, target_model_name: str, *, epochs: int = 10, see
     import hashlib
     import json
 
-    from ..checkpoint import load_tensors, save_tensors
+    from ..run.checkpoint import load_tensors, save_tensors
     from ..models import build_model
     from ..training import fit, make_optimizer
     from ..utils import seed_everything

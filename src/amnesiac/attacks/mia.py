@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_tensors, save_tensors
+from ..run.checkpoint import load_tensors, save_tensors
 from ..data.base import ArrayDataset
 from ..errors import ConfigError
 from ..models import build_model

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AmnesiacError, PendingChangeError
 from . import (
     attack_cmd,

@@ -12,16 +12,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import LedgerCorruptError
+from ..utils import progress_bar, state_hash
 from .blob import checksum
+from .format import VerifyReport, _blob_step, _ids_from_blob, file_checksum, meta_checksum
 
 if TYPE_CHECKING:
-    from .store import LedgerStore, VerifyReport
+    from .store import LedgerStore
 
 
-def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | None = None) -> "VerifyReport":
-    from ..utils import progress_bar
-    from .store import VerifyReport, _blob_step, _ids_from_blob, file_checksum
-
+def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | None = None) -> VerifyReport:
     report = VerifyReport()
     idx = store.path / "index.sqlite"
     # manifest: the bytes on disk against the checksum the index recorded when the ledger was created
@@ -101,8 +100,6 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
             report.problems.append(f"{ipath} does not match the checksum recorded when it was saved")
         elif deep and want is not None:
             try:
-                from ..utils import state_hash
-
                 if state_hash(store.load_initial()) != store.get_meta("initial_hash"):
                     report.problems.append(f"{ipath} does not match the initial hash recorded in the index")
             except LedgerCorruptError as err:
@@ -139,7 +136,6 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
         if step is None and not (p.name.startswith(".") and p.name.endswith(".tmp")):
             report.problems.append(f"{p} is not a file the ledger writes; it was left alone")
     # the metadata (head, hashes, salt) as a whole, the audit log, and forgotten ids against their receipts
-    from .store import meta_checksum
 
     with store._lock:
         meta = store._conn.execute("SELECT key, value FROM meta").fetchall()
@@ -151,7 +147,7 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
         events = {e["id"]: e for e in store.events()}
         salt = dict(meta).get("id_salt")
         if salt is not None:
-            from ..unlearn.request import hash_ids
+            from ..utils.hashing import hash_ids
 
             for sample_id, event in forgotten:
                 e = events.get(event)

@@ -27,7 +27,7 @@ from ..run import RunDir
 from ..training import evaluate
 from ..utils import model_hash
 from .base import METHODS, MethodContext, MethodOutcome, check_options
-from .commit import abort_change, begin_change, commit_model
+from ..run.commit import abort_change, begin_change, commit_model
 from .planner import Plan, Thresholds, make_plan
 from .receipts import build_receipt as _receipt
 from .request import DeletionRequest, resolve_request

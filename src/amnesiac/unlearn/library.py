@@ -78,7 +78,7 @@ def forget_records(
     file checked. Repair, if you want one, is your own loop with a ``Recorder(kind="repair")`` attached,
     then ``mark_head`` again. One process writes a ledger at a time.
     """
-    from ..checkpoint import save_tensors
+    from ..run.checkpoint import save_tensors
     from ..ledger.store import file_checksum
     from ..utils import fsync_dir, model_state
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-import torch
 
 from ..config import Thresholds
 from ..ledger import LedgerStore
+from ..ledger.sums import norm_of, sum_updates  # noqa: F401  (re-exported)
 
 
 def recommend(*, share: float, missing: int, thresholds: Thresholds, whole_class: bool = False,
@@ -102,45 +102,3 @@ def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds 
     rec, why = recommend(share=share, missing=len(missing), thresholds=thresholds, whole_class=whole_class,
                          nothing_to_do=not to_revert and not missing)
     return Plan(len(ids), total, affected, to_revert, already, missing, share, rec, why, thresholds)
-
-
-def sum_updates(store: LedgerStore, steps: Iterable[int], *, progress: bool | None = None,
-                workers: int = 2) -> dict[str, torch.Tensor]:
-    """Σ Δ over ``steps`` in float32, every blob verified; raises before returning if any blob is bad.
-
-    Blobs are read and checked by ``workers`` threads (file reads and checksums release the GIL) while
-    the main thread adds them up; at most ``workers + 1`` blobs are in memory at once.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..utils import progress_bar
-
-    steps = list(steps)
-    total: dict[str, torch.Tensor] = {}
-    bar = progress_bar(total=len(steps), enabled=progress, desc="load updates")
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = []
-        it = iter(steps)
-        for s in it:
-            pending.append(pool.submit(store.load_update, s))
-            if len(pending) >= workers:
-                break
-        while pending:
-            update = pending.pop(0).result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(store.load_update, nxt))
-            for name, delta in update.items():
-                if name in total:
-                    total[name].add_(delta)
-                else:
-                    total[name] = delta.float().clone()
-            del update
-            bar.update(1)
-    bar.close()
-    return total
-
-
-def norm_of(tensors: dict[str, torch.Tensor]) -> float:
-    """Euclidean norm over every tensor together."""
-    return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors.values()))) if tensors else 0.0

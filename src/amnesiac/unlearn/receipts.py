@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .. import __version__
-from .request import DeletionRequest, hash_ids
+from .._version import __version__
+from ..utils.hashing import hash_ids
+from .request import DeletionRequest
 
 if TYPE_CHECKING:
     from .base import MethodOutcome

@@ -9,16 +9,17 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import RequestError, did_you_mean
+from ..utils.hashing import hash_ids  # noqa: F401  (re-exported: receipts use it)
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,6 @@ class DeletionRequest:
     def describe(self) -> dict[str, Any]:
         """What the request was, without the raw ids (for receipts)."""
         return {"type": self.kind, "count": len(self), **self.detail}
-
-
-def hash_ids(ids: Iterable[int], salt: str) -> tuple[str, list[str]]:
-    """A digest of the whole id set and a salted 64-bit hash per id.
-
-    Whoever holds the salt (the ledger keeps it) can check whether a given id was in a request; the
-    receipt alone does not reveal the ids.
-    """
-    ids = sorted(int(i) for i in ids)
-    per_id = [hashlib.sha256(f"{salt}:{i}".encode()).hexdigest()[:16] for i in ids]
-    whole = hashlib.sha256((salt + ":" + ",".join(map(str, ids))).encode()).hexdigest()
-    return whole, per_id
 
 
 def read_subject_map(path: str | os.PathLike[str]) -> dict[str, list[int]]:

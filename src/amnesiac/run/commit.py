@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from torch import nn
 
-from ..checkpoint import save_tensors
+from .checkpoint import save_tensors
 from ..errors import RunDirError
 from ..faults import point as fault_point
 from ..utils import atomic_write_json, fsync_dir, model_hash, model_state
 
 if TYPE_CHECKING:
     from ..ledger import LedgerStore
-    from ..run import RunDir
+    from .rundir import RunDir
 
 JOURNAL = ".commit.json"
 NEXT_MODEL = "model.next.safetensors"

@@ -15,8 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from .errors import RunDirError
-from .utils import atomic_write_bytes
+from ..errors import RunDirError
+from ..utils import atomic_write_bytes
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,330 @@
+"""The run directory: one model, its configuration, metrics, optimizer state and ledger (see :mod:`amnesiac.run`)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..config import TrainConfig
+from ..data import DataBundle, load_dataset
+from ..data.base import ArrayDataset
+from ..errors import ConfigError, LedgerCorruptError, LedgerError, PendingChangeError, RunDirError
+from ..faults import point as fault_point
+from ..ledger import LedgerStore
+from ..models import build_model
+from ..utils import atomic_write_json, model_hash, model_state
+from .checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
+from .commit import COMMIT_LOCK, JOURNAL, begin_change, commit_model, recover
+
+if TYPE_CHECKING:
+    from .audit import RunAudit
+
+
+def select_training_data(train: ArrayDataset, config: TrainConfig) -> ArrayDataset:
+    """Apply ``limit_class`` and ``exclude_ids`` to the full training split."""
+    data = train
+    if config.limit_class:
+        keep = torch.ones(len(train), dtype=torch.bool)
+        g = torch.Generator().manual_seed(int(config.seed))
+        for c, n in sorted(config.limit_class.items()):
+            members = torch.nonzero(train.targets == int(c)).flatten()
+            if config.limit_class_select == "first":
+                members = members[torch.argsort(train.ids[members])]
+            else:
+                members = members[torch.randperm(members.numel(), generator=g)]
+            keep[members[int(n):]] = False
+        data = train.subset(torch.nonzero(keep).flatten())
+    if config.exclude_ids:
+        data = data.without_ids(config.exclude_ids)
+    return data
+
+
+def evaluation_sets(bundle: DataBundle, eval_class: int | None) -> dict[str, ArrayDataset]:
+    """The test set, and for ``eval_class`` its examples of that class and of every other class."""
+    sets: dict[str, ArrayDataset] = {"test": bundle.test}
+    if eval_class is not None:
+        if not 0 <= int(eval_class) < bundle.info.num_classes:
+            raise ConfigError(f"eval_class must lie in 0..{bundle.info.num_classes - 1}, got {eval_class}")
+        mask = bundle.test.targets == int(eval_class)
+        sets[f"test_class{eval_class}"] = bundle.test.subset(torch.nonzero(mask).flatten())
+        sets["test_other"] = bundle.test.subset(torch.nonzero(~mask).flatten())
+    return sets
+
+
+class RunDir:
+    """A run directory: config, model, optimizer state, metrics and ledger of one model."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._bundle: DataBundle | None = None
+
+    # ----------------------------------------------------------------- creation and opening
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: TrainConfig, *, overwrite: bool = False) -> "RunDir":
+        """Make a new run directory; refuses a non-empty one unless ``overwrite``.
+
+        ``overwrite`` replaces only a run directory (one holding ``config.json``), and only after taking its
+        lock, so a run in use is never deleted and a folder that is not a run is never touched.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"{path} is a file, not a directory; choose a directory for --out")
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise RunDirError(
+                    f"{path} already exists and is not empty; choose a new --out, pass --overwrite to replace "
+                    f"it, or --resume to continue its training"
+                )
+            if not (path / "config.json").is_file():
+                raise RunDirError(f"{path} is not a run directory (no config.json); --overwrite replaces only a run "
+                                  "directory, never other files. Choose another --out")
+            old = cls(path)
+            with old.lock(wait=False, recover=False):
+                for entry in path.iterdir():
+                    if entry.name == ".lock":
+                        continue
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.write_config(config)
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "RunDir":
+        """Open an existing run directory (config.json must be present)."""
+        run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"{run.path} is a file, not a run directory")
+        if not (run.path / "config.json").is_file():
+            raise RunDirError(f"{run.path} is not a run directory (no config.json); create one with `amnesiac train --out`")
+        return run
+
+    def write_config(self, config: TrainConfig) -> None:
+        atomic_write_json(self.config_path, {
+            "config": config.to_dict(),
+            "amnesiac_version": __version__,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+        })
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.safetensors"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "ledger"
+
+    @property
+    def config(self) -> TrainConfig:
+        try:
+            raw = json.loads(self.config_path.read_bytes().decode("utf-8"))
+            return TrainConfig.from_dict(raw["config"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise RunDirError(f"cannot read {self.config_path}: {err}") from None
+
+    # ----------------------------------------------------------------- data and model
+    def bundle(self) -> DataBundle:
+        """The run's dataset (loaded once)."""
+        if self._bundle is None:
+            c = self.config
+            self._bundle = load_dataset(c.dataset, data_dir=c.data_dir, download=c.download)
+        return self._bundle
+
+    def training_data(self) -> ArrayDataset:
+        """The records this run trained on (after ``limit_class`` and ``exclude_ids``)."""
+        return select_training_data(self.bundle().train, self.config)
+
+    def new_model(self) -> nn.Module:
+        """A freshly initialised model of the run's architecture (uses the global torch RNG)."""
+        info = self.bundle().info
+        return build_model(self.config.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
+
+    def _check_model_file(self) -> None:
+        if not self.model_path.exists():
+            raise RunDirError(f"{self.model_path} is missing; the run has not finished an epoch yet")
+        if not self.model_path.is_file():
+            raise RunDirError(f"{self.model_path} should be the model file but is a {'directory' if self.model_path.is_dir() else 'special file'}")
+
+    def model_meta(self) -> dict[str, Any]:
+        """Epoch, step and hash stored with the current model (reads the file's header only)."""
+        from safetensors import safe_open
+
+        self._check_model_file()
+        try:
+            with safe_open(str(self.model_path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            return {k: json.loads(v) for k, v in meta.items()}
+        except Exception as err:  # safetensors raises several types for a bad header
+            raise RunDirError(f"{self.model_path} is not a readable safetensors file ({err})") from None
+
+    def load_model(self) -> nn.Module:
+        """The run's current model, weights loaded (built on the meta device: no wasted initialisation)."""
+        self._check_model_file()
+        tensors, _ = load_tensors(self.model_path)
+        self.bundle()  # load data outside the meta-device context
+        with torch.device("meta"):
+            model = self.new_model()
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+        found = {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}
+        if expected != found:
+            odd = sorted(set(expected.items()) ^ set(found.items()))
+            names = sorted({k for k, _ in odd})
+            raise RunDirError(
+                f"{self.model_path} does not hold a {self.config.model!r} model as config.json says: "
+                f"{len(names)} tensor(s) differ in name, shape or dtype (e.g. {', '.join(names[:3])}). "
+                "It belongs to another run or architecture; restore this run's model."
+            )
+        model.load_state_dict(tensors, assign=True)
+        return model
+
+    def save_model(self, model: nn.Module, **meta: Any) -> str:
+        """Atomically write the current model with its hash in the metadata; returns the hash."""
+        h = model_hash(model)
+        save_tensors(self.model_path, model_state(model), {**meta, "hash": h})
+        return h
+
+    def optimizer_path(self, step: int) -> Path:
+        return self.path / f"optimizer-{step:012d}.safetensors"
+
+    def commit_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, store: LedgerStore | None, *,
+                     epoch: int, step: int) -> str:
+        """Commit the model at the end of an epoch together with the ledger's head, through the journal
+        (optimizer state first, then model.next, the head as commit point, the rename). Returns the hash."""
+        tensors, meta = optimizer_to_tensors(optimizer)
+        save_tensors(self.optimizer_path(step), tensors, meta)
+        fault_point("train:after-optimizer")
+        old = self.model_meta().get("hash") if self.model_path.is_file() else None
+        begin_change(self, old_hash=str(old), store=store, kind="train-epoch", truncate_on_rollback=False)
+        ledger_commit = None
+        if store is not None:
+            ledger_commit = lambda h, fsum: store.set_meta(  # noqa: E731
+                head_hash=h, head_step=step, head_file_sum=fsum, durable=True)
+        return commit_model(self, model, old_hash=str(old), store=store, ledger_commit=ledger_commit,
+                            destroy_optimizer=False, keep_optimizer_step=step, meta={"epoch": epoch, "step": step},
+                            kind="train-epoch")
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        path = self.optimizer_path(step)
+        if not path.is_file():
+            raise RunDirError(f"{path} (the optimizer state for resuming at step {step}) is missing; this run "
+                              "cannot be resumed. Train a new run instead")
+        tensors, meta = load_tensors(path)
+        optimizer_from_tensors(optimizer, tensors, meta)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        return json.loads(self.metrics_path.read_text())
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_json(self.metrics_path, records)
+
+    # ----------------------------------------------------------------- ledger
+    def has_ledger(self) -> bool:
+        """Whether the run keeps a ledger. A ledger folder that is damaged (a file in its place, or an index
+        without its manifest) raises instead of passing for a run trained without one."""
+        p = self.ledger_path
+        if not p.exists():
+            return False
+        if not p.is_dir():
+            raise LedgerCorruptError(f"{p} should be the run's ledger directory but is a file; the ledger is damaged")
+        if (p / "manifest.json").exists():
+            return True
+        if any(p.iterdir()):
+            raise LedgerCorruptError(f"{p} holds ledger files but its manifest.json is missing; the ledger is damaged")
+        return False
+
+    def open_ledger(self, *, writable: bool = False, check_manifest: bool = True) -> LedgerStore:
+        """Open the run's ledger; ``writable`` only with the run's lock held."""
+        return LedgerStore.open(self.ledger_path, writable=writable, check_manifest=check_manifest)
+
+    # ----------------------------------------------------------------- locking and commits
+    @contextlib.contextmanager
+    def lock(self, *, wait: bool = True, recover: bool = True) -> Iterator[None]:
+        """An exclusive lock on the run (training and forgetting take it; a second process waits).
+
+        Whoever takes the lock first finishes or rolls back a change that a crashed process left behind.
+        """
+        fh = open(self.path / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except OSError as err:
+                if err.errno in (errno.EAGAIN, errno.EACCES):
+                    raise RunDirError(f"{self.path} is in use by another amnesiac process") from None
+                raise
+            if recover:
+                self.finish_pending_commit()
+            yield
+        finally:
+            fh.close()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """For commands that only read (info, verify, receipts, attacks): see committed state or nothing.
+
+        Raises :class:`PendingChangeError` while a change is being committed, or when an interrupted one
+        awaits recovery; readers never complete, roll back or delete anything themselves.
+        """
+        try:
+            fh = open(self.path / COMMIT_LOCK, "a+")
+        except OSError:  # a read-only copy of a run: nobody can be committing to it; the journal still counts
+            fh = open(os.devnull)
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.EAGAIN, errno.EACCES):
+                    raise PendingChangeError(
+                        f"{self.path} is being changed right now (a forget, or the end of a training epoch); "
+                        "try again when that command finishes") from None
+                raise
+            if (self.path / JOURNAL).exists():
+                raise PendingChangeError(
+                    f"{self.path} holds an interrupted change (its journal {JOURNAL} is still there): a training or "
+                    "forget died before finishing. The next command that takes the run's lock completes or rolls it "
+                    f"back; run `amnesiac ledger recover {self.path}` to do it now")
+            yield
+        finally:
+            fh.close()
+
+    def finish_pending_commit(self) -> str | None:
+        """Complete or roll back a model change interrupted by a crash (see amnesiac.run.commit)."""
+        outcome = recover(self)
+        for tmp in self.path.glob(".ledger.*.creating"):  # a ledger whose creation a crash interrupted
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:  # the lock holder also removes the leftovers a crash explains (a reader never does)
+            if self.has_ledger():
+                LedgerStore.open(self.ledger_path, writable=True).close()
+        except LedgerError:
+            pass  # a damaged ledger: the command that needs it reports the damage when it opens it
+        return outcome
+
+    def audit(self, *, deep: bool = False, progress: bool | None = None) -> RunAudit:
+        """Check the whole run: the ledger's own audit plus the model against the head (see :class:`RunAudit`)."""
+        from .audit import audit_run
+
+        return audit_run(self, deep=deep, progress=progress)
+
+

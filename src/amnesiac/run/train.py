@@ -1,0 +1,164 @@
+"""Training a run directory from its configuration, recording a ledger, resumable after a crash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import ConfigError, RunDirError
+from ..faults import point as fault_point
+from ..ledger import LedgerStore, Recorder, estimate_for_model, human_bytes
+from ..training import evaluate, fit, make_optimizer, resolve_device
+from ..utils import fingerprint, model_state, seed_everything
+from .checkpoint import load_tensors
+from .rundir import RunDir, evaluation_sets, select_training_data
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_run` produced."""
+
+    run: RunDir
+    model: nn.Module
+    history: list[dict[str, Any]]
+    final: dict[str, float]
+    record: str
+    resumed_nothing: bool = False  # resume found every epoch already trained
+
+
+def _resolve_record(config: TrainConfig, model: nn.Module, n_train: int, out: Path, watch: list[int] | None) -> str:
+    if config.record != "auto":
+        return config.record
+    est = estimate_for_model(model, include_buffers=config.include_buffers, num_examples=n_train,
+                             batch_size=config.batch_size, epochs=config.epochs, dtype=config.ledger_dtype)
+    free = shutil.disk_usage(out).free
+    if est.total_bytes <= 0.5 * free:
+        return "all"
+    options = []
+    for dtype in ("float16",):
+        e16 = estimate_for_model(model, include_buffers=config.include_buffers, num_examples=n_train,
+                                 batch_size=config.batch_size, epochs=config.epochs, dtype=dtype)
+        options.append(f"--ledger-dtype {dtype} (about {human_bytes(e16.total_bytes)})")
+    options.append("--record watch --watch-ids FILE or --watch-class C (only steps holding deletable records)")
+    options.append("--record none (no ledger: amnesiac forgetting will not be possible)")
+    raise ConfigError(
+        f"recording every step would need about {human_bytes(est.total_bytes)} "
+        f"({est.steps} steps x {human_bytes(est.bytes_per_step)}), but only {human_bytes(free)} is free at {out}. "
+        "Options:\n  - " + "\n  - ".join(options)
+    )
+
+
+def train_run(
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    eval_every_steps: int | None = None,
+    device: str | None = None,
+) -> TrainResult:
+    """Train a model as ``config`` says and write everything into the run directory ``out``.
+
+    With ``resume=True`` training continues from the last saved epoch of ``out`` (the ledger drops any
+    steps recorded after that checkpoint, since the saved model does not contain them). ``device``
+    (``cpu``, ``cuda``, ``auto``) is where training runs; files are always written from CPU copies, and
+    bit-for-bit determinism is promised on CPU only.
+    """
+    config.validate()
+    if resume:
+        run = RunDir.open(out)
+        saved = run.config
+        if saved.to_dict() != config.to_dict():
+            config = saved  # the run's own recipe wins; the CLI passes it through
+    else:
+        run = RunDir.create(out, config, overwrite=overwrite)
+    with run.lock(wait=False):
+        bundle = run.bundle()
+        train_data = select_training_data(bundle.train, config)
+        eval_sets = evaluation_sets(bundle, config.eval_class)
+        seed_everything(config.seed)
+        model = run.new_model().to(resolve_device(device))
+        optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr,
+                                   momentum=config.momentum, weight_decay=config.weight_decay)
+        start_epoch, start_step = 0, 0
+        history: list[dict[str, Any]] = []
+        if resume and run.model_path.exists():
+            meta = run.model_meta()
+            start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
+            history = [r for r in run.read_metrics() if r["step"] <= start_step]
+            if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)
+                if run.has_ledger():  # a crash after the last epoch's commit point: the training is complete
+                    with run.open_ledger(writable=True) as done:
+                        if done.get_meta("training_complete") != "1":
+                            done.set_meta(training_complete=1, durable=True)
+                            done.add_event("train", {"epochs": config.epochs, "completed_on_resume": True,
+                                                     "head_hash": done.get_meta("head_hash")})
+                model = run.load_model()
+                final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
+                return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
+            model.load_state_dict(load_tensors(run.model_path)[0])
+            run.load_optimizer(optimizer, start_step)  # load_state_dict moves the state to the parameters' device
+        watch = None
+        if config.watch_class is not None:
+            watch = train_data.ids_of_class(config.watch_class).tolist()
+        elif config.watch_ids is not None:
+            watch = list(config.watch_ids)
+        record = _resolve_record(config, model, len(train_data), run.path, watch)
+        recorder = None
+        store = None
+        if record != "none":
+            if run.has_ledger():
+                store = run.open_ledger(writable=True)
+                dropped = store.truncate_after(start_step)
+                if dropped:
+                    store.add_event("resume", {"dropped_steps_after": start_step, "dropped": dropped})
+            else:
+                if start_step:
+                    raise RunDirError(f"{run.path} has a checkpoint at step {start_step} but no ledger to resume into")
+                store = LedgerStore.create(run.ledger_path, initial=model_state(model), manifest={
+                    "storage_dtype": config.ledger_dtype,
+                    "include_buffers": config.include_buffers,
+                    "policy": {"kind": record, "watch": len(watch) if watch is not None else None},
+                    "model": config.model,
+                    "model_fingerprint": fingerprint(model),
+                    "optimizer": {"class": type(optimizer).__name__,
+                                  **{k: v for k, v in optimizer.param_groups[0].items() if k != "params"}},
+                    "batch_size": config.batch_size,
+                    "seed": config.seed,
+                })
+            store.set_meta(training_complete=0, durable=True)
+            recorder = Recorder(model, optimizer, store, policy="watch" if record == "watch" else "all",
+                                watch_ids=watch, dtype=config.ledger_dtype,
+                                include_buffers=config.include_buffers, start_step=start_step)
+
+        def on_epoch_end(epoch: int, rec: dict[str, Any]) -> None:
+            if recorder is not None:
+                recorder.flush()  # every step of this epoch is durable before the model says so
+            fault_point("train:after-flush")
+            run.commit_epoch(model, optimizer, store, epoch=epoch, step=rec["step"])
+            history.append(rec)
+            run.write_metrics(history)
+
+        try:
+            fit(model, optimizer, train_data, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                start_epoch=start_epoch, recorder=recorder, eval_sets=eval_sets, eval_every_steps=eval_every_steps,
+                on_epoch_end=on_epoch_end, progress=progress)
+        finally:
+            if recorder is not None:
+                recorder.close()
+        if store is not None:
+            store.set_meta(training_complete=1, durable=True)
+            store.add_event("train", {"epochs": config.epochs, "steps": recorder.step if recorder else 0,
+                                      "head_hash": store.get_meta("head_hash")})
+            store.close()
+        final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
+        return TrainResult(run, model, history, final, record)
+
+

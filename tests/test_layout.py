@@ -1,0 +1,137 @@
+"""The package's layering: no import cycle, and no module imports a layer above its own.
+
+The layers, lowest first, are listed in the README's architecture section; this test reads the source
+(every import statement, including ones inside functions) rather than importing anything.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "amnesiac"
+
+# lowest first: a unit may import only units listed before it
+LAYERS = ["_version", "errors", "registry", "names", "faults", "utils", "data", "models", "ledger", "training",
+          "config", "run", "unlearn", "attacks", "report", "experiments", "cli", "__main__"]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ``amnesiac`` module this file imports, resolved to absolute names."""
+    mod = _module_name(path)
+    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    found: set[str] = set()
+    tree = ast.parse(path.read_text())
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                 for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:  # `if TYPE_CHECKING:` imports never run
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target == "amnesiac" or target.startswith("amnesiac."):
+                found.add(target)
+                # `from . import x` names a submodule when x is one
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    if (ROOT.parent / Path(*sub.split("."))).with_suffix(".py").is_file() or \
+                            (ROOT.parent / Path(*sub.split("."))).is_dir():
+                        found.add(sub)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("amnesiac")}
+    found.discard(mod)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _unit(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(m) for m in _graph()} - {None}
+    assert units <= set(LAYERS), f"modules outside the layer list: {sorted(units - set(LAYERS))}"
+
+
+def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for mod, targets in graph.items():
+        unit = _unit(mod)
+        if unit is None:  # the top-level package: only the version (its API is loaded lazily by name)
+            wrong += [f"amnesiac -> {t}" for t in targets if t != "amnesiac._version"]
+            continue
+        for t in targets:
+            other = _unit(t)
+            if other is None:
+                wrong.append(f"{mod} -> amnesiac (the top-level package)")
+            elif LAYERS.index(other) > LAYERS.index(unit):
+                wrong.append(f"{mod} -> {t}")
+    return sorted(wrong)
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    wrong = _layer_violations(_graph())
+    assert not wrong, "imports of a higher layer:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycle_between_modules():
+    graph = _graph()
+    # a module's import also runs its package's __init__: count that edge too
+    for mod in list(graph):
+        for t in list(graph[mod]):
+            parts = t.split(".")
+            for i in range(2, len(parts)):
+                parent = ".".join(parts[:i])
+                if parent in graph and parent != mod and not mod.startswith(parent + "."):
+                    graph[mod].add(parent)
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph.get(m, ())):
+            if t not in graph:
+                continue
+            if state.get(t) == 1:
+                cycles.append(stack[stack.index(t):] + [t])
+            elif t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles[:10])
+
+
+@pytest.mark.parametrize("bad", ["amnesiac.cli", "amnesiac.unlearn.forget", "amnesiac"])
+def test_the_layer_check_can_say_no(bad):
+    """The checker flags a ledger module that reaches up (so the test above is not vacuous)."""
+    graph = _graph()
+    graph["amnesiac.ledger.store"] = graph["amnesiac.ledger.store"] | {bad}
+    assert any(v.startswith("amnesiac.ledger.store -> ") for v in _layer_violations(graph))
