@@ -252,7 +252,7 @@ def flips(n: int, base: Path, work: Path, rng: random.Random, counts: dict, by_k
                                        "tracebacks": 0, "blobs_removed_on_refusal": 0})
         row["trials"] += 1
         same_logic = action == "flip" and kind == "index" and logical_dump(target) == ref_dump
-        audit, tb = quiet(lambda: RunDir.open(out).audit(deep=True))
+        audit, tb = quiet(lambda o=out: RunDir.open(o).audit(deep=True))
         detected = tb is None and (isinstance(audit, AmnesiacError) or not audit.ok)
         row["tracebacks"] += bool(tb)
         row["detected_by_verify"] += detected

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save  # noqa: E402
 
-from amnesiac.ledger.blob import blob_from_tensors  # noqa: E402
 from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, human_bytes, tracked_state  # noqa: E402
+from amnesiac.ledger.blob import blob_from_tensors  # noqa: E402
 from amnesiac.models import build_model  # noqa: E402
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gzip
 import pickle
 import signal
+import struct
 import subprocess
 import sys
-import time
-import struct
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np

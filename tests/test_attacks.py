@@ -285,3 +285,34 @@ def test_limit_class_keeps_a_seeded_random_sample_not_the_first_records():
     assert picks[0] != set(threes[:20].tolist())
     legacy = TrainConfig.from_dict({**TrainConfig(limit_class={3: 20}).to_dict(), "limit_class_select": "first"})
     assert set(select_training_data(train, legacy).ids_of_class(3).tolist()) == set(threes[:20].tolist())
+
+
+def test_attack_options_are_declared_and_checked_before_any_work():
+    from amnesiac.attacks import ATTACK_OPTIONS, check_attack_options
+    from amnesiac.errors import ConfigError
+
+    assert set(ATTACK_OPTIONS) == set(__import__("amnesiac.names", fromlist=["ATTACKS"]).ATTACKS)
+    assert check_attack_options(["logreg", "shokri"], {"shokri": {"attack_epochs": 5}}) == {"shokri-paper": {"attack_epochs": 5}}
+    with pytest.raises(ConfigError, match="Did you mean 'folds'"):
+        check_attack_options(["logreg"], {"logreg": {"fold": 3}})
+    with pytest.raises(ConfigError, match="must be an integer >= 2"):
+        check_attack_options(["logreg"], {"logreg": {"folds": 1}})
+    with pytest.raises(ConfigError, match="not among the attacks run"):
+        check_attack_options(["loss"], {"lira": {"min_out": 2}})
+    with pytest.raises(ConfigError, match="has no option"):
+        check_attack_options(["loss"], {"loss": {"threshold": 0.5}})
+
+
+def test_run_attacks_passes_an_attacks_options_on():
+    from amnesiac.attacks import run_attacks
+    from amnesiac.data import load_dataset
+    from amnesiac.errors import ConfigError
+    from amnesiac.models import build_model
+
+    bundle = load_dataset("digits")
+    model = build_model("small-cnn", in_channels=1, num_classes=10, image_size=8)
+    members, non_members = bundle.train.subset(list(range(40))), bundle.test.subset(list(range(40)))
+    rep = run_attacks({"m": model}, members, non_members, attacks=("logreg",), options={"logreg": {"folds": 4}})
+    assert 0.0 <= rep.results["m"]["logreg"]["auc"] <= 1.0
+    with pytest.raises(ConfigError, match="must be an integer >= 2"):  # refused, not ignored
+        run_attacks({"m": model}, members, non_members, attacks=("logreg",), options={"logreg": {"folds": 1.5}})

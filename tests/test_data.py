@@ -13,7 +13,6 @@ from amnesiac.data import ArrayDataset, WithIds, load_dataset
 from amnesiac.data.cifar import load_cifar
 from amnesiac.data.idx import download_idx, read_idx
 from amnesiac.errors import ConfigError, DatasetError, RequestError, UnknownNameError
-
 from conftest import make_cifar, make_idx_dataset, write_idx
 
 
@@ -131,7 +130,7 @@ def test_download_rejects_a_wrong_checksum_and_keeps_nothing(http_dir, tmp_path)
 def test_cifar_reader(tmp_path, name, archive):
     written = make_cifar(tmp_path, name, archive=archive)
     bundle = load_dataset(name, data_dir=tmp_path)
-    n_train = sum(len(l) for _, l in written["train"])
+    n_train = sum(len(labels) for _, labels in written["train"])
     assert len(bundle.train) == n_train and len(bundle.test) == 6
     first_data, first_labels = written["train"][0]
     assert torch.equal(bundle.train.images[0], torch.from_numpy(first_data[0].reshape(3, 32, 32)))

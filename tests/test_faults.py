@@ -227,8 +227,8 @@ def test_broken_run_layouts_are_named_not_misdescribed(run, tmp_path):
 
 
 def test_a_model_of_another_architecture_is_refused_by_name(run, tmp_path):
-    from amnesiac.run.checkpoint import save_tensors
     from amnesiac.models import build_model
+    from amnesiac.run.checkpoint import save_tensors
 
     mlp = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
     save_tensors(run.model_path, mlp.state_dict(), {"epoch": 1, "step": 46, "hash": model_hash(mlp)})
@@ -266,9 +266,8 @@ def test_readers_report_a_pending_change_instead_of_half_of_it(run, tmp_path):
 
 
 def test_a_ledger_from_before_row_checksums_is_read_and_upgraded_by_its_writer(run):
-    import sqlite3
-
     import json
+    import sqlite3
 
     # make it a ledger of the previous format: no checksum columns, no checksums in metadata or manifest
     con = sqlite3.connect(run.ledger_path / "index.sqlite")

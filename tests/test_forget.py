@@ -9,10 +9,9 @@ from amnesiac.cli import main
 from amnesiac.errors import LedgerCorruptError, MissingUpdatesError, ModelMismatchError, RequestError
 from amnesiac.ledger import tracked_state
 from amnesiac.run import RunDir, TrainConfig, train_run
-from amnesiac.unlearn import forget, list_receipts
 from amnesiac.run.commit import JOURNAL, NEXT_MODEL
+from amnesiac.unlearn import forget, list_receipts
 from amnesiac.utils import model_hash
-
 from conftest import kill_when
 
 
@@ -58,6 +57,7 @@ def test_forgetting_every_record_returns_the_initial_state(run):
     _consistent(run)
 
 
+@pytest.mark.slow
 def test_paper_class_setting_rare_class_touching_10_percent_of_steps(tmp_path):
     # 9 examples of class 3 at batch 16: about 10% of batches hold a 3, as the paper's 100 threes did on MNIST
     res = train_run(TrainConfig(epochs=5, batch_size=16, limit_class={3: 9}, eval_class=3), tmp_path / "r", progress=False)

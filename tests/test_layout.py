@@ -14,8 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "src" / "amnesiac"
 
 # lowest first: a unit may import only units listed before it
-LAYERS = ["_version", "errors", "registry", "names", "faults", "utils", "data", "models", "ledger", "training",
-          "config", "run", "unlearn", "attacks", "report", "experiments", "cli", "__main__"]
+LAYERS = ["_version", "errors", "registry", "names", "options", "faults", "utils", "data", "models", "ledger", "training",
+          "config", "run", "unlearn", "integrations", "attacks", "report", "experiments", "cli", "__main__"]
 
 
 def _module_name(path: Path) -> str:
@@ -135,3 +135,20 @@ def test_the_layer_check_can_say_no(bad):
     graph = _graph()
     graph["amnesiac.ledger.store"] = graph["amnesiac.ledger.store"] | {bad}
     assert any(v.startswith("amnesiac.ledger.store -> ") for v in _layer_violations(graph))
+
+
+def _long_public_functions(limit: int = 60) -> list[str]:
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    return found
+
+
+def test_no_public_function_is_over_60_lines():
+    long = _long_public_functions()
+    assert not long, "public functions over 60 lines (split them into named stages):\n" + "\n".join(long)
+    assert _long_public_functions(limit=20), "the length check found nothing at 20 lines: it is not reading the code"

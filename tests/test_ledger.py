@@ -8,7 +8,6 @@ from amnesiac.errors import ConfigError, LedgerCorruptError, LedgerError, Record
 from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, tracked_state
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.training import batches, fit
-
 from conftest import kill_when
 
 

@@ -119,8 +119,9 @@ def test_requests_a_method_cannot_serve_are_refused(digits_run, tmp_path):
     with pytest.raises(ConfigError, match="--out NEWRUN"):
         forget(digits_run, ids=[1], method="retrain", progress=False)
     # a run whose training data can no longer be read cannot be retrained
-    from conftest import make_idx_dataset
     import shutil
+
+    from conftest import make_idx_dataset
 
     make_idx_dataset(tmp_path / "data" / "mnist", n_train=40, n_test=10)
     train_run(TrainConfig(dataset="mnist", data_dir=str(tmp_path / "data"), epochs=1, batch_size=8),

@@ -8,6 +8,7 @@ from amnesiac.errors import ConfigError, RunDirError, UnknownNameError
 from amnesiac.experiments import PRESETS, reproduce, settings_for
 
 
+@pytest.mark.slow  # minutes each: the whole reproduction on the smoke profile
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_smoke_profile_produces_every_artefact(preset, tmp_path):
     out = tmp_path / preset
@@ -100,4 +101,4 @@ def test_published_row_states_how_the_setting_differs():
         "This run differs: batch size 64 instead of 8; otherwise the same setting. "
     fm = settings_for("fashion-mnist", "default").as_dict()
     text = _setting_differences(fm, {"target_class": fm["mia_class"]})
-    assert "fashion-mnist class 1 instead of CIFAR-100 class 11" in text and "for orientation" in text
+    assert "fashion-mnist class 6 instead of CIFAR-100 class 11" in text and "for orientation" in text

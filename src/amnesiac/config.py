@@ -43,7 +43,7 @@ class TrainConfig:
     ledger_dtype: str = "float32"
     include_buffers: bool = True
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every field; raise ConfigError listing all problems at once."""
         from .data import DATASETS
         from .models import MODELS
@@ -86,7 +86,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

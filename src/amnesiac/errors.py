@@ -14,7 +14,7 @@ batch_size must be a positive integer, got -3
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class AmnesiacError(Exception):

@@ -12,7 +12,8 @@ amnesiac.errors.UnknownNameError: unknown colour 'rde'; choose one of: red. Did 
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ConfigError, UnknownNameError, did_you_mean
 

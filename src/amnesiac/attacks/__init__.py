@@ -3,18 +3,20 @@
 from .inversion import Inversion, class_mean_image, invert, save_grid, score_inversion, ssim, train_evaluator
 from .metrics import auc, best_balanced_accuracy, bootstrap_ci, roc_curve, summarize, threshold_stats, tpr_at_fpr
 from .mia import (
+    ATTACK_OPTIONS,
     ATTACKS,
     MIAReport,
     ShadowRecipe,
     ShadowSet,
     canonical_attack,
+    check_attack_options,
     matched_non_members,
     run_attacks,
     train_shadows,
 )
 
 __all__ = [
-    "ATTACKS", "Inversion", "canonical_attack", "MIAReport", "ShadowRecipe", "ShadowSet", "auc", "best_balanced_accuracy",
+    "ATTACK_OPTIONS", "ATTACKS", "Inversion", "canonical_attack", "check_attack_options", "MIAReport", "ShadowRecipe", "ShadowSet", "auc", "best_balanced_accuracy",
     "bootstrap_ci", "class_mean_image", "invert", "matched_non_members", "roc_curve", "run_attacks", "save_grid",
     "score_inversion", "ssim", "summarize", "threshold_stats", "tpr_at_fpr", "train_evaluator", "train_shadows",
 ]

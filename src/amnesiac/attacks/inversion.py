@@ -81,6 +81,7 @@ def invert(
     if iterations < 1 or restarts < 1:
         raise ConfigError(f"iterations and restarts must be positive, got {iterations} and {restarts}")
     was_training = model.training
+    grads = [p.requires_grad for p in model.parameters()]
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -88,41 +89,50 @@ def invert(
     device = next(model.parameters()).device
     images, costs, used = [], [], []
     try:
-        for r in progress_bar(range(restarts), enabled=progress, desc=f"invert class {target}"):
+        for _ in progress_bar(range(restarts), enabled=progress, desc=f"invert class {target}"):
             if variant == "paper":
                 x = (torch.randn((1, *shape), generator=g) * noise).clamp(-1, 1).to(device)
             else:
                 x = torch.zeros((1, *shape), device=device)
-            x.requires_grad_(True)
-            best_cost, best_x, since = float("inf"), x.detach().clone(), 0
-            it = 0
-            for it in range(1, iterations + 1):
-                cost = 1.0 - torch.softmax(model(x), dim=1)[0, target]
-                grad, = torch.autograd.grad(cost, x)
-                with torch.no_grad():
-                    x -= lr * grad / (grad.abs().mean() + 1e-12) * 0.1
-                    x.clamp_(-1.0, 1.0)
-                    if variant == "original" or it % process_every == 0:
-                        x.copy_(process(x))
-                c = float(cost.detach())
-                if c < best_cost - 1e-6:
-                    best_cost, best_x, since = c, x.detach().clone(), 0
-                else:
-                    since += 1
-                if variant == "original" and since >= patience:
-                    break
-            with torch.no_grad():
-                final = float(1.0 - torch.softmax(model(best_x if variant == "original" else x.detach()), dim=1)[0, target])
-            images.append((best_x if variant == "original" else x.detach()).squeeze(0).cpu())
+            image, final, it = _descend(model, x, target, variant=variant, iterations=iterations, lr=lr,
+                                        process_every=process_every, patience=patience)
+            images.append(image)
             costs.append(final)
             used.append(it)
     finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
+        for p, flag in zip(model.parameters(), grads):  # the caller's frozen parameters stay frozen
+            p.requires_grad_(flag)
         model.train(was_training)
     order = np.argsort(costs)
     return Inversion(target, torch.stack([images[i] for i in order]), [costs[i] for i in order],
                      [used[i] for i in order], variant)
+
+
+def _descend(model: nn.Module, x: torch.Tensor, target: int, *, variant: str, iterations: int, lr: float,
+             process_every: int, patience: int) -> tuple[torch.Tensor, float, int]:
+    """One restart: gradient descent on 1 - p(target | x); the image, its final cost, the iterations used."""
+    x.requires_grad_(True)
+    best_cost, best_x, since = float("inf"), x.detach().clone(), 0
+    it = 0
+    for it in range(1, iterations + 1):
+        cost = 1.0 - torch.softmax(model(x), dim=1)[0, target]
+        grad, = torch.autograd.grad(cost, x)
+        with torch.no_grad():
+            x -= lr * grad / (grad.abs().mean() + 1e-12) * 0.1
+            x.clamp_(-1.0, 1.0)
+            if variant == "original" or it % process_every == 0:
+                x.copy_(process(x))
+        c = float(cost.detach())
+        if c < best_cost - 1e-6:
+            best_cost, best_x, since = c, x.detach().clone(), 0
+        else:
+            since += 1
+        if variant == "original" and since >= patience:
+            break
+    chosen = best_x if variant == "original" else x.detach()
+    with torch.no_grad():
+        final = float(1.0 - torch.softmax(model(chosen), dim=1)[0, target])
+    return chosen.squeeze(0).cpu(), final, it
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 2.0, window: int = 3) -> float:
@@ -179,17 +189,14 @@ def class_mean_image(data: Any, target: int) -> torch.Tensor:
 
 def save_grid(path: str | Path, rows: dict[str, torch.Tensor], *, title: str | None = None) -> Path:
     """Save inversions as a PNG grid: one row per label, one column per image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n_rows = len(rows)
     n_cols = max(t.shape[0] for t in rows.values())
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.4 * n_cols + 1.2, 1.4 * n_rows + (0.4 if title else 0)),
-                             squeeze=False)
+    fig = Figure(figsize=(1.4 * n_cols + 1.2, 1.4 * n_rows + (0.4 if title else 0)))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, (label, imgs) in enumerate(rows.items()):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -209,7 +216,6 @@ def save_grid(path: str | Path, rows: dict[str, torch.Tensor], *, title: str | N
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -231,25 +237,25 @@ def train_evaluator(train: Any, target_model_name: str, *, epochs: int = 10, see
     import hashlib
     import json
 
-    from ..run.checkpoint import load_tensors, save_tensors
     from ..models import build_model
+    from ..run.checkpoint import load_tensors, save_tensors
     from ..training import fit, make_optimizer
-    from ..utils import seed_everything
+    from ..utils import seeded
 
     info = train.info
     name = "mlp" if target_model_name != "mlp" else "small-cnn"
     key = hashlib.sha256(json.dumps({"m": name, "e": epochs, "s": seed, "n": len(train), "ids": train.ids[:50].tolist(),
                                      "d": info.name}).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"evaluator-{name}-{key}.safetensors" if cache_dir is not None else None
-    seed_everything(seed)
-    net = build_model(name, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
-    net.to(device or "cpu")
-    if path is not None and path.is_file():
-        net.load_state_dict(load_tensors(path)[0])
-    else:
-        fit(net, make_optimizer("adam", net.parameters()), train, epochs=epochs, batch_size=64, seed=seed,
-            progress=progress, desc="evaluator")
-        if path is not None:
-            save_tensors(path, net.state_dict(), {"model": name})
+    with seeded(seed):
+        net = build_model(name, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
+        net.to(device or "cpu")
+        if path is not None and path.is_file():
+            net.load_state_dict(load_tensors(path)[0])
+        else:
+            fit(net, make_optimizer("adam", net.parameters()), train, epochs=epochs, batch_size=64, seed=seed,
+                progress=progress, desc="evaluator")
+            if path is not None:
+                save_tensors(path, net.state_dict(), {"model": name})
     net.eval()
     return net

@@ -12,7 +12,8 @@ Convention: a higher score means "more likely a member"; ``labels`` are 1 for me
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

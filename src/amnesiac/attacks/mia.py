@@ -25,24 +25,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..run.checkpoint import load_tensors, save_tensors
 from ..data.base import ArrayDataset
 from ..errors import ConfigError
 from ..models import build_model
-from ..training import fit, make_optimizer, predict
-from ..utils import progress_bar, seed_everything
-from .metrics import summarize, threshold_stats
-
 from ..names import ATTACK_ALIASES as ALIASES
 from ..names import ATTACKS, SHADOW_ATTACKS
+from ..options import check
+from ..run.checkpoint import load_tensors, save_tensors
+from ..training import fit, make_optimizer, predict
+from ..utils import progress_bar, seeded
+from .metrics import summarize, threshold_stats
 
 
 def canonical_attack(name: str) -> str:
@@ -194,18 +195,19 @@ def train_shadows(pool: ArrayDataset, recipe: ShadowRecipe, *, n: int = 16, seed
     trained = 0
     for k in progress_bar(range(n), enabled=progress, desc="shadow models"):
         path = folder / f"shadow-{k:03d}.safetensors" if folder is not None else None
-        seed_everything(seed * 1000 + k + 1)
-        net = build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
-        net.to(device or "cpu")
-        if path is not None and path.is_file():
-            net.load_state_dict(load_tensors(path)[0])
-        else:
-            opt = make_optimizer(recipe.optimizer, net.parameters(), lr=recipe.lr)
-            fit(net, opt, pool.subset(np.flatnonzero(masks[k])), epochs=recipe.epochs, batch_size=recipe.batch_size,
-                seed=seed * 1000 + k, progress=False)
-            trained += 1
-            if path is not None:
-                save_tensors(path, net.state_dict(), {"k": k, "key": key})
+        with seeded(seed * 1000 + k + 1):
+            net = build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes,
+                              image_size=info.image_size)
+            net.to(device or "cpu")
+            if path is not None and path.is_file():
+                net.load_state_dict(load_tensors(path)[0])
+            else:
+                opt = make_optimizer(recipe.optimizer, net.parameters(), lr=recipe.lr)
+                fit(net, opt, pool.subset(np.flatnonzero(masks[k])), epochs=recipe.epochs,
+                    batch_size=recipe.batch_size, seed=seed * 1000 + k, progress=False)
+                trained += 1
+                if path is not None:
+                    save_tensors(path, net.state_dict(), {"k": k, "key": key})
         net.eval()
         models.append(net)
     return ShadowSet(models, masks, pool, folder, trained)
@@ -221,8 +223,8 @@ class _AttackMLP(nn.Module):
 
 
 def _train_attack(x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int) -> _AttackMLP:
-    torch.manual_seed(seed)
-    net = _AttackMLP(x.shape[1])
+    with seeded(seed):
+        net = _AttackMLP(x.shape[1])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
     g = torch.Generator().manual_seed(seed)
@@ -400,9 +402,38 @@ class MIAReport:
                 "results": self.results}
 
 
+# each attack's options: name -> kind (see amnesiac.options); anything else is refused before work starts
+ATTACK_OPTIONS: dict[str, dict[str, str]] = {
+    "loss": {},
+    "confidence": {},
+    "logreg": {"folds": "int>=2"},
+    "shadow": {},
+    "shokri-paper": {"attack_epochs": "int>=1"},
+    "lira": {"min_out": "int>=1"},
+}
+
+
+def check_attack_options(attacks: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """``options`` (attack -> its options) checked against :data:`ATTACK_OPTIONS`; options for an attack
+    that is not run are refused too, since they would silently do nothing.
+
+    >>> check_attack_options(["logreg"], {"logreg": {"folds": 3}})
+    {'logreg': {'folds': 3}}
+    """
+    chosen = [canonical_attack(a) for a in attacks]
+    out: dict[str, dict[str, Any]] = {}
+    for name, opts in (options or {}).items():
+        attack = canonical_attack(name)
+        if attack not in chosen:
+            raise ConfigError(f"options given for attack {attack!r}, which is not among the attacks run ({', '.join(chosen)})")
+        out[attack] = check("attack", attack, ATTACK_OPTIONS[attack], dict(opts))
+    return out
+
+
 def run_attacks(models: dict[str, nn.Module], members: ArrayDataset, non_members: ArrayDataset, *,
                 attacks: Sequence[str] = ATTACKS, shadows: ShadowSet | None = None, seed: int = 0,
                 non_member_pool_positions: Sequence[int] | None = None,
+                options: Mapping[str, Mapping[str, Any]] | None = None,
                 progress: bool | None = None) -> MIAReport:
     """Run each attack on each model; the same members, non-members and shadow models for all of them.
 
@@ -410,7 +441,9 @@ def run_attacks(models: dict[str, nn.Module], members: ArrayDataset, non_members
     ``logreg`` and ``lira``, whose scores are probabilities) and at the best-balanced threshold otherwise.
     Members are taken to lie outside the shadow pool; if the non-members were drawn from it, give their
     positions in it (``non_member_pool_positions``) so LiRA uses only the shadow models that did not see them.
+    ``options`` sets an attack's own options, e.g. ``{"logreg": {"folds": 3}}`` (see :data:`ATTACK_OPTIONS`).
     """
+    opts = check_attack_options(attacks, options)
     attacks = [canonical_attack(a) for a in attacks]
     if len(members) == 0 or len(non_members) == 0:
         raise ConfigError(f"an attack needs members and non-members; got {len(members)} and {len(non_members)}")
@@ -425,14 +458,15 @@ def run_attacks(models: dict[str, nn.Module], members: ArrayDataset, non_members
             elif attack == "confidence":
                 s, y = confidence_scores(model, members, non_members)
             elif attack == "logreg":
-                s, y = logreg_scores(model, members, non_members, seed=seed)
+                s, y = logreg_scores(model, members, non_members, seed=seed, **opts.get(attack, {}))
             elif attack == "shadow":
                 s, y = shadow_scores(model, members, non_members, shadows, seed=seed)  # type: ignore[arg-type]
             elif attack == "shokri-paper":
-                s, y = shokri_scores(model, members, non_members, shadows, seed=seed)  # type: ignore[arg-type]
+                s, y = shokri_scores(model, members, non_members, shadows, seed=seed,  # type: ignore[arg-type]
+                                     **opts.get(attack, {}))
             else:
                 s, y = lira_scores(model, members, non_members, shadows,  # type: ignore[arg-type]
-                                   non_member_pool_positions=non_member_pool_positions)
+                                   non_member_pool_positions=non_member_pool_positions, **opts.get(attack, {}))
             natural = {"shadow": 0.5, "shokri-paper": 0.5, "logreg": 0.0, "lira": 0.0}.get(attack)
             try:
                 res = summarize(s, y, threshold=natural, seed=seed)
@@ -461,6 +495,6 @@ def matched_non_members(pool: ArrayDataset, members: ArrayDataset, *, per_member
     return pool.subset(sorted(chosen))
 
 
-__all__ = ["ATTACKS", "MIAReport", "Outputs", "ShadowRecipe", "ShadowSet", "canonical_attack", "confidence_scores",
+__all__ = ["ATTACKS", "ATTACK_OPTIONS", "check_attack_options", "MIAReport", "Outputs", "ShadowRecipe", "ShadowSet", "canonical_attack", "confidence_scores",
            "lira_scores", "logreg_scores", "loss_scores", "matched_non_members", "membership_features", "outputs",
            "run_attacks", "shadow_scores", "shokri_scores", "threshold_stats", "train_shadows"]

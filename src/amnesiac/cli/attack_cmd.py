@@ -41,6 +41,9 @@ def add_parser(sub: Any) -> None:
     mia.add_argument("--max-targets", type=int, default=500, help="sample at most this many targets (default 500)")
     mia.add_argument("--reference", default=None, help="run directory of a model retrained without the targets")
     mia.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated, from {', '.join(ATTACKS)}")
+    mia.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.NAME=VALUE",
+                     help="an attack's own option, e.g. logreg.folds=3, shokri-paper.attack_epochs=50, lira.min_out=4 "
+                          "(repeatable; an option the attack does not take is refused)")
     mia.add_argument("--shadows", type=int, default=16, help="shadow models (default 16, as in the paper)")
     mia.add_argument("--shadow-epochs", type=int, default=None, help="epochs per shadow model (default: the run's)")
     mia.add_argument("--cache", default=None, help="directory to keep shadow models in (reused across calls)")
@@ -70,13 +73,23 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
-def _targets(args: argparse.Namespace, run: "RunDir"):
+def _targets(args: argparse.Namespace, run: RunDir):
     """The target records: records the run trained on (after --limit-class and --exclude), never others."""
     import torch  # noqa: F401
 
-    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
-                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
-                           train_shadows)
+    from ..attacks import (  # noqa: F401
+        ShadowRecipe,
+        canonical_attack,
+        check_attack_options,
+        class_mean_image,
+        invert,
+        matched_non_members,
+        run_attacks,
+        save_grid,
+        score_inversion,
+        train_evaluator,
+        train_shadows,
+    )
     from ..run import RunDir  # noqa: F401
     from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     train = run.training_data()
@@ -102,14 +115,23 @@ def _targets(args: argparse.Namespace, run: "RunDir"):
     return train.only_ids(ids)
 
 
-def _load_models(run: "RunDir", reference: str | None) -> dict[str, Any]:
+def _load_models(run: RunDir, reference: str | None) -> dict[str, Any]:
     """The run's model and the reference's, read as committed state; done before any expensive work, so a
     bad --reference is refused at once."""
     import torch  # noqa: F401
 
-    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
-                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
-                           train_shadows)
+    from ..attacks import (  # noqa: F401
+        ShadowRecipe,
+        canonical_attack,
+        class_mean_image,
+        invert,
+        matched_non_members,
+        run_attacks,
+        save_grid,
+        score_inversion,
+        train_evaluator,
+        train_shadows,
+    )
     from ..run import RunDir  # noqa: F401
     from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     models = {}
@@ -122,17 +144,47 @@ def _load_models(run: "RunDir", reference: str | None) -> dict[str, Any]:
     return models
 
 
+def _attack_options(given: list[str]) -> dict[str, dict[str, Any]]:
+    """``["logreg.folds=3"]`` as ``{"logreg": {"folds": 3}}``; values are read as integers or numbers."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in given:
+        head, eq, raw = item.partition("=")
+        attack, dot, name = head.partition(".")
+        if not (eq and dot and attack and name and raw):
+            raise ConfigError(f"--attack-option {item!r}: expected ATTACK.NAME=VALUE, e.g. logreg.folds=3")
+        try:
+            value: Any = int(raw)
+        except ValueError:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"--attack-option {item!r}: the value must be a number, got {raw!r}") from None
+        out.setdefault(attack.strip(), {})[name.strip()] = value
+    return out
+
+
 def run_mia(args: argparse.Namespace) -> int:
     import torch  # noqa: F401
 
-    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
-                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
-                           train_shadows)
+    from ..attacks import (  # noqa: F401
+        ShadowRecipe,
+        canonical_attack,
+        check_attack_options,
+        class_mean_image,
+        invert,
+        matched_non_members,
+        run_attacks,
+        save_grid,
+        score_inversion,
+        train_evaluator,
+        train_shadows,
+    )
     from ..run import RunDir  # noqa: F401
     from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     run = RunDir.open(args.run)
     cfg = run.config
     attacks = [canonical_attack(a.strip()) for a in args.attacks.split(",") if a.strip()]
+    attack_options = check_attack_options(attacks, _attack_options(args.attack_option))
     if args.shadows < 1:
         raise ConfigError(f"--shadows must be at least 1, got {args.shadows}")
     members = _targets(args, run)
@@ -145,7 +197,8 @@ def run_mia(args: argparse.Namespace) -> int:
         recipe = ShadowRecipe(cfg.model, args.shadow_epochs or cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr)
         shadows = train_shadows(pool, recipe, n=args.shadows, seed=args.seed, cache_dir=args.cache, progress=progress)
     report = run_attacks(models, members, non_members, attacks=attacks, shadows=shadows, seed=args.seed,
-                         non_member_pool_positions=pool.positions_of(non_members.ids).tolist(), progress=progress)
+                         non_member_pool_positions=pool.positions_of(non_members.ids).tolist(),
+                         options=attack_options, progress=progress)
     result = {"run": str(run.path), "reference": args.reference, **report.as_dict()}
     if args.out:
         atomic_write_json(Path(args.out) / "mia.json", result)
@@ -177,9 +230,18 @@ def _num(v: float | None) -> str:
 def run_inversion(args: argparse.Namespace) -> int:
     import torch  # noqa: F401
 
-    from ..attacks import (ShadowRecipe, canonical_attack, class_mean_image, invert,  # noqa: F401
-                           matched_non_members, run_attacks, save_grid, score_inversion, train_evaluator,
-                           train_shadows)
+    from ..attacks import (  # noqa: F401
+        ShadowRecipe,
+        canonical_attack,
+        class_mean_image,
+        invert,
+        matched_non_members,
+        run_attacks,
+        save_grid,
+        score_inversion,
+        train_evaluator,
+        train_shadows,
+    )
     from ..run import RunDir  # noqa: F401
     from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
     run = RunDir.open(args.run)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def add_subparser(sub: Any, name: str, *, help: str, description: str, examples: str) -> argparse.ArgumentParser:

@@ -36,28 +36,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
-
-    from ..attacks import (ShadowRecipe, class_mean_image, invert, run_attacks, score_inversion,
-                           train_evaluator, train_shadows)
     from ..run import TrainConfig, train_run
-    from ..training import evaluate
     from ..unlearn import forget
 
-    from ..errors import ConfigError
-
     t0 = time.perf_counter()
-    out = Path(args.out)
-    marker = out / ".amnesiac-demo"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a directory for the demo's runs")
-    if out.exists() and any(out.iterdir()):
-        if not marker.is_file():  # only an earlier demo's output is ever replaced
-            raise ConfigError(f"--out {out} exists and is not the output of an earlier demo; choose a new directory "
-                              "(the demo replaces only its own earlier output)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text("written by `amnesiac demo`; the next demo with this --out replaces this directory\n")
+    out = _fresh_out(Path(args.out))
     progress = False if args.no_progress else None
     c = args.class_
     cfg = TrainConfig(dataset="digits", model="small-cnn", epochs=args.epochs, batch_size=args.batch_size,
@@ -71,23 +54,67 @@ def run(args: argparse.Namespace) -> int:
     print(f"3/4 forgetting class {c} with amnesiac unlearning (+ 1 repair epoch) ...", flush=True)
     result = forget(original.run, class_=c, options={"repair_epochs": 1}, out=str(out / "forgotten"), progress=progress)
     print("4/4 attacking the three models ...", flush=True)
-    bundle = original.run.bundle()
+    models = {"original": original.run.load_model(), "amnesiac": result.model, "retrained": reference.model}
+    rows, summary = _measure(args, out, original.run.bundle(), models, forgotten_ids, progress)
+    print()
+    print(table(rows, ["", "original", "after amnesiac", "retrained (reference)"]))
+    print(summary)
+    r = result.receipt
+    print(f"\namnesiac reverted {r['n_steps_reverted']} of {r['plan']['total_steps']} steps "
+          f"({100 * r['plan']['share']:.1f}%) and repaired with {r['optimizer_steps']} steps; "
+          f"receipt in {out / 'forgotten'} (amnesiac receipts {out / 'forgotten'})")
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _fresh_out(out: Path) -> Path:
+    """The demo's output folder, empty; only an earlier demo's output is ever replaced."""
+    import shutil
+
+    from ..errors import ConfigError
+
+    marker = out / ".amnesiac-demo"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory for the demo's runs")
+    if out.exists() and any(out.iterdir()):
+        if not marker.is_file():
+            raise ConfigError(f"--out {out} exists and is not the output of an earlier demo; choose a new directory "
+                              "(the demo replaces only its own earlier output)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `amnesiac demo`; the next demo with this --out replaces this directory\n")
+    return out
+
+
+def _measure(args: argparse.Namespace, out: Path, bundle: Any, models: dict[str, Any], forgotten_ids: list[int],
+             progress: bool | None) -> tuple[list[list[Any]], str]:
+    """Accuracy, membership (loss and LiRA AUC with intervals) and inversion rows, and a line saying what the
+    membership numbers show."""
+    from ..attacks import (
+        ShadowRecipe,
+        class_mean_image,
+        invert,
+        run_attacks,
+        score_inversion,
+        train_evaluator,
+        train_shadows,
+    )
+    from ..training import evaluate
+
+    c = args.class_
     members = bundle.train.only_ids(forgotten_ids)
     # non-members from the same distribution: the training records of the class that the run left out
     # (test records come from other writers, which a model can tell apart without any membership)
-    unseen = bundle.train.subset((bundle.train.targets == c).nonzero().flatten()).without_ids(forgotten_ids)
+    non_members = bundle.train.subset((bundle.train.targets == c).nonzero().flatten()).without_ids(forgotten_ids)
     shadows = train_shadows(bundle.test, ShadowRecipe("small-cnn", args.epochs, args.batch_size), n=8, seed=args.seed,
                             cache_dir=out / "cache", progress=progress)
-    models = {"original": original.run.load_model(), "amnesiac": result.model, "retrained": reference.model}
-    non_members = unseen
     report = run_attacks(models, members, non_members, attacks=("loss", "lira"), shadows=shadows, progress=False)
     evaluator = train_evaluator(bundle.train, "small-cnn", cache_dir=out / "cache", progress=progress)
     mean = class_mean_image(bundle.train, c)
     sets = {"test": bundle.test, f"class {c}": bundle.test.subset((bundle.test.targets == c).nonzero().flatten()),
             "other classes": bundle.test.subset((bundle.test.targets != c).nonzero().flatten())}
-    rows = []
-    for label, ds in sets.items():
-        rows.append([f"test accuracy, {label}"] + [evaluate(m, ds)["accuracy"] for m in models.values()])
+    rows = [[f"test accuracy, {label}"] + [evaluate(m, ds)["accuracy"] for m in models.values()]
+            for label, ds in sets.items()]
     rows.append([f"accuracy on the {len(members)} forgotten records"] + [evaluate(m, members)["accuracy"] for m in models.values()])
     for attack in ("loss", "lira"):
         rows.append([f"membership AUC ({attack}), 95% CI"] + [
@@ -96,17 +123,10 @@ def run(args: argparse.Namespace) -> int:
     inv = [score_inversion(invert(m, c, shape=(1, 8, 8), iterations=400, process_every=200, restarts=4, seed=args.seed),
                            evaluator, mean)["evaluator_accuracy"] for m in models.values()]
     rows.append([f"inversions of class {c} recognised"] + inv)
-    print()
-    print(table(rows, ["", "original", "after amnesiac", "retrained (reference)"]))
     lira = {n: report.results[n]["lira"]["auc"] for n in models}
-    print(f"\nmembership: {len(members)} forgotten records against the {len(non_members)} training records of class "
-          f"{c} the run left out; AUC 0.5 = the attacker cannot tell them apart. LiRA gives "
-          f"{lira['original']:.2f} on the original, {lira['amnesiac']:.2f} after amnesiac and "
-          f"{lira['retrained']:.2f} on the reference retrained without them: after amnesiac the attacker is "
-          f"{abs(lira['amnesiac'] - lira['retrained']):.2f} from the reference.")
-    r = result.receipt
-    print(f"\namnesiac reverted {r['n_steps_reverted']} of {r['plan']['total_steps']} steps "
-          f"({100 * r['plan']['share']:.1f}%) and repaired with {r['optimizer_steps']} steps; "
-          f"receipt in {out / 'forgotten'} (amnesiac receipts {out / 'forgotten'})")
-    print(f"done in {time.perf_counter() - t0:.0f} s")
-    return 0
+    summary = (f"\nmembership: {len(members)} forgotten records against the {len(non_members)} training records of "
+               f"class {c} the run left out; AUC 0.5 = the attacker cannot tell them apart. LiRA gives "
+               f"{lira['original']:.2f} on the original, {lira['amnesiac']:.2f} after amnesiac and "
+               f"{lira['retrained']:.2f} on the reference retrained without them: after amnesiac the attacker is "
+               f"{abs(lira['amnesiac'] - lira['retrained']):.2f} from the reference.")
+    return rows, summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError
@@ -92,12 +93,34 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bare_ledger_audit(path: Path, *, deep: bool, progress: bool | None) -> Any:
+    """The audit of a ledger recorded from your own loop (no run directory around it): everything in it;
+    the model is checked against the head when you forget (``forget_records``), not here."""
+    from ..ledger import LedgerStore
+    from ..run import RunAudit
+
+    rep = RunAudit(ledger=None)
+    try:
+        with LedgerStore.open(path) as store:
+            rep.ledger = store.verify(deep=deep, progress=progress)
+        rep.checks.append("a ledger without a run directory: manifest, index, initial weights and blobs")
+    except LedgerError as err:
+        rep.problems.append(str(err))
+    return rep
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from ..ledger import human_bytes  # noqa: F401
     from ..run import RunDir
 
-    run = RunDir.open(args.run)
-    rep = run.audit(deep=args.deep, progress=False if args.no_progress else None)
+    progress = False if args.no_progress else None
+    where = Path(args.run)
+    if (where / "manifest.json").is_file() and not (where / "config.json").exists():
+        rep = _bare_ledger_audit(where, deep=args.deep, progress=progress)  # a ledger from your own loop
+    else:
+        run = RunDir.open(args.run)
+        where = run.path
+        rep = run.audit(deep=args.deep, progress=progress)
     led = rep.ledger
     if args.json:
         emit_json({"ok": rep.ok, "deep": args.deep, "checks": rep.checks, "problems": rep.problems,
@@ -106,7 +129,7 @@ def run_verify(args: argparse.Namespace) -> int:
                        "orphans": led.orphans, "problems": led.problems, "unchecked_rows": led.unchecked_rows}})
         return 0 if rep.ok else 1
     if led is None and not rep.problems:
-        print(f"{run.path}: no ledger (trained with --record none); config checked")
+        print(f"{where}: no ledger (trained with --record none); config checked")
         return 0
     if led is not None:
         what = f"{led.checked} stored updates read and checked" if args.deep else f"{led.recorded} recorded updates present"

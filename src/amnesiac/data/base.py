@@ -6,8 +6,9 @@ supplies ids), so a deletion request can name it long after training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ class ArrayDataset(Dataset):
         idx = torch.as_tensor(index, dtype=torch.long)
         return self._normalise(self.images[idx]), self.targets[idx], self.ids[idx]
 
-    def subset(self, positions: Sequence[int] | torch.Tensor | np.ndarray) -> "ArrayDataset":
+    def subset(self, positions: Sequence[int] | torch.Tensor | np.ndarray) -> ArrayDataset:
         """A new dataset holding the given positions, keeping their original ids."""
         pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
         return ArrayDataset(
@@ -123,14 +124,14 @@ class ArrayDataset(Dataset):
             )
         return order[where]
 
-    def without_ids(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> "ArrayDataset":
+    def without_ids(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> ArrayDataset:
         """The dataset minus the given ids (which must all be present)."""
         drop = self.positions_of(ids)
         keep = torch.ones(len(self), dtype=torch.bool)
         keep[drop] = False
         return self.subset(torch.nonzero(keep).flatten())
 
-    def only_ids(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> "ArrayDataset":
+    def only_ids(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> ArrayDataset:
         """The dataset restricted to the given ids, in the dataset's own order."""
         pos = torch.sort(self.positions_of(ids)).values
         return self.subset(pos)
@@ -139,12 +140,12 @@ class ArrayDataset(Dataset):
         """Sample ids of every record with the given label."""
         return self.ids[self.targets == int(label)]
 
-    def with_labels(self, labels: torch.Tensor) -> "ArrayDataset":
+    def with_labels(self, labels: torch.Tensor) -> ArrayDataset:
         """The same images and ids with other labels (used by relabelling)."""
         return ArrayDataset(self.images, labels, self.ids, max_value=self.max_value, info=self.info)
 
     @staticmethod
-    def concat(parts: Sequence["ArrayDataset"]) -> "ArrayDataset":
+    def concat(parts: Sequence[ArrayDataset]) -> ArrayDataset:
         """Join datasets of the same image shape; ids must stay unique."""
         if not parts:
             raise ConfigError("concat needs at least one dataset")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

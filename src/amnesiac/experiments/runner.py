@@ -22,8 +22,9 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,11 +124,50 @@ def _train_after_request(model: torch.nn.Module, data: ArrayDataset, s: Settings
 
 
 # ------------------------------------------------------------------ stage 1: class forgetting and inversion
+class _Inversions:
+    """Model inversions of one class at chosen points, scored by an independent evaluator (none without
+    inversion epochs in the settings)."""
+
+    def __init__(self, s: Settings, bundle: Any, out: Path, progress: bool | None, device: torch.device) -> None:
+        self.s, self.info, self.progress = s, bundle.info, progress
+        self.scores: dict[str, Any] = {}
+        self.images: dict[str, dict[str, torch.Tensor]] = {}
+        self.evaluator = self.mean = None
+        if s.inversion_epochs:
+            self.evaluator = train_evaluator(bundle.train, s.model, cache_dir=out / "cache", progress=progress,
+                                             device=device)
+            self.mean = class_mean_image(bundle.train, s.target_class)
+
+    def __call__(self, method: str, label: str, model: torch.nn.Module) -> None:
+        if self.evaluator is None:
+            return
+        s, info = self.s, self.info
+        inv = invert(model, s.target_class, shape=(info.channels, info.image_size, info.image_size),
+                     iterations=s.inversion_iterations, process_every=s.inversion_process_every,
+                     restarts=s.inversion_restarts, seed=s.seed, progress=self.progress)
+        self.scores.setdefault(method, {})[label] = score_inversion(inv, self.evaluator, self.mean)
+        self.images.setdefault(method, {})[label] = inv.images
+
+    def at_epochs(self, method: str, model: torch.nn.Module) -> Callable[[int], None]:
+        def at_end(epoch: int) -> None:
+            if epoch in self.s.inversion_epochs:
+                self(method, f"epoch {epoch}", model)
+        return at_end
+
+    def grids(self, out: Path) -> dict[str, str]:
+        c = self.s.target_class
+        return {method: str(save_grid(out / f"inversion-{method}.png", {**rows, "class mean": self.mean[None]},
+                                      title=f"{method}: inversions of class {c}").name)
+                for method, rows in self.images.items()}
+
+
+# ------------------------------------------------------------------ stage 1: class forgetting and inversion
 def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: bool | None,
                      device: torch.device) -> dict[str, Any]:
+    """Figures 1-6: the class forgotten by naive retraining, relabelling and amnesiac unlearning, with the
+    accuracy curves after the request and model inversions along the way."""
     c = s.target_class
     bundle = load_dataset(s.dataset, data_dir=data_dir)
-    info = bundle.info
     sets = _class_sets(bundle.test, c)
     base = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                        seed=s.seed, data_dir=data_dir, eval_class=c, record="none")
@@ -135,50 +175,46 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
     amn_cfg = TrainConfig.from_dict({**base.to_dict(), "limit_class": {str(c): s.amnesiac_keep}, "record": "watch",
                                      "watch_class": c, "ledger_dtype": s.ledger_dtype})
     amn = trained_run(amn_cfg, out / "runs" / "amnesiac", progress=progress, device=device)
-
-    inversions: dict[str, Any] = {}
-    images: dict[str, dict[str, torch.Tensor]] = {}
-    evaluator = mean = None
-    if s.inversion_epochs:
-        evaluator = train_evaluator(bundle.train, s.model, cache_dir=out / "cache", progress=progress, device=device)
-        mean = class_mean_image(bundle.train, c)
-
-    def inversion(method: str, label: str, model: torch.nn.Module) -> None:
-        if evaluator is None:
-            return
-        inv = invert(model, c, shape=(info.channels, info.image_size, info.image_size), iterations=s.inversion_iterations,
-                     process_every=s.inversion_process_every, restarts=s.inversion_restarts, seed=s.seed, progress=progress)
-        inversions.setdefault(method, {})[label] = score_inversion(inv, evaluator, mean)
-        images.setdefault(method, {})[label] = inv.images
-
-    curves: dict[str, list[dict[str, Any]]] = {}
+    inversion = _Inversions(s, bundle, out, progress, device)
     trained_model = full.load_model().to(device)
+    curves = _baseline_curves(s, full, trained_model, sets, inversion, progress)
+    curves["amnesiac"], summary = _amnesiac_curve(s, amn, sets, inversion, progress, device)
+    return {"target_class": c, "curves": curves, "amnesiac": summary, "inversion": inversion.scores,
+            "inversion_grids": inversion.grids(out), "full_model_test": evaluate(trained_model, bundle.test, topk=s.topk)}
+
+
+def _baseline_curves(s: Settings, full: RunDir, trained_model: torch.nn.Module, sets: dict[str, ArrayDataset],
+                     inversion: _Inversions, progress: bool | None) -> dict[str, list[dict[str, Any]]]:
+    """Naive retraining and relabelling, each from a copy of the fully trained model."""
+    c = s.target_class
+    num_classes = full.bundle().info.num_classes
     before = _point(trained_model, sets, s.topk, 0.0, "before")
+    train = full.training_data()
+    retain = train.without_ids(train.ids_of_class(c))
+    curves: dict[str, list[dict[str, Any]]] = {}
     for method in ("naive", "relabel"):
         model = copy.deepcopy(trained_model)
-        train = full.training_data()
-        retain = train.without_ids(train.ids_of_class(c))
-        if method == "naive":
-            data = retain
-        else:
+        data = retain
+        if method == "relabel":
             g = torch.Generator().manual_seed(s.seed + 17)
             forgotten = train.only_ids(train.ids_of_class(c))
-            data = ArrayDataset.concat([retain, forgotten.with_labels(wrong_labels(forgotten.targets, info.num_classes, g))])
+            data = ArrayDataset.concat([retain, forgotten.with_labels(wrong_labels(forgotten.targets, num_classes, g))])
         inversion(method, "trained", model)
-
-        def at_end(epoch: int, m: str = method, mdl: torch.nn.Module = model) -> None:
-            if epoch in s.inversion_epochs:
-                inversion(m, f"epoch {epoch}", mdl)
-
         curves[method] = [before] + _train_after_request(model, data, s, sets, epochs=s.post_epochs, seed=s.seed + 1,
-                                                         at_epoch_end=at_end, progress=progress)
-    # amnesiac: the model that kept only a few examples of the class, then the deletion request
+                                                         at_epoch_end=inversion.at_epochs(method, model),
+                                                         progress=progress)
+    return curves
+
+
+def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inversion: _Inversions,
+                    progress: bool | None, device: torch.device) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The model that kept only a few examples of the class, the deletion request, then training on."""
+    c = s.target_class
     amn_model = amn.load_model().to(device)
     amn_before = _point(amn_model, sets, s.topk, 0.0, "before")
     inversion("amnesiac", "trained", amn_model)
-    store = amn.open_ledger()
-    total_steps = store.count_steps()
-    store.close()
+    with amn.open_ledger() as store:
+        total_steps = store.count_steps()
     t = time.perf_counter()
     result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress)
     forget_seconds = time.perf_counter() - t
@@ -186,30 +222,12 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
     after = _point(model, sets, s.topk, 0.0, "after removal (0')")
     inversion("amnesiac", "after removal", model)
     retain = amn.training_data().without_ids(amn.training_data().ids_of_class(c))
-
-    def at_end_amn(epoch: int) -> None:
-        if epoch in s.inversion_epochs:
-            inversion("amnesiac", f"epoch {epoch}", model)
-
-    curves["amnesiac"] = [amn_before, after] + _train_after_request(model, retain, s, sets, epochs=s.post_epochs,
-                                                                     seed=s.seed + 2, at_epoch_end=at_end_amn,
-                                                                     progress=progress)
-    grids = {}
-    for method, rows in images.items():
-        rows = dict(rows)
-        rows["class mean"] = mean[None]
-        grids[method] = str(save_grid(out / f"inversion-{method}.png", rows,
-                                      title=f"{method}: inversions of class {c}").name)
-    return {
-        "target_class": c,
-        "curves": curves,
-        "amnesiac": {"steps_reverted": result.receipt["n_steps_reverted"], "total_steps": total_steps,
-                     "share": result.receipt["n_steps_reverted"] / max(total_steps, 1), "forget_seconds": forget_seconds,
-                     "kept_examples": s.amnesiac_keep},
-        "inversion": inversions,
-        "inversion_grids": grids,
-        "full_model_test": evaluate(trained_model, bundle.test, topk=s.topk),
-    }
+    curve = [amn_before, after] + _train_after_request(model, retain, s, sets, epochs=s.post_epochs, seed=s.seed + 2,
+                                                       at_epoch_end=inversion.at_epochs("amnesiac", model),
+                                                       progress=progress)
+    n = result.receipt["n_steps_reverted"]
+    return curve, {"steps_reverted": n, "total_steps": total_steps, "share": n / max(total_steps, 1),
+                   "forget_seconds": forget_seconds, "kept_examples": s.amnesiac_keep}
 
 
 # ------------------------------------------------------------------ stage 2: membership inference (Table 1)
@@ -230,14 +248,44 @@ def _attack_figures(rep: dict[str, Any]) -> dict[str, Any]:
 
 def membership_inference(s: Settings, out: Path, data_dir: str | None, progress: bool | None,
                          device: torch.device) -> dict[str, Any]:
-    """Table 1: a target trained the way the authors' code trained theirs (a random half, small batches,
+    """Table 1: a target trained the way the authors' code trained theirs (a random share, small batches,
     enough epochs to overfit), so that at epoch 0 the attacks separate members from non-members; then each
     method, attacked at 0, 0' and after each epoch, beside a model retrained from scratch without the targets."""
-    t_cls = s.mia_class
     bundle = load_dataset(s.dataset, data_dir=data_dir)
-    info = bundle.info
-    batch = s.mia_batch_size or s.batch_size
-    epochs = s.mia_epochs or s.epochs
+    cfg, target_run, attacker_pool = _mia_target(s, bundle, out, data_dir, progress, device)
+    target_model = target_run.load_model().to(device)
+    train_a = target_run.training_data()
+    cand = train_a.only_ids(train_a.ids_of_class(s.mia_class))
+    logits, labels, ids = predict(target_model, cand)
+    targets = cand.only_ids(ids[logits.argmax(1) == labels])  # the authors' members: correctly classified
+    non_members = matched_non_members(bundle.test, targets, seed=s.seed)
+    batch, epochs = s.mia_batch_size or s.batch_size, s.mia_epochs or s.epochs
+    shadows = train_shadows(attacker_pool, ShadowRecipe(s.model, s.shadow_epochs if not s.mia_epochs else epochs,
+                                                        batch, "adam", s.lr),
+                            n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress, device=device)
+
+    def attack(model: torch.nn.Module, label: str) -> dict[str, Any]:
+        return _attack(model, label, targets, non_members, shadows, s.seed)
+
+    epoch0 = attack(target_model, "the trained target")
+    table = {method: _mia_method_row(method, s, target_run, target_model, targets, epoch0, attack, out, progress,
+                                     device)
+             for method in ("naive", "relabel", "amnesiac")}
+    ref_cfg = TrainConfig.from_dict({**cfg.to_dict(), "exclude_ids": sorted(set(cfg.exclude_ids) | set(targets.ids.tolist())),
+                                     "record": "none"})
+    reference = trained_run(ref_cfg, out / "runs" / "mia-reference", progress=progress, device=device)
+    return {"target_class": s.mia_class, "targets": len(targets), "non_members": len(non_members),
+            "shadows": s.shadows, "attacks": list(MIA_ATTACKS), "target_train_records": len(train_a),
+            "batch_size": batch, "epochs": epochs, "table": table,
+            "retrained_reference": attack(reference.load_model().to(device), "the retrained reference"),
+            "target_model_test": evaluate(target_model, bundle.test)["accuracy"],
+            "target_model_train": evaluate(target_model, train_a)["accuracy"]}
+
+
+def _mia_target(s: Settings, bundle: Any, out: Path, data_dir: str | None, progress: bool | None,
+                device: torch.device) -> tuple[TrainConfig, RunDir, ArrayDataset]:
+    """The target run (its share of a random subset, watch-list ledger on the target class) and the
+    attacker's records (the rest)."""
     g = torch.Generator().manual_seed(s.seed + 1000)
     order = torch.randperm(len(bundle.train), generator=g)
     if s.mia_train_size:
@@ -245,72 +293,63 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     # the target gets its share (the paper's code: a half); each shadow model trains on a random half of the
     # attacker's rest (with a third for the target, on as many records as the target, as Shokri et al. build them)
     cut = int(len(order) * s.mia_target_share)
-    half_a, half_b = order[:cut], order[cut:]  # the target's records, the attacker's
-    attacker_pool = bundle.train.subset(torch.sort(half_b).values)
-    outside = sorted(set(bundle.train.ids.tolist()) - set(bundle.train.ids[half_a].tolist()))
-    cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=epochs, batch_size=batch, lr=s.lr,
-                      seed=s.seed, data_dir=data_dir, exclude_ids=outside, record="watch",
-                      watch_class=t_cls, ledger_dtype="float16")
-    target_run = trained_run(cfg, out / "runs" / "mia-target", progress=progress, device=device)
-    target_model = target_run.load_model().to(device)
-    train_a = target_run.training_data()
-    cand = train_a.only_ids(train_a.ids_of_class(t_cls))
-    logits, labels, ids = predict(target_model, cand)
-    targets = cand.only_ids(ids[logits.argmax(1) == labels])  # the authors' members: correctly classified
-    non_members = matched_non_members(bundle.test, targets, seed=s.seed)
-    shadows = train_shadows(attacker_pool, ShadowRecipe(s.model, s.shadow_epochs if not s.mia_epochs else epochs,
-                                                        batch, "adam", s.lr),
-                            n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress, device=device)
-    def attack(model: torch.nn.Module, label: str) -> dict[str, Any]:
-        # a line per attack, also when the output is a log file (bars are what --no-progress hides)
-        print(f"[{time.strftime('%H:%M:%S')}] membership inference: attacking {label}", file=sys.stderr, flush=True)
-        try:
-            rep = run_attacks({"m": model}, targets, non_members, attacks=MIA_ATTACKS, shadows=shadows, seed=s.seed,
-                              progress=False).results["m"]
-        except ConfigError as err:  # e.g. a model whose outputs are NaN: no attack can rank its records
-            return {a: {"auc": None, "auc_ci95": [None, None], "recall": None, "precision": None, "fpr": None,
-                        "tpr_at_1pct_fpr": None, "fpr_reached": None, "error": str(err)} for a in MIA_ATTACKS}
-        return _attack_figures(rep)
+    mine, theirs = order[:cut], order[cut:]
+    attacker_pool = bundle.train.subset(torch.sort(theirs).values)
+    outside = sorted(set(bundle.train.ids.tolist()) - set(bundle.train.ids[mine].tolist()))
+    cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.mia_epochs or s.epochs,
+                      batch_size=s.mia_batch_size or s.batch_size, lr=s.lr, seed=s.seed, data_dir=data_dir,
+                      exclude_ids=outside, record="watch", watch_class=s.mia_class, ledger_dtype="float16")
+    return cfg, trained_run(cfg, out / "runs" / "mia-target", progress=progress, device=device), attacker_pool
 
+
+def _attack(model: torch.nn.Module, label: str, targets: ArrayDataset, non_members: ArrayDataset, shadows: Any,
+            seed: int) -> dict[str, Any]:
+    # a line per attack, also when the output is a log file (bars are what --no-progress hides)
+    print(f"[{time.strftime('%H:%M:%S')}] membership inference: attacking {label}", file=sys.stderr, flush=True)
+    try:
+        rep = run_attacks({"m": model}, targets, non_members, attacks=MIA_ATTACKS, shadows=shadows, seed=seed,
+                          progress=False).results["m"]
+    except ConfigError as err:  # e.g. a model whose outputs are NaN: no attack can rank its records
+        return {a: {"auc": None, "auc_ci95": [None, None], "recall": None, "precision": None, "fpr": None,
+                    "tpr_at_1pct_fpr": None, "fpr_reached": None, "error": str(err)} for a in MIA_ATTACKS}
+    return _attack_figures(rep)
+
+
+def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: torch.nn.Module,
+                    targets: ArrayDataset, epoch0: dict[str, Any], attack: Callable[..., dict[str, Any]], out: Path,
+                    progress: bool | None, device: torch.device) -> dict[str, Any]:
+    """One method's row of Table 1: attacked at 0, 0' and after each epoch of training after the request."""
+    train_a = target_run.training_data()
     retain = train_a.without_ids(targets.ids)
-    epoch0 = attack(target_model, "the trained target")
-    table: dict[str, dict[str, Any]] = {}
-    for method in ("naive", "relabel", "amnesiac"):
-        copy_dir = out / "runs" / f"mia-{method}"
-        if copy_dir.exists():
-            shutil.rmtree(copy_dir)
-        row: dict[str, Any] = {"0": epoch0}
-        # every method works on a copy of the trained run, through the method registry; 0' is right after the
-        # removal step (amnesiac: the subtraction; naive and relabel have none: their model is the trained one)
-        if method == "amnesiac":
-            res = forget(target_run, ids=targets.ids.tolist(), method="amnesiac", evaluate_after=False,
-                         out=str(copy_dir), progress=progress)
-            model = res.model.to(device)
-            row["0'"] = attack(model, "amnesiac at 0'")
-            row["steps_reverted"] = res.receipt["n_steps_reverted"]
-            data = retain
-        else:
-            model = copy.deepcopy(target_model)
-            row["0'"] = epoch0
-            if method == "naive":
-                data = retain
-            else:
-                gg = torch.Generator().manual_seed(s.seed + 23)
-                data = ArrayDataset.concat([retain, targets.with_labels(wrong_labels(targets.targets, info.num_classes, gg))])
-        opt = make_optimizer("adam", model.parameters(), lr=s.lr)
-        for e in range(s.mia_post_epochs):
-            fit(model, opt, data, epochs=e + 1, start_epoch=e, batch_size=batch, seed=s.seed + 3,
-                progress=progress, desc=f"{method} after request")
-            row[str(e + 1)] = attack(model, f"{method} after epoch {e + 1}")
-        table[method] = row
-    ref_cfg = TrainConfig.from_dict({**cfg.to_dict(), "exclude_ids": sorted(set(cfg.exclude_ids) | set(targets.ids.tolist())),
-                                     "record": "none"})
-    reference = trained_run(ref_cfg, out / "runs" / "mia-reference", progress=progress, device=device)
-    return {"target_class": t_cls, "targets": len(targets), "non_members": len(non_members), "shadows": s.shadows,
-            "attacks": list(MIA_ATTACKS), "target_train_records": len(train_a), "batch_size": batch, "epochs": epochs,
-            "table": table, "retrained_reference": attack(reference.load_model().to(device), "the retrained reference"),
-            "target_model_test": evaluate(target_model, bundle.test)["accuracy"],
-            "target_model_train": evaluate(target_model, train_a)["accuracy"]}
+    batch = s.mia_batch_size or s.batch_size
+    copy_dir = out / "runs" / f"mia-{method}"
+    if copy_dir.exists():
+        shutil.rmtree(copy_dir)
+    row: dict[str, Any] = {"0": epoch0}
+    # amnesiac forgets on a copy of the trained run, through the method registry; naive and relabel train a
+    # copy of the model. 0' is right after the removal step (amnesiac: the subtraction; naive and relabel have
+    # none: their model at 0' is the trained one)
+    if method == "amnesiac":
+        res = forget(target_run, ids=targets.ids.tolist(), method="amnesiac", evaluate_after=False,
+                     out=str(copy_dir), progress=progress)
+        model = res.model.to(device)
+        row["0'"] = attack(model, "amnesiac at 0'")
+        row["steps_reverted"] = res.receipt["n_steps_reverted"]
+        data = retain
+    else:
+        model = copy.deepcopy(target_model)
+        row["0'"] = epoch0
+        data = retain
+        if method == "relabel":
+            g = torch.Generator().manual_seed(s.seed + 23)
+            num_classes = target_run.bundle().info.num_classes
+            data = ArrayDataset.concat([retain, targets.with_labels(wrong_labels(targets.targets, num_classes, g))])
+    opt = make_optimizer("adam", model.parameters(), lr=s.lr)
+    for e in range(s.mia_post_epochs):
+        fit(model, opt, data, epochs=e + 1, start_epoch=e, batch_size=batch, seed=s.seed + 3,
+            progress=progress, desc=f"{method} after request")
+        row[str(e + 1)] = attack(model, f"{method} after epoch {e + 1}")
+    return row
 
 
 # ------------------------------------------------------------------ stage 3: Figure 7
@@ -336,7 +375,7 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
         cache: dict[int, dict[str, torch.Tensor]] = {}
         cacheable = sum(store.step(st).nbytes for st in steps[:1]) * need < 4 * 2**30
         rng = np.random.default_rng(s.seed + 77 + k)
-        for r in progress_bar(range(s.fig7_runs), enabled=progress, desc=f"figure 7 (seed {k})"):
+        for _ in progress_bar(range(s.fig7_runs), enabled=progress, desc=f"figure 7 (seed {k})"):
             order = rng.permutation(steps)[:need]
             marks = {int(round(p * len(steps))): p for p in shares}
             total: dict[str, torch.Tensor] = {}

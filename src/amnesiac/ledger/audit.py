@@ -7,12 +7,13 @@ lists all damage at once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import LedgerCorruptError
 from ..utils import progress_bar, state_hash
+from ..utils.hashing import hash_ids
 from .blob import checksum
 from .format import VerifyReport, _blob_step, _ids_from_blob, file_checksum, meta_checksum
 
@@ -20,9 +21,24 @@ if TYPE_CHECKING:
     from .store import LedgerStore
 
 
-def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | None = None) -> VerifyReport:
+def audit_store(store: LedgerStore, *, deep: bool = True, progress: bool | None = None) -> VerifyReport:
+    """Every check of :meth:`LedgerStore.verify`, each finding collected in one report."""
     report = VerifyReport()
-    idx = store.path / "index.sqlite"
+    _check_manifest(store, report)
+    _check_sqlite(store, report)
+    read = _check_rows(store, report)
+    if read is None:  # the index cannot be read at all: nothing below can be checked
+        return report
+    recs, damaged_blobs, pairs, row_pairs = read
+    _check_id_table(report, pairs, row_pairs)
+    _check_initial(store, report, deep)
+    _check_blobs(store, report, recs, deep, progress)
+    _check_orphans(store, report, recs, damaged_blobs)
+    _check_meta(store, report)
+    return report
+
+
+def _check_manifest(store: LedgerStore, report: VerifyReport) -> None:
     # manifest: the bytes on disk against the checksum the index recorded when the ledger was created
     try:
         _, raw = store.read_manifest(store.path)
@@ -33,6 +49,10 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
             report.problems.append(f"{store.path / 'manifest.json'} does not match the checksum recorded at creation; it was changed or damaged")
     except LedgerCorruptError as err:
         report.problems.append(str(err))
+
+
+def _check_sqlite(store: LedgerStore, report: VerifyReport) -> None:
+    idx = store.path / "index.sqlite"
     # SQLite's own structural check
     with store._lock:
         try:
@@ -41,6 +61,12 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
             found = [f"quick_check failed: {err}"]
     if found != ["ok"]:
         report.problems.append(f"{idx} fails SQLite's integrity check: " + "; ".join(map(str, found[:5])))
+
+
+def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], set[str], np.ndarray, list[np.ndarray]] | None:
+    """Every row's checksum, shape and numbering; the rows that pass, blobs named by damaged rows, and the
+    id -> steps pairs of the table and of the rows."""
+    idx = store.path / "index.sqlite"
     # every row: checksum, shape, numbering; the id -> steps table against the rows' own ids
     with store._lock:
         try:
@@ -48,7 +74,7 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
             pairs = np.asarray(store._conn.execute("SELECT sample_id, step FROM step_ids").fetchall(), dtype=np.int64)
         except Exception as err:
             report.problems.append(f"{idx} cannot be read: {err}")
-            return report
+            return None
     report.steps = len(rows)
     expected = 1
     row_pairs: list[np.ndarray] = []
@@ -78,6 +104,11 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
         ids = np.unique(_ids_from_blob(r[3]))
         row_pairs.append(np.stack([ids, np.full(ids.size, step, dtype=np.int64)], axis=1))
         recs.append(rec)
+    return recs, damaged_blobs, pairs, row_pairs
+
+
+def _check_id_table(report: VerifyReport, pairs: np.ndarray, row_pairs: list[np.ndarray]) -> None:
+    """The id -> steps table against the rows' own ids."""
     table = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))] if pairs.size else np.empty((0, 2), np.int64)
     ours = np.concatenate(row_pairs) if row_pairs else np.empty((0, 2), np.int64)
     ours = ours[np.lexsort((ours[:, 0], ours[:, 1]))] if ours.size else ours
@@ -89,6 +120,9 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
             report.bad.setdefault(int(s), "the id -> steps table disagrees with the ids stored in this step's row")
         if not odd:
             report.problems.append("the id -> steps table holds duplicate entries")
+
+
+def _check_initial(store: LedgerStore, report: VerifyReport, deep: bool) -> None:
     # initial weights
     ipath = store.initial_path
     want = store.get_meta("initial_file_sum")
@@ -104,6 +138,9 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
                     report.problems.append(f"{ipath} does not match the initial hash recorded in the index")
             except LedgerCorruptError as err:
                 report.problems.append(str(err))
+
+
+def _check_blobs(store: LedgerStore, report: VerifyReport, recs: list[Any], deep: bool, progress: bool | None) -> None:
     # blobs: presence and size always; content with deep
     blobs_dir = store.path / "blobs"
     for rec in progress_bar(recs, enabled=progress, desc="verify"):
@@ -127,6 +164,10 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
                 report.checked += 1
             except LedgerCorruptError as err:
                 report.bad[rec.step] = str(err)
+
+
+def _check_orphans(store: LedgerStore, report: VerifyReport, recs: list[Any], damaged_blobs: set[str]) -> None:
+    blobs_dir = store.path / "blobs"
     known = {rec.blob for rec in recs if rec.blob} | damaged_blobs
     for p in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else []:
         if p.name in known:
@@ -135,8 +176,11 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
         report.orphans.append(p.name)
         if step is None and not (p.name.startswith(".") and p.name.endswith(".tmp")):
             report.problems.append(f"{p} is not a file the ledger writes; it was left alone")
-    # the metadata (head, hashes, salt) as a whole, the audit log, and forgotten ids against their receipts
 
+
+def _check_meta(store: LedgerStore, report: VerifyReport) -> None:
+    idx = store.path / "index.sqlite"
+    # the metadata (head, hashes, salt) as a whole, the audit log, and forgotten ids against their receipts
     with store._lock:
         meta = store._conn.execute("SELECT key, value FROM meta").fetchall()
         forgotten = store._conn.execute("SELECT sample_id, event FROM forgotten").fetchall()
@@ -147,8 +191,6 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
         events = {e["id"]: e for e in store.events()}
         salt = dict(meta).get("id_salt")
         if salt is not None:
-            from ..utils.hashing import hash_ids
-
             for sample_id, event in forgotten:
                 e = events.get(event)
                 hashed = e.get("ids_hashed") if e else None
@@ -157,4 +199,3 @@ def audit_store(store: "LedgerStore", *, deep: bool = True, progress: bool | Non
                     break
     except LedgerCorruptError as err:
         report.problems.append(str(err))
-    return report

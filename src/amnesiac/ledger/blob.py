@@ -15,9 +15,9 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import xxhash
@@ -69,7 +69,7 @@ class Layout:
     data_bytes: int
 
     @classmethod
-    def of(cls, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> "Layout":
+    def of(cls, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> Layout:
         if dtype not in _ST_DTYPES:
             raise ConfigError(f"cannot store updates as {dtype}")
         names, shapes, offsets = [], [], []

@@ -39,8 +39,9 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ class _Pool:
         self.made = 0
         self.free: queue.Queue[Any] = queue.Queue()
 
-    def acquire(self, writer: "_Writer") -> Any:
+    def acquire(self, writer: _Writer) -> Any:
         while True:
             try:
                 return self.free.get_nowait()
@@ -309,7 +310,7 @@ class Recorder:
         self.epoch = int(epoch)
 
     @contextmanager
-    def batch(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> Iterator["Recorder"]:
+    def batch(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> Iterator[Recorder]:
         """Declare the sample ids feeding the coming optimizer step (micro-batches accumulate)."""
         if self._closed:
             raise RecorderError("this recorder is closed; create a new one to keep recording")
@@ -368,7 +369,7 @@ class Recorder:
             self._pool.clear()
             self._buffers.clear()
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:

@@ -35,18 +35,20 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import torch
-import xxhash
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..errors import ConfigError, LedgerCorruptError, LedgerError
+from ..faults import point as fault_point
+from ..utils import atomic_write_bytes, fsync_dir
 from .blob import (
     CHECKSUMS,
     BlobBuffer,
@@ -57,10 +59,6 @@ from .blob import (
     verify_checksum,
     write_blob,
 )
-
-from ..errors import ConfigError, LedgerCorruptError, LedgerError
-from ..faults import point as fault_point
-from ..utils import atomic_write_bytes, fsync_dir
 from .format import (  # noqa: F401  (StepRecord, VerifyReport and the checksums are re-exported)
     StepRecord,
     VerifyReport,
@@ -123,11 +121,11 @@ def _damage_is_corruption(path: Path) -> Iterator[None]:
 
 
 class _Cursor(sqlite3.Cursor):
-    def execute(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+    def execute(self, *args: Any) -> _Cursor:  # type: ignore[override]
         with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
             return super().execute(*args)
 
-    def executemany(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+    def executemany(self, *args: Any) -> _Cursor:  # type: ignore[override]
         with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
             return super().executemany(*args)
 
@@ -242,7 +240,7 @@ class LedgerStore:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, manifest: dict[str, Any],
-               initial: dict[str, torch.Tensor] | None = None) -> "LedgerStore":
+               initial: dict[str, torch.Tensor] | None = None) -> LedgerStore:
         """Start a new ledger at ``path``; refuses a directory that already holds one.
 
         ``initial`` (the model state when recording begins) is written, with its hash recorded in the
@@ -311,7 +309,7 @@ class LedgerStore:
         return manifest, raw
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, writable: bool = False, check_manifest: bool = True) -> "LedgerStore":
+    def open(cls, path: str | os.PathLike[str], *, writable: bool = False, check_manifest: bool = True) -> LedgerStore:
         """Open an existing ledger. Nothing on disk changes unless ``writable`` (for the holder of the
         run's lock), which also removes the leftovers a crash explains (see the module's docstring).
 
@@ -359,7 +357,7 @@ class LedgerStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "LedgerStore":
+    def __enter__(self) -> LedgerStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

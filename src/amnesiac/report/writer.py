@@ -141,21 +141,19 @@ def _setting_differences(s: dict[str, Any], mia: dict[str, Any]) -> str:
     return "This run differs: " + "; ".join(diffs) + f"; {kind}. "
 
 
-def _plt():
-    import matplotlib
+def _figure(**kwargs: Any) -> Any:
+    """A figure that never touches pyplot's global state or the caller's backend (saved with the Agg canvas)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def plot_class_forgetting(curves: dict[str, list[dict[str, Any]]], path: Path, *, target_class: int,
                           metric: str = "acc") -> Path:
     """Accuracy on the target class and on the rest over post-request training, one panel per method."""
-    plt = _plt()
     methods = [m for m in ("naive", "relabel", "amnesiac") if m in curves]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), sharey=True, squeeze=False)
+    fig = _figure(figsize=(4.2 * len(methods), 3.4))
+    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)
     for ax, m in zip(axes[0], methods):
         pts = curves[m]
         xs = [p["epoch"] for p in pts]
@@ -171,7 +169,6 @@ def plot_class_forgetting(curves: dict[str, list[dict[str, Any]]], path: Path, *
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -179,10 +176,10 @@ def plot_figure7(fig7: dict[str, Any], path: Path) -> Path:
     """Mean test-accuracy loss against the share of batches undone, with a band of one standard deviation."""
     import numpy as np
 
-    plt = _plt()
     x = 100 * np.asarray(fig7["shares"])
     m, sd = np.asarray(fig7["mean_loss"]), np.asarray(fig7["std_loss"])
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = _figure(figsize=(5, 3.4))
+    ax = fig.subplots()
     ax.plot(x, 100 * m, "-o", markersize=3, color="tab:green", label="mean")
     ax.fill_between(x, 100 * (m - sd), 100 * (m + sd), color="tab:green", alpha=0.2, label="± 1 std")
     ax.set_xlabel("batches undone (% of training steps)")
@@ -191,7 +188,6 @@ def plot_figure7(fig7: dict[str, Any], path: Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -255,9 +251,8 @@ def _checks(results: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
     return out
 
 
-def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> Path:
-    """Write the figures and ``report.md`` into ``out``; returns the report's path."""
-    out = Path(out)
+def _setup_section(config: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Title, the command and the settings, with every difference from the paper's setting."""
     s = config["settings"]
     lines = [f"# Amnesiac Machine Learning, reproduced: `{config['preset']}` preset, `{config['profile']}` profile", ""]
     lines += ["Produced by:", "", "```", config["command"], "```", ""]
@@ -274,7 +269,12 @@ def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> 
     lines.append("")
     if results.get("skipped_stages"):
         lines += [f"Stages read back from an earlier run: {', '.join(results['skipped_stages'])}.", ""]
+    return lines
 
+
+def _checks_section(results: dict[str, Any]) -> list[str]:
+    """The paper's findings, each judged yes, NO or not judged, with our numbers."""
+    lines: list[str] = []
     checks = _checks(results)
     if checks:
         lines += ["## How this compares with the paper", "", "| the paper's finding | holds here? | our numbers |", "|---|---|---|"]
@@ -283,57 +283,72 @@ def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> 
         lines += ["", "Beside the stated findings, Table 1 below puts the paper's published rows next to ours; a 'NO' "
                   "above is a disagreement, to be read with the setup differences listed under Setup, and 'not "
                   "judged' means this run cannot test the finding (the reason is in the row).", ""]
+    return lines
 
-    cf = results.get("class_forgetting")
-    if cf:
-        c = cf["target_class"]
-        fig = plot_class_forgetting(cf["curves"], out / "fig-class-forgetting.png", target_class=c)
-        lines += ["## Accuracy on the forgotten class and on the rest (Figures 1/2)", "",
-                  f"![class forgetting]({fig.name})", ""]
-        if any("target_top10" in p for p in cf["curves"]["naive"]):
-            fig10 = plot_class_forgetting(cf["curves"], out / "fig-class-forgetting-top10.png", target_class=c, metric="top10")
-            lines += [f"![class forgetting, top-10]({fig10.name})", ""]
-        amn = cf["amnesiac"]
-        lines += [f"The amnesiac request reverted {amn['steps_reverted']} of {amn['total_steps']} steps "
-                  f"({100 * amn['share']:.1f}%) in {amn['forget_seconds']:.2f} s.", ""]
-        lines += ["| method | point | epoch | class " + str(c) + " | other classes |", "|---|---|---|---|---|"]
-        for m, pts in cf["curves"].items():
-            keep = [pts[0]] + ([pts[1]] if m == "amnesiac" else []) + [p for p in pts if float(p["epoch"]).is_integer() and p["epoch"] >= 1]
-            for p in keep:
-                lines.append(f"| {m} | {p.get('label', '')} | {p['epoch']:g} | {_pct(p['target_acc'])} | {_pct(p['other_acc'])} |")
+
+def _class_forgetting_section(out: Path, cf: dict[str, Any]) -> list[str]:
+    """Figures 1/2 (accuracy curves) and 3-6 (inversions), with their tables."""
+    lines: list[str] = []
+    c = cf["target_class"]
+    fig = plot_class_forgetting(cf["curves"], out / "fig-class-forgetting.png", target_class=c)
+    lines += ["## Accuracy on the forgotten class and on the rest (Figures 1/2)", "",
+              f"![class forgetting]({fig.name})", ""]
+    if any("target_top10" in p for p in cf["curves"]["naive"]):
+        fig10 = plot_class_forgetting(cf["curves"], out / "fig-class-forgetting-top10.png", target_class=c, metric="top10")
+        lines += [f"![class forgetting, top-10]({fig10.name})", ""]
+    amn = cf["amnesiac"]
+    lines += [f"The amnesiac request reverted {amn['steps_reverted']} of {amn['total_steps']} steps "
+              f"({100 * amn['share']:.1f}%) in {amn['forget_seconds']:.2f} s.", ""]
+    lines += ["| method | point | epoch | class " + str(c) + " | other classes |", "|---|---|---|---|---|"]
+    for m, pts in cf["curves"].items():
+        keep = [pts[0]] + ([pts[1]] if m == "amnesiac" else []) + [p for p in pts if float(p["epoch"]).is_integer() and p["epoch"] >= 1]
+        for p in keep:
+            lines.append(f"| {m} | {p.get('label', '')} | {p['epoch']:g} | {_pct(p['target_acc'])} | {_pct(p['other_acc'])} |")
+    lines.append("")
+    if cf.get("inversion"):
+        lines += [f"## Model inversion of class {c} (Figures 3-6)", "",
+                  "Scored by an independent classifier trained on real data (another architecture and seed): how "
+                  "often it calls the inversions the sensitive class, its confidence, and SSIM to the class's "
+                  "mean training image.", "",
+                  "| method | model | evaluator calls it class " + str(c) + " | confidence | SSIM to class mean |",
+                  "|---|---|---|---|---|"]
+        for m, rows in cf["inversion"].items():
+            for label, sc in rows.items():
+                lines.append(f"| {m} | {label} | {_pct(sc['evaluator_accuracy'])} | {sc['evaluator_confidence']:.3f} | "
+                             f"{sc['ssim_to_class_mean']:.3f} |")
         lines.append("")
-        if cf.get("inversion"):
-            lines += [f"## Model inversion of class {c} (Figures 3-6)", "",
-                      "Scored by an independent classifier trained on real data (another architecture and seed): how "
-                      "often it calls the inversions the sensitive class, its confidence, and SSIM to the class's "
-                      "mean training image.", "",
-                      "| method | model | evaluator calls it class " + str(c) + " | confidence | SSIM to class mean |",
-                      "|---|---|---|---|---|"]
-            for m, rows in cf["inversion"].items():
-                for label, sc in rows.items():
-                    lines.append(f"| {m} | {label} | {_pct(sc['evaluator_accuracy'])} | {sc['evaluator_confidence']:.3f} | "
-                                 f"{sc['ssim_to_class_mean']:.3f} |")
-            lines.append("")
-            for m, name in cf["inversion_grids"].items():
-                lines += [f"![{m} inversions]({name})", ""]
+        for m, name in cf["inversion_grids"].items():
+            lines += [f"![{m} inversions]({name})", ""]
+    return lines
 
-    mia = results.get("membership_inference")
-    if mia:
-        lines += _table1_section(s, mia)
 
-    f7 = results.get("figure7")
-    if f7:
-        fig = plot_figure7(f7, out / "fig7-accuracy-loss.png")
-        lines += ["## Test-accuracy loss against the share of batches undone (Figure 7)", "", f"![figure 7]({fig.name})", "",
-                  f"Base test accuracy {', '.join(_pct(a) for a in f7['base_test_accuracy'])}; "
-                  f"{f7['steps_per_run']} recorded steps per model.", "",
-                  "| batches undone | mean loss (points) | std |"
-                  + "".join(f" mean loss, {key} | std, {key} |" for key in f7.get("topk", {})),
-                  "|---|---|---|" + "---|---|" * len(f7.get("topk", {}))]
-        for i, (p, m, sd) in enumerate(zip(f7["shares"], f7["mean_loss"], f7["std_loss"])):
-            more = "".join(f" {100 * v['mean_loss'][i]:.2f} | {100 * v['std_loss'][i]:.2f} |" for v in f7.get("topk", {}).values())
-            lines.append(f"| {100 * p:.0f}% | {100 * m:.2f} | {100 * sd:.2f} |" + more)
-        lines.append("")
+def _figure7_section(out: Path, f7: dict[str, Any]) -> list[str]:
+    """Figure 7: accuracy lost against the share of batches undone."""
+    lines: list[str] = []
+    fig = plot_figure7(f7, out / "fig7-accuracy-loss.png")
+    lines += ["## Test-accuracy loss against the share of batches undone (Figure 7)", "", f"![figure 7]({fig.name})", "",
+              f"Base test accuracy {', '.join(_pct(a) for a in f7['base_test_accuracy'])}; "
+              f"{f7['steps_per_run']} recorded steps per model.", "",
+              "| batches undone | mean loss (points) | std |"
+              + "".join(f" mean loss, {key} | std, {key} |" for key in f7.get("topk", {})),
+              "|---|---|---|" + "---|---|" * len(f7.get("topk", {}))]
+    for i, (p, m, sd) in enumerate(zip(f7["shares"], f7["mean_loss"], f7["std_loss"])):
+        more = "".join(f" {100 * v['mean_loss'][i]:.2f} | {100 * v['std_loss'][i]:.2f} |" for v in f7.get("topk", {}).values())
+        lines.append(f"| {100 * p:.0f}% | {100 * m:.2f} | {100 * sd:.2f} |" + more)
+    lines.append("")
+    return lines
+
+
+def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> Path:
+    """Write the figures and ``report.md`` into ``out``; returns the report's path."""
+    out = Path(out)
+    lines = _setup_section(config, results) + _checks_section(results)
+    if results.get("class_forgetting"):
+        lines += _class_forgetting_section(out, results["class_forgetting"])
+    if results.get("membership_inference"):
+        lines += _table1_section(config["settings"], results["membership_inference"])
+    if results.get("figure7"):
+        lines += _figure7_section(out, results["figure7"])
     lines += ["All numbers are in `results.json`; the resolved settings in `config.json`.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

@@ -9,10 +9,10 @@ import torch
 
 from ..errors import LedgerCorruptError, LedgerError, RunDirError
 from ..ledger import LedgerStore
-from ..utils import state_hash
-from .checkpoint import load_tensors
 from ..ledger.store import file_checksum
 from ..ledger.sums import sum_updates
+from ..utils import state_hash
+from .checkpoint import load_tensors
 from .commit import JOURNAL, NEXT_MODEL
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def audit_run(run: RunDir, *, deep: bool = False, progress: bool | None = None) 
     if (run.path / NEXT_MODEL).exists() and not (run.path / JOURNAL).exists():
         out.problems.append(f"{NEXT_MODEL} is left over without a journal")
     try:
-        run.config
+        _ = run.config  # reading it validates it
         out.checks.append("config.json")
     except RunDirError as err:
         out.problems.append(str(err))

@@ -25,15 +25,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .checkpoint import save_tensors
 from ..errors import RunDirError
 from ..faults import point as fault_point
 from ..utils import atomic_write_json, fsync_dir, model_hash, model_state
+from .checkpoint import save_tensors
 
 if TYPE_CHECKING:
     from ..ledger import LedgerStore
@@ -44,21 +45,21 @@ NEXT_MODEL = "model.next.safetensors"
 COMMIT_LOCK = ".commit.lock"
 
 
-def _hold_commit_lock(run: "RunDir") -> None:
+def _hold_commit_lock(run: RunDir) -> None:
     if getattr(run, "_commit_fh", None) is None:
         fh = open(run.path / COMMIT_LOCK, "a+")
         fcntl.flock(fh, fcntl.LOCK_EX)
         run._commit_fh = fh  # type: ignore[attr-defined]
 
 
-def _release_commit_lock(run: "RunDir") -> None:
+def _release_commit_lock(run: RunDir) -> None:
     fh = getattr(run, "_commit_fh", None)
     if fh is not None:
         fh.close()  # closing drops the flock
         run._commit_fh = None  # type: ignore[attr-defined]
 
 
-def read_journal(run: "RunDir") -> dict[str, Any] | None:
+def read_journal(run: RunDir) -> dict[str, Any] | None:
     """The pending journal, or None. A damaged journal raises RunDirError naming it."""
     jpath = run.path / JOURNAL
     if not jpath.exists():
@@ -73,7 +74,7 @@ def read_journal(run: "RunDir") -> dict[str, Any] | None:
     return journal
 
 
-def _cleanup(run: "RunDir", store: "LedgerStore | None", journal: dict[str, Any]) -> None:
+def _cleanup(run: RunDir, store: LedgerStore | None, journal: dict[str, Any]) -> None:
     if store is not None and journal.get("destroy_steps"):
         store.delete_blobs(journal["destroy_steps"])
         fault_point("commit:after-destroy")
@@ -84,7 +85,7 @@ def _cleanup(run: "RunDir", store: "LedgerStore | None", journal: dict[str, Any]
                 p.unlink(missing_ok=True)
 
 
-def _is_committed(run: "RunDir", store: "LedgerStore | None", journal: dict[str, Any], nxt: Path) -> bool:
+def _is_committed(run: RunDir, store: LedgerStore | None, journal: dict[str, Any], nxt: Path) -> bool:
     if journal.get("new_hash") is None:  # died before commit_model began
         return False
     if store is not None:
@@ -97,7 +98,7 @@ def _is_committed(run: "RunDir", store: "LedgerStore | None", journal: dict[str,
         return False
 
 
-def recover(run: "RunDir") -> str | None:
+def recover(run: RunDir) -> str | None:
     """Resolve an interrupted change (call with the run's lock held); returns ``"rolled-forward"``,
     ``"rolled-back"`` or None when there was nothing to do."""
     jpath = run.path / JOURNAL
@@ -136,7 +137,7 @@ def recover(run: "RunDir") -> str | None:
     return outcome
 
 
-def begin_change(run: "RunDir", *, old_hash: str, store: "LedgerStore | None", kind: str = "forget",
+def begin_change(run: RunDir, *, old_hash: str, store: LedgerStore | None, kind: str = "forget",
                  truncate_on_rollback: bool = True) -> dict[str, Any]:
     """Take the commit lock and write the journal that lets :func:`recover` undo a change that dies before
     its commit point (``truncate_on_rollback``: drop the ledger steps recorded after this point)."""
@@ -149,18 +150,18 @@ def begin_change(run: "RunDir", *, old_hash: str, store: "LedgerStore | None", k
     return journal
 
 
-def abort_change(run: "RunDir") -> None:
+def abort_change(run: RunDir) -> None:
     """Undo a change that failed before its commit point (the same as recovering after a crash)."""
     recover(run)
 
 
 def commit_model(
-    run: "RunDir",
+    run: RunDir,
     model: nn.Module,
     *,
     old_hash: str,
     new_hash: str | None = None,
-    store: "LedgerStore | None",
+    store: LedgerStore | None,
     ledger_commit: Callable[[str, str], Any] | None,
     destroy_steps: Sequence[int] = (),
     destroy_optimizer: bool = True,

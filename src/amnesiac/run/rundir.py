@@ -9,8 +9,9 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ class RunDir:
 
     # ----------------------------------------------------------------- creation and opening
     @classmethod
-    def create(cls, path: str | os.PathLike[str], config: TrainConfig, *, overwrite: bool = False) -> "RunDir":
+    def create(cls, path: str | os.PathLike[str], config: TrainConfig, *, overwrite: bool = False) -> RunDir:
         """Make a new run directory; refuses a non-empty one unless ``overwrite``.
 
         ``overwrite`` replaces only a run directory (one holding ``config.json``), and only after taking its
@@ -101,7 +102,7 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> "RunDir":
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
         """Open an existing run directory (config.json must be present)."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..data.base import ArrayDataset
 from ..errors import ConfigError, RunDirError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore, Recorder, estimate_for_model, human_bytes
 from ..training import evaluate, fit, make_optimizer, resolve_device
-from ..utils import fingerprint, model_state, seed_everything
+from ..utils import fingerprint, model_state, seeded
 from .checkpoint import load_tensors
 from .rundir import RunDir, evaluation_sets, select_training_data
 
@@ -69,74 +71,27 @@ def train_run(
     With ``resume=True`` training continues from the last saved epoch of ``out`` (the ledger drops any
     steps recorded after that checkpoint, since the saved model does not contain them). ``device``
     (``cpu``, ``cuda``, ``auto``) is where training runs; files are always written from CPU copies, and
-    bit-for-bit determinism is promised on CPU only.
+    bit-for-bit determinism is promised on CPU only. The caller's random state is left as it was.
     """
     config.validate()
     if resume:
         run = RunDir.open(out)
-        saved = run.config
-        if saved.to_dict() != config.to_dict():
-            config = saved  # the run's own recipe wins; the CLI passes it through
+        config = run.config  # the run's own recipe wins; the CLI passes it through
     else:
         run = RunDir.create(out, config, overwrite=overwrite)
-    with run.lock(wait=False):
+    with run.lock(wait=False), seeded(config.seed):
         bundle = run.bundle()
         train_data = select_training_data(bundle.train, config)
         eval_sets = evaluation_sets(bundle, config.eval_class)
-        seed_everything(config.seed)
         model = run.new_model().to(resolve_device(device))
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr,
                                    momentum=config.momentum, weight_decay=config.weight_decay)
-        start_epoch, start_step = 0, 0
-        history: list[dict[str, Any]] = []
+        start_epoch, start_step, history = 0, 0, []
         if resume and run.model_path.exists():
-            meta = run.model_meta()
-            start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
-            history = [r for r in run.read_metrics() if r["step"] <= start_step]
+            start_epoch, start_step, history = _restore(run, model, optimizer)
             if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)
-                if run.has_ledger():  # a crash after the last epoch's commit point: the training is complete
-                    with run.open_ledger(writable=True) as done:
-                        if done.get_meta("training_complete") != "1":
-                            done.set_meta(training_complete=1, durable=True)
-                            done.add_event("train", {"epochs": config.epochs, "completed_on_resume": True,
-                                                     "head_hash": done.get_meta("head_hash")})
-                model = run.load_model()
-                final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
-                return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
-            model.load_state_dict(load_tensors(run.model_path)[0])
-            run.load_optimizer(optimizer, start_step)  # load_state_dict moves the state to the parameters' device
-        watch = None
-        if config.watch_class is not None:
-            watch = train_data.ids_of_class(config.watch_class).tolist()
-        elif config.watch_ids is not None:
-            watch = list(config.watch_ids)
-        record = _resolve_record(config, model, len(train_data), run.path, watch)
-        recorder = None
-        store = None
-        if record != "none":
-            if run.has_ledger():
-                store = run.open_ledger(writable=True)
-                dropped = store.truncate_after(start_step)
-                if dropped:
-                    store.add_event("resume", {"dropped_steps_after": start_step, "dropped": dropped})
-            else:
-                if start_step:
-                    raise RunDirError(f"{run.path} has a checkpoint at step {start_step} but no ledger to resume into")
-                store = LedgerStore.create(run.ledger_path, initial=model_state(model), manifest={
-                    "storage_dtype": config.ledger_dtype,
-                    "include_buffers": config.include_buffers,
-                    "policy": {"kind": record, "watch": len(watch) if watch is not None else None},
-                    "model": config.model,
-                    "model_fingerprint": fingerprint(model),
-                    "optimizer": {"class": type(optimizer).__name__,
-                                  **{k: v for k, v in optimizer.param_groups[0].items() if k != "params"}},
-                    "batch_size": config.batch_size,
-                    "seed": config.seed,
-                })
-            store.set_meta(training_complete=0, durable=True)
-            recorder = Recorder(model, optimizer, store, policy="watch" if record == "watch" else "all",
-                                watch_ids=watch, dtype=config.ledger_dtype,
-                                include_buffers=config.include_buffers, start_step=start_step)
+                return _complete_on_resume(run, config, eval_sets, history)
+        record, store, recorder = _start_recording(run, config, model, optimizer, train_data, start_step)
 
         def on_epoch_end(epoch: int, rec: dict[str, Any]) -> None:
             if recorder is not None:
@@ -162,3 +117,62 @@ def train_run(
         return TrainResult(run, model, history, final, record)
 
 
+def _restore(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict[str, Any]]]:
+    """Load the last committed epoch's model and optimizer state; its epoch, step and metrics so far."""
+    meta = run.model_meta()
+    start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
+    history = [r for r in run.read_metrics() if r["step"] <= start_step]
+    model.load_state_dict(load_tensors(run.model_path)[0])
+    run.load_optimizer(optimizer, start_step)  # load_state_dict moves the state to the parameters' device
+    return start_epoch, start_step, history
+
+
+def _complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, ArrayDataset],
+                        history: list[dict[str, Any]]) -> TrainResult:
+    """Every epoch is committed: a crash after the last commit point left the ledger not marked complete."""
+    if run.has_ledger():
+        with run.open_ledger(writable=True) as done:
+            if done.get_meta("training_complete") != "1":
+                done.set_meta(training_complete=1, durable=True)
+                done.add_event("train", {"epochs": config.epochs, "completed_on_resume": True,
+                                         "head_hash": done.get_meta("head_hash")})
+    model = run.load_model()
+    final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
+    return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
+
+
+def _start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     train_data: ArrayDataset, start_step: int) -> tuple[str, LedgerStore | None, Recorder | None]:
+    """The recording policy, the ledger (created, or reopened and cut back to ``start_step``) and its recorder."""
+    watch = None
+    if config.watch_class is not None:
+        watch = train_data.ids_of_class(config.watch_class).tolist()
+    elif config.watch_ids is not None:
+        watch = list(config.watch_ids)
+    record = _resolve_record(config, model, len(train_data), run.path, watch)
+    if record == "none":
+        return record, None, None
+    if run.has_ledger():
+        store = run.open_ledger(writable=True)
+        dropped = store.truncate_after(start_step)
+        if dropped:
+            store.add_event("resume", {"dropped_steps_after": start_step, "dropped": dropped})
+    else:
+        if start_step:
+            raise RunDirError(f"{run.path} has a checkpoint at step {start_step} but no ledger to resume into")
+        store = LedgerStore.create(run.ledger_path, initial=model_state(model), manifest={
+            "storage_dtype": config.ledger_dtype,
+            "include_buffers": config.include_buffers,
+            "policy": {"kind": record, "watch": len(watch) if watch is not None else None},
+            "model": config.model,
+            "model_fingerprint": fingerprint(model),
+            "optimizer": {"class": type(optimizer).__name__,
+                          **{k: v for k, v in optimizer.param_groups[0].items() if k != "params"}},
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+        })
+    store.set_meta(training_complete=0, durable=True)
+    recorder = Recorder(model, optimizer, store, policy="watch" if record == "watch" else "all",
+                        watch_ids=watch, dtype=config.ledger_dtype,
+                        include_buffers=config.include_buffers, start_step=start_step)
+    return record, store, recorder

@@ -18,8 +18,9 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -191,42 +192,53 @@ def fit(
     step = start_epoch * per_epoch
     history: list[dict[str, Any]] = []
     loss_fn = nn.CrossEntropyLoss()
-    device = model_device(model)
     model.train()
     for epoch in range(start_epoch, epochs):
         if recorder is not None:
             recorder.set_epoch(epoch)
-        total, count = 0.0, 0
         bar = progress_bar(total=per_epoch, enabled=progress, desc=f"{desc} epoch {epoch + 1}/{epochs}")
-        for i, (x, y, ids) in enumerate(batches(data, batch_size, seed=seed, epoch=epoch)):
-            if device.type != "cpu":
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with recorder.batch(ids) if recorder is not None else nullcontext():
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-            step += 1
-            total += float(loss.detach()) * len(y)  # a sync per step on GPU; cheap beside the step
-            count += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-            last = i + 1 == per_epoch
-            if eval_every_steps and not last and (i + 1) % eval_every_steps == 0:
-                rec = {"epoch": epoch + (i + 1) / per_epoch, "step": step, "train_loss": total / count}
-                rec.update(evaluate_all(model, eval_sets, topk))
-                model.train()
-                history.append(rec)
-            if max_steps is not None and step >= max_steps:
-                break
+        step, total, count, done = _one_epoch(
+            model, optimizer, batches(data, batch_size, seed=seed, epoch=epoch), loss_fn, recorder, bar,
+            epoch=epoch, step=step, per_epoch=per_epoch, eval_sets=eval_sets, eval_every_steps=eval_every_steps,
+            topk=topk, max_steps=max_steps, history=history)
         bar.close()
-        rec = {"epoch": epoch + 1 if count and (i + 1) == per_epoch else epoch + (i + 1) / per_epoch,
+        rec = {"epoch": epoch + 1 if count and done == per_epoch else epoch + done / per_epoch,
                "step": step, "train_loss": total / max(count, 1)}
         rec.update(evaluate_all(model, eval_sets, topk))
         model.train()
         history.append(rec)
-        if on_epoch_end is not None and (i + 1) == per_epoch:
+        if on_epoch_end is not None and done == per_epoch:
             on_epoch_end(epoch, rec)
         if max_steps is not None and step >= max_steps:
             break
     return history
+
+
+def _one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable[Any], loss_fn: nn.Module,
+               recorder: Any, bar: Any, *, epoch: int, step: int, per_epoch: int, eval_sets: EvalSets | None,
+               eval_every_steps: int | None, topk: Sequence[int], max_steps: int | None,
+               history: list[dict[str, Any]]) -> tuple[int, float, int, int]:
+    """One pass over ``loader``: the global step after it, the summed loss, the records seen, the batches done."""
+    device = model_device(model)
+    total, count, done = 0.0, 0, 0
+    for x, y, ids in loader:
+        if device.type != "cpu":
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with recorder.batch(ids) if recorder is not None else nullcontext():
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+        step, done = step + 1, done + 1
+        total += float(loss.detach()) * len(y)  # a sync per step on GPU; cheap beside the step
+        count += len(y)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        if eval_every_steps and done != per_epoch and done % eval_every_steps == 0:
+            rec = {"epoch": epoch + done / per_epoch, "step": step, "train_loss": total / count}
+            rec.update(evaluate_all(model, eval_sets, topk))
+            model.train()
+            history.append(rec)
+        if max_steps is not None and step >= max_steps:
+            break
+    return step, total, count, done

@@ -9,7 +9,7 @@ import torch
 from ..data.base import ArrayDataset
 from ..ledger import Recorder
 from ..training import fit, make_optimizer
-from .base import MethodContext, MethodOutcome
+from .base import MethodContext, MethodOutcome, evaluate_sets
 
 
 def ledger_recorder(ctx: MethodContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer, kind: str) -> Recorder | None:
@@ -67,8 +67,6 @@ def train_method(ctx: MethodContext, out: MethodOutcome, data: ArrayDataset, *, 
 
 def initial_point(ctx: MethodContext) -> list[dict[str, Any]]:
     """The evaluation at epoch 0 (right after the request, before any training), for curves."""
-    from .forget import evaluate_sets
-
     if not ctx.eval_sets:
         return []
     return [{"epoch": 0.0, "step": 0, **{f"{k}_acc": v for k, v in evaluate_sets(ctx.model, ctx.eval_sets).items()}}]

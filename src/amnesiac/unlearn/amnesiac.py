@@ -15,7 +15,7 @@ import torch
 from ..errors import LedgerError, MissingUpdatesError
 from ..training import fit, make_optimizer
 from ._train import ledger_recorder, method_seed
-from .base import MethodContext, MethodOutcome, register_method
+from .base import MethodContext, MethodOutcome, evaluate_sets, register_method
 from .planner import norm_of, sum_updates
 
 
@@ -98,8 +98,6 @@ def amnesiac(ctx: MethodContext) -> MethodOutcome:
     repair_epochs = int(ctx.option("repair_epochs", 0))
     repair_steps = ctx.option("repair_steps")
     if repair_epochs or repair_steps:
-        from .forget import evaluate_sets
-
         out.evaluation["after_revert"] = evaluate_sets(ctx.model, ctx.eval_sets)
         t2 = time.perf_counter()
         _repair(ctx, out, epochs=repair_epochs or 1, max_steps=int(repair_steps) if repair_steps else None)

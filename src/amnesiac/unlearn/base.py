@@ -12,18 +12,15 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-import math
-import os
-
-import numpy as np
-
-from ..errors import ConfigError, did_you_mean
+from ..options import check, check_declaration
 from ..registry import Registry
+from ..training import evaluate
 
 if TYPE_CHECKING:
     from ..data.base import ArrayDataset
@@ -38,14 +35,14 @@ class MethodContext:
 
     def __init__(
         self,
-        run: "RunDir",
+        run: RunDir,
         model: nn.Module,
-        request: "DeletionRequest",
-        store: "LedgerStore | None",
-        plan: "Plan | None",
-        retain_data: "ArrayDataset | Callable[[], ArrayDataset]",
-        forget_data: "ArrayDataset",
-        eval_sets: dict[str, "ArrayDataset"],
+        request: DeletionRequest,
+        store: LedgerStore | None,
+        plan: Plan | None,
+        retain_data: ArrayDataset | Callable[[], ArrayDataset],
+        forget_data: ArrayDataset,
+        eval_sets: dict[str, ArrayDataset],
         options: dict[str, Any] | None = None,
         progress: bool | None = None,
     ) -> None:
@@ -61,7 +58,7 @@ class MethodContext:
         self.progress = progress
 
     @property
-    def retain_data(self) -> "ArrayDataset":
+    def retain_data(self) -> ArrayDataset:
         """The training data minus every record ever forgotten from this run (this request's included)."""
         if callable(self._retain):
             self._retain = self._retain()
@@ -89,26 +86,8 @@ class MethodOutcome:
 Method = Callable[[MethodContext], MethodOutcome]
 METHODS: Registry[Method] = Registry("unlearning method")
 
-# option kinds: what each accepts, checked before a method runs
-_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "int>=1": ("a positive integer", lambda v: _is_int(v) and v >= 1),
-    "int>=0": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
-    "int": ("an integer", lambda v: _is_int(v)),
-    "float>0": ("a positive number", lambda v: _is_num(v) and v > 0),
-    "float>=0": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
-    "path": ("a directory path", lambda v: isinstance(v, (str, os.PathLike))),
-}
-
 TRAIN_OPTIONS = {"epochs": "int>=1", "steps": "int>=1", "lr": "float>0", "eval_every": "int>=1",
                  "batch_size": "int>=1", "seed": "int"}
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(float(v))
 
 
 def register_method(name: str, method: Method, *, help: str = "", needs_ledger: bool = False,
@@ -116,14 +95,12 @@ def register_method(name: str, method: Method, *, help: str = "", needs_ledger: 
     """Register an unlearning method under ``name``; a name already taken is refused.
 
     ``options`` declares the options the method reads, name -> kind (``"int>=1"``, ``"int>=0"``,
-    ``"int"``, ``"float>0"``, ``"float>=0"``, ``"path"``); :func:`check_options` refuses any other name
+    ``"int"``, ``"float>0"``, ``"float>=0"``, ``"path"``; see :mod:`amnesiac.options`); :func:`check_options` refuses any other name
     (with a suggestion) and any value of the wrong kind, before anything runs.
     """
-    for opt, kind in (options or {}).items():
-        if kind not in _KINDS:
-            raise ConfigError(f"option {opt!r} of method {name!r} has unknown kind {kind!r}; use one of {', '.join(_KINDS)}")
+    declared = check_declaration("method", name, options or {})
     method.needs_ledger = needs_ledger  # type: ignore[attr-defined]
-    method.options = dict(options or {})  # type: ignore[attr-defined]
+    method.options = declared  # type: ignore[attr-defined]
     return METHODS.register(name, method, help=help)
 
 
@@ -137,18 +114,9 @@ def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     ...
     amnesiac.errors.ConfigError: method 'amnesiac' has no option 'repair_step'. Did you mean 'repair_steps'? Its options: repair_epochs, repair_lr, repair_steps, seed
     """
-    declared: dict[str, str] = getattr(METHODS.get(method), "options", {})
-    problems = []
-    for opt, value in options.items():
-        if value is None:
-            continue
-        if opt not in declared:
-            problems.append(f"method {method!r} has no option {opt!r}." + did_you_mean(str(opt), declared)
-                            + f" Its options: {', '.join(sorted(declared)) or 'none'}")
-            continue
-        what, ok = _KINDS[declared[opt]]
-        if not ok(value):
-            problems.append(f"option {opt!r} of method {method!r} must be {what}, got {value!r}")
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return {k: v for k, v in options.items() if v is not None}
+    return check("method", method, getattr(METHODS.get(method), "options", {}), options)
+
+
+def evaluate_sets(model: nn.Module, sets: Mapping[str, ArrayDataset]) -> dict[str, float]:
+    """Top-1 accuracy on each named set (NaN for an empty one)."""
+    return {name: evaluate(model, ds)["accuracy"] for name, ds in sets.items()}

@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,12 +24,12 @@ from torch import nn
 from ..data.base import ArrayDataset
 from ..errors import LedgerError, ModelMismatchError, RunDirError
 from ..faults import point as fault_point
+from ..ledger import LedgerStore
 from ..run import RunDir
-from ..training import evaluate
-from ..utils import model_hash
-from .base import METHODS, MethodContext, MethodOutcome, check_options
 from ..run.commit import abort_change, begin_change, commit_model
-from .planner import Plan, Thresholds, make_plan
+from ..utils import model_hash
+from .base import METHODS, MethodContext, MethodOutcome, check_options, evaluate_sets
+from .planner import Plan, Thresholds, make_plan, norm_of, sum_updates
 from .receipts import build_receipt as _receipt
 from .request import DeletionRequest, resolve_request
 
@@ -49,11 +50,6 @@ class ForgetResult:
     run: RunDir | None = None
 
 
-def evaluate_sets(model: nn.Module, sets: Mapping[str, ArrayDataset]) -> dict[str, float]:
-    """Top-1 accuracy on each named set (NaN for an empty one)."""
-    return {name: evaluate(model, ds)["accuracy"] for name, ds in sets.items()}
-
-
 def forget_eval_sets(run: RunDir, request: DeletionRequest, retain: ArrayDataset, forget_data: ArrayDataset,
                      *, seed: int = 0) -> dict[str, ArrayDataset]:
     """forget (the requested records), retain (a fixed sample of what is kept), test, and per class."""
@@ -68,6 +64,30 @@ def forget_eval_sets(run: RunDir, request: DeletionRequest, retain: ArrayDataset
         sets[f"test_class{c}"] = test.subset(torch.nonzero(mask).flatten())
         sets["test_other"] = test.subset(torch.nonzero(~mask).flatten())
     return sets
+
+
+@dataclass
+class _Job:
+    """One deletion in progress: what the stages of :func:`forget` hand each other."""
+
+    run: RunDir
+    store: LedgerStore | None
+    method: str
+    impl: Any
+    options: dict[str, Any]
+    current: nn.Module
+    current_hash: str
+    working: nn.Module
+    progress: bool | None
+    t_start: float
+    request: DeletionRequest | None = None
+    plan: Plan | None = None
+    new_ids: np.ndarray | None = None
+    forget_data: ArrayDataset | None = None
+    retain: Any = None
+    sets: dict[str, ArrayDataset] = field(default_factory=dict)
+    evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval_s: float = 0.0
 
 
 def forget(
@@ -89,6 +109,9 @@ def forget(
 ) -> ForgetResult:
     """Honour a deletion request on a run, in place, with a receipt in the ledger's audit log.
 
+    The stages: check that model and ledger agree, resolve the request and plan it, build the evaluation
+    sets, run the method, then commit model and ledger together through the run's journal.
+
     Args:
         run: the run directory (or its path).
         ids / class_ / subjects: what to forget (exactly one; ``subjects`` needs ``subject_map``).
@@ -106,125 +129,145 @@ def forget(
     options = check_options(method, dict(options or {}))
     creates_run = bool(getattr(impl, "creates_run", False))
     if out is not None and not creates_run and not dry_run:
-        run = _copy_run(run, out)
-        out = None
-    thresholds = thresholds or Thresholds()
+        run, out = _copy_run(run, out), None
     t_start = time.perf_counter()
     with run.lock(wait=True):
         store = run.open_ledger(writable=True) if run.has_ledger() else None
         try:
-            if getattr(impl, "needs_ledger", False) and store is None:
-                raise LedgerError(
-                    f"method {method!r} needs the run's ledger, but {run.path} was trained with --record none; "
-                    "use --method retrain, relabel, naive, finetune or gradient-ascent"
-                )
-            current = run.load_model()
-            current_hash = model_hash(current)
-            if store is not None:
-                if store.get_meta("training_complete") != "1":
-                    raise LedgerError(f"training of {run.path} did not finish; resume it (amnesiac train --resume) first")
-                head = store.get_meta("head_hash")
-                if current_hash != head:
-                    raise ModelMismatchError(
-                        f"{run.model_path} (hash {current_hash[:16]}) is not the model the ledger describes "
-                        f"(head {str(head)[:16]}); it was changed outside amnesiac, so the stored updates no "
-                        "longer apply. Restore the model or retrain."
-                    )
-            if model is not None:
-                given = model_hash(model)
-                if given != current_hash:
-                    raise ModelMismatchError(
-                        f"the model given (hash {given[:16]}) is not the run's current model (hash {current_hash[:16]}); "
-                        "load it with RunDir.load_model() or pass the run's own model"
-                    )
-            training = run.training_data()
-            info = run.bundle().info
-            request = resolve_request(training.ids.numpy(), training.targets.numpy(), num_classes=info.num_classes,
-                                      ids=ids, class_=class_, subjects=subjects, subject_map=subject_map)
-            already = store.forgotten_ids() if store is not None else np.empty(0, np.int64)
-            plan = make_plan(store, request.ids.tolist(), thresholds=thresholds,
-                             whole_class=request.kind == "class") if store is not None else None
+            job = _start(run, store, method, impl, options, model, progress, t_start)
+            _plan(job, thresholds or Thresholds(), ids=ids, class_=class_, subjects=subjects, subject_map=subject_map)
             if dry_run:
-                if plan is not None and plan.to_revert and not plan.missing:
-                    from .planner import norm_of, sum_updates
-
-                    plan.update_norm = norm_of(sum_updates(store, plan.to_revert, progress=progress))
-                    plan.model_norm = norm_of({k: v for k, v in current.state_dict().items() if v.is_floating_point()})
-                return ForgetResult(plan, None, None, dry_run=True, message="dry run: nothing changed")
-            new_ids = request.ids[~np.isin(request.ids, already)]
-            if new_ids.size == 0 and (plan is None or not plan.to_revert):
-                return ForgetResult(plan, None, current, message="every requested record was already forgotten; nothing changed")
-            drop = np.union1d(already, request.ids)
-
-            def retained() -> ArrayDataset:
-                return training.without_ids(drop[np.isin(drop, training.ids.numpy())])
-
-            forget_data = training.only_ids(request.ids)
-            retain: ArrayDataset | Any = retained
-            sets: dict[str, ArrayDataset] = {}
-            if evaluate_after:
-                retain = retained()
-                sets = forget_eval_sets(run, request, retain, forget_data)
-            evaluation: dict[str, dict[str, float]] = {}
-            t_eval = time.perf_counter()
-            if sets:
-                evaluation["before"] = evaluate_sets(current, sets)
-            eval_s = time.perf_counter() - t_eval
-            working = model if model is not None else current
+                return _dry_run(job)
+            if job.new_ids.size == 0 and (job.plan is None or not job.plan.to_revert):
+                return ForgetResult(job.plan, None, job.current,
+                                    message="every requested record was already forgotten; nothing changed")
+            _prepare_data(job, evaluate_after)
             if creates_run:
-                return _run_creating_method(run, impl, method, request, plan, store, working, retain, forget_data,
-                                            sets, evaluation, dict(options or {}), out, progress, current_hash, t_start)
-            begin_change(run, old_hash=current_hash, store=store)
-            try:
-                ctx = MethodContext(run, working, request, store, plan, retain, forget_data, sets,
-                                    dict(options or {}), progress)
-                t_method = time.perf_counter()
-                outcome = impl(ctx)
-                method_s = time.perf_counter() - t_method
-                fault_point("forget:after-method")
-                t_eval = time.perf_counter()
-                evaluation.update(outcome.evaluation)
-                if sets:
-                    evaluation["after"] = evaluate_sets(outcome.model, sets)
-                eval_s += time.perf_counter() - t_eval
-                new_hash = model_hash(outcome.model)
-                # the stored updates of every step that saw the deleted records encode them: reverted or not,
-                # they go (a later amnesiac request touching an unreverted one is then refused by step number)
-                touched = sorted(set(outcome.steps_reverted) | set(plan.to_revert if plan is not None else []))
-                destroy = [] if keep_artifacts else touched
-                receipt = _receipt(
-                    method=method, options=options or {}, request=request,
-                    salt=store.id_salt() if store is not None else "no-ledger", new_ids=int(new_ids.size), plan=plan,
-                    outcome=outcome, old_hash=current_hash, new_hash=new_hash, evaluation=evaluation,
-                    timings={**outcome.timings, "method": method_s, "evaluate": eval_s,
-                             "total": time.perf_counter() - t_start},
-                    destroyed={"update_blobs": len(destroy), "optimizer_state": not keep_artifacts,
-                               "previous_model": True},
-                    kept_for_research=bool(keep_artifacts),
-                )
-                ledger_commit = None
-                if store is not None:
-                    ledger_commit = lambda h, fsum: store.commit_revert(  # noqa: E731
-                        outcome.steps_reverted, new_hash=h, event=receipt, forgotten_ids=request.ids.tolist(),
-                        extra_meta={"head_file_sum": fsum})
-                saved = run.model_meta()
-                commit_model(run, outcome.model, old_hash=current_hash, new_hash=new_hash, store=store,
-                             ledger_commit=ledger_commit, destroy_steps=destroy,
-                             destroy_optimizer=not keep_artifacts,
-                             meta={"epoch": saved.get("epoch"), "step": saved.get("step"), "after": "forget"})
-            except BaseException:
-                if store is not None:
-                    store.close()
-                    store = None
-                abort_change(run)
-                raise
-            if store is None:
-                _append_plain_receipt(run, receipt)
-            return ForgetResult(plan, receipt, outcome.model, outcome=outcome, run=run,
-                                message=f"forgot {len(request)} record(s) with {method}")
+                return _run_creating_method(job, out)
+            return _apply(job, keep_artifacts)
         finally:
             if store is not None:
-                store.close()
+                store.close()  # closing twice is harmless (_apply closes it before a rollback)
+
+
+def _start(run: RunDir, store: LedgerStore | None, method: str, impl: Any, options: dict[str, Any],
+           model: nn.Module | None, progress: bool | None, t_start: float) -> _Job:
+    """Check that the run's model is the one its ledger describes (and ``model``, if given, is that model)."""
+    if getattr(impl, "needs_ledger", False) and store is None:
+        raise LedgerError(
+            f"method {method!r} needs the run's ledger, but {run.path} was trained with --record none; "
+            "use --method retrain, relabel, naive, finetune or gradient-ascent"
+        )
+    current = run.load_model()
+    current_hash = model_hash(current)
+    if store is not None:
+        if store.get_meta("training_complete") != "1":
+            raise LedgerError(f"training of {run.path} did not finish; resume it (amnesiac train --resume) first")
+        head = store.get_meta("head_hash")
+        if current_hash != head:
+            raise ModelMismatchError(
+                f"{run.model_path} (hash {current_hash[:16]}) is not the model the ledger describes "
+                f"(head {str(head)[:16]}); it was changed outside amnesiac, so the stored updates no "
+                "longer apply. Restore the model or retrain."
+            )
+    if model is not None:
+        given = model_hash(model)
+        if given != current_hash:
+            raise ModelMismatchError(
+                f"the model given (hash {given[:16]}) is not the run's current model (hash {current_hash[:16]}); "
+                "load it with RunDir.load_model() or pass the run's own model"
+            )
+    return _Job(run, store, method, impl, options, current, current_hash, model if model is not None else current,
+                progress, t_start)
+
+
+def _plan(job: _Job, thresholds: Thresholds, **what: Any) -> None:
+    """Resolve the request against the run's training data and plan it on the ledger."""
+    training = job.run.training_data()
+    info = job.run.bundle().info
+    job.request = resolve_request(training.ids.numpy(), training.targets.numpy(), num_classes=info.num_classes, **what)
+    store = job.store
+    already = store.forgotten_ids() if store is not None else np.empty(0, np.int64)
+    job.plan = make_plan(store, job.request.ids.tolist(), thresholds=thresholds,
+                         whole_class=job.request.kind == "class") if store is not None else None
+    job.new_ids = job.request.ids[~np.isin(job.request.ids, already)]
+    drop = np.union1d(already, job.request.ids)
+    job.forget_data = training.only_ids(job.request.ids)
+    job.retain = lambda: training.without_ids(drop[np.isin(drop, training.ids.numpy())])
+
+
+def _dry_run(job: _Job) -> ForgetResult:
+    """The plan, with the size of the update a deletion would subtract against the model's."""
+    plan = job.plan
+    if plan is not None and plan.to_revert and not plan.missing:
+        plan.update_norm = norm_of(sum_updates(job.store, plan.to_revert, progress=job.progress))
+        plan.model_norm = norm_of({k: v for k, v in job.current.state_dict().items() if v.is_floating_point()})
+    return ForgetResult(plan, None, None, dry_run=True, message="dry run: nothing changed")
+
+
+def _prepare_data(job: _Job, evaluate_after: bool) -> None:
+    """The retained data (built on first use unless evaluating) and the before-evaluation."""
+    if not evaluate_after:
+        return
+    job.retain = job.retain()
+    job.sets = forget_eval_sets(job.run, job.request, job.retain, job.forget_data)
+    t_eval = time.perf_counter()
+    job.evaluation["before"] = evaluate_sets(job.current, job.sets)
+    job.eval_s = time.perf_counter() - t_eval
+
+
+def _run_method(job: _Job, options: dict[str, Any]) -> tuple[MethodOutcome, float]:
+    ctx = MethodContext(job.run, job.working, job.request, job.store, job.plan, job.retain, job.forget_data, job.sets,
+                        options, job.progress)
+    t_method = time.perf_counter()
+    outcome = job.impl(ctx)
+    return outcome, time.perf_counter() - t_method
+
+
+def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
+    """Run the method and commit the new model with the ledger, or leave the old state if anything fails."""
+    run, store, request, plan = job.run, job.store, job.request, job.plan
+    begin_change(run, old_hash=job.current_hash, store=store)
+    try:
+        outcome, method_s = _run_method(job, dict(job.options))
+        fault_point("forget:after-method")
+        t_eval = time.perf_counter()
+        job.evaluation.update(outcome.evaluation)
+        if job.sets:
+            job.evaluation["after"] = evaluate_sets(outcome.model, job.sets)
+        job.eval_s += time.perf_counter() - t_eval
+        new_hash = model_hash(outcome.model)
+        # the stored updates of every step that saw the deleted records encode them: reverted or not,
+        # they go (a later amnesiac request touching an unreverted one is then refused by step number)
+        touched = sorted(set(outcome.steps_reverted) | set(plan.to_revert if plan is not None else []))
+        destroy = [] if keep_artifacts else touched
+        receipt = _receipt(
+            method=job.method, options=job.options, request=request,
+            salt=store.id_salt() if store is not None else "no-ledger", new_ids=int(job.new_ids.size), plan=plan,
+            outcome=outcome, old_hash=job.current_hash, new_hash=new_hash, evaluation=job.evaluation,
+            timings={**outcome.timings, "method": method_s, "evaluate": job.eval_s,
+                     "total": time.perf_counter() - job.t_start},
+            destroyed={"update_blobs": len(destroy), "optimizer_state": not keep_artifacts, "previous_model": True},
+            kept_for_research=bool(keep_artifacts),
+        )
+        ledger_commit = None
+        if store is not None:
+            ledger_commit = lambda h, fsum: store.commit_revert(  # noqa: E731
+                outcome.steps_reverted, new_hash=h, event=receipt, forgotten_ids=request.ids.tolist(),
+                extra_meta={"head_file_sum": fsum})
+        saved = run.model_meta()
+        commit_model(run, outcome.model, old_hash=job.current_hash, new_hash=new_hash, store=store,
+                     ledger_commit=ledger_commit, destroy_steps=destroy, destroy_optimizer=not keep_artifacts,
+                     meta={"epoch": saved.get("epoch"), "step": saved.get("step"), "after": "forget"})
+    except BaseException:
+        if store is not None:
+            store.close()
+        abort_change(run)
+        raise
+    if store is None:
+        _append_plain_receipt(run, receipt)
+    return ForgetResult(plan, receipt, outcome.model, outcome=outcome, run=run,
+                        message=f"forgot {len(request)} record(s) with {job.method}")
 
 
 def _copy_run(run: RunDir, out: str) -> RunDir:
@@ -249,24 +292,20 @@ def check_out_dir(dest: Path, *, source: Path) -> None:
         raise RunDirError(f"{dest} already exists and is not empty; choose a new directory for --out")
 
 
-def _run_creating_method(run, impl, method, request, plan, store, working, retain, forget_data, sets, evaluation,
-                         options, out, progress, old_hash, t_start) -> ForgetResult:
+def _run_creating_method(job: _Job, out: str | None) -> ForgetResult:
     """Methods that build a new run (retrain): the original run is only read."""
-    options = {**options, "out": out}
-    ctx = MethodContext(run, working, request, store, plan, retain, forget_data, sets, options, progress)
-    t_method = time.perf_counter()
-    outcome = impl(ctx)
-    method_s = time.perf_counter() - t_method
-    if sets:
-        evaluation["after"] = evaluate_sets(outcome.model, sets)
+    run, request, plan = job.run, job.request, job.plan
+    outcome, method_s = _run_method(job, {**job.options, "out": out})
+    if job.sets:
+        job.evaluation["after"] = evaluate_sets(outcome.model, job.sets)
     new_run = RunDir.open(outcome.details["new_run"])
     with new_run.lock(wait=True):
         new_store = new_run.open_ledger(writable=True) if new_run.has_ledger() else None
         receipt = _receipt(
-            method=method, options={k: v for k, v in options.items() if k != "out"}, request=request,
+            method=job.method, options=job.options, request=request,
             salt=new_store.id_salt() if new_store is not None else "no-ledger", new_ids=len(request), plan=plan,
-            outcome=outcome, old_hash=old_hash, new_hash=model_hash(outcome.model), evaluation=evaluation,
-            timings={**outcome.timings, "method": method_s, "total": time.perf_counter() - t_start},
+            outcome=outcome, old_hash=job.current_hash, new_hash=model_hash(outcome.model), evaluation=job.evaluation,
+            timings={**outcome.timings, "method": method_s, "total": time.perf_counter() - job.t_start},
             destroyed={"update_blobs": 0, "optimizer_state": False, "previous_model": False},
             kept_for_research=False, source_run=str(run.path),
             note=f"the source run {run.path} still holds the deleted records' influence; delete it once "

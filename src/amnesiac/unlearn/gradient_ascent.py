@@ -8,8 +8,8 @@ import torch
 
 from ..errors import RequestError
 from ..training import batches, make_optimizer
-from .base import MethodContext, MethodOutcome, register_method
 from ._train import initial_point, ledger_recorder, method_seed
+from .base import MethodContext, MethodOutcome, evaluate_sets, register_method
 
 
 def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
@@ -18,8 +18,6 @@ def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
     Options: ``steps``, ``lr`` (default the run's), ``retain_weight`` (> 0 adds descent on a
     retained batch at every step: NegGrad+), ``eval_every``.
     """
-    from .forget import evaluate_sets
-
     cfg = ctx.run.config
     forget_data = ctx.forget_data
     if len(forget_data) == 0:

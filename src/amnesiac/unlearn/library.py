@@ -28,16 +28,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import LedgerError, ModelMismatchError
 from ..ledger import LedgerStore
-from ..utils import model_hash
+from ..ledger.format import file_checksum
+from ..run.checkpoint import save_tensors
+from ..utils import fsync_dir, model_hash, model_state
 from .amnesiac import undo_steps
 from .base import MethodOutcome
 from .planner import Plan, Thresholds, make_plan
@@ -78,22 +81,11 @@ def forget_records(
     file checked. Repair, if you want one, is your own loop with a ``Recorder(kind="repair")`` attached,
     then ``mark_head`` again. One process writes a ledger at a time.
     """
-    from ..run.checkpoint import save_tensors
-    from ..ledger.store import file_checksum
-    from ..utils import fsync_dir, model_state
-
     t_start = time.perf_counter()
     opened = not isinstance(ledger, LedgerStore)
     store = LedgerStore.open(ledger, writable=True) if opened else ledger
     try:
-        head = store.get_meta("head_hash")
-        if head is None:
-            raise LedgerError(f"the ledger at {store.path} names no model yet; after training call "
-                              "ledger.mark_head(model) so deletions apply to that model only")
-        current = model_hash(model)
-        if current != head:
-            raise ModelMismatchError(f"the model given (hash {current[:16]}) is not the model the ledger describes "
-                                     f"(head {head[:16]}); its stored updates no longer apply to it")
+        current = _check_head(store, model)
         request: DeletionRequest = resolve_request(store.all_ids(), np.zeros(0), num_classes=0,
                                                    ids=np.asarray(ids, dtype=np.int64) if isinstance(ids, np.ndarray) else ids)
         plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
@@ -102,8 +94,7 @@ def forget_records(
                                 details={"update_norm": done.pop("update_norm"),
                                          "clamped_running_var": done.pop("clamped_running_var")}, timings=done)
         new_hash = model_hash(model)
-        touched = sorted(set(plan.to_revert))
-        destroy = [] if keep_artifacts else touched
+        destroy = [] if keep_artifacts else sorted(set(plan.to_revert))
         receipt = build_receipt(
             method="amnesiac", options={}, request=request, salt=store.id_salt(),
             new_ids=int(np.setdiff1d(request.ids, store.forgotten_ids()).size), plan=plan, outcome=outcome,
@@ -112,12 +103,7 @@ def forget_records(
             timings={**done, "total": time.perf_counter() - t_start}, kept_for_research=bool(keep_artifacts),
             workflow="library")
         extra: dict[str, Any] = {"head_step": store.get_meta("head_step")}
-        nxt = None
-        if save_to is not None:
-            target = Path(save_to)
-            nxt = target.with_name(target.name + ".next")
-            save_tensors(nxt, model_state(model), {"hash": new_hash})
-            extra["head_file_sum"] = file_checksum(nxt)
+        nxt = _save_aside(model, save_to, new_hash, extra) if save_to is not None else None
         store.commit_revert(plan.to_revert, new_hash=new_hash, event=receipt, forgotten_ids=request.ids.tolist(),
                             extra_meta=extra)
         if nxt is not None:
@@ -129,3 +115,26 @@ def forget_records(
     finally:
         if opened:
             store.close()
+
+
+def _check_head(store: LedgerStore, model: nn.Module) -> str:
+    """The model's hash, which must be the ledger's head."""
+    head = store.get_meta("head_hash")
+    if head is None:
+        raise LedgerError(f"the ledger at {store.path} names no model yet; after training call "
+                          "ledger.mark_head(model) so deletions apply to that model only")
+    current = model_hash(model)
+    if current != head:
+        raise ModelMismatchError(f"the model given (hash {current[:16]}) is not the model the ledger describes "
+                                 f"(head {head[:16]}); its stored updates no longer apply to it")
+    return current
+
+
+def _save_aside(model: nn.Module, save_to: str | os.PathLike[str], new_hash: str, extra: dict[str, Any]) -> Path:
+    """Write the new model next to ``save_to`` (renamed into place once the ledger commits); its checksum
+    goes into the ledger's commit."""
+    target = Path(save_to)
+    nxt = target.with_name(target.name + ".next")
+    save_tensors(nxt, model_state(model), {"hash": new_hash})
+    extra["head_file_sum"] = file_checksum(nxt)
+    return nxt

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import TRAIN_OPTIONS, MethodContext, MethodOutcome, register_method
 from ._train import initial_point, train_method
+from .base import TRAIN_OPTIONS, MethodContext, MethodOutcome, register_method
 
 
 def naive(ctx: MethodContext) -> MethodOutcome:

@@ -17,9 +17,9 @@ large share, or steps whose updates were never stored, call for another method. 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
-
+from typing import Any
 
 from ..config import Thresholds
 from ..ledger import LedgerStore

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..utils.hashing import hash_ids
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def build_receipt(*, method: str, options: Mapping[str, Any], request: DeletionRequest, salt: str, new_ids: int,
-             plan: "Plan | None", outcome: "MethodOutcome", old_hash: str, new_hash: str,
+             plan: Plan | None, outcome: MethodOutcome, old_hash: str, new_hash: str,
              evaluation: dict[str, dict[str, float]], timings: dict[str, float], destroyed: dict[str, Any],
              kept_for_research: bool, **extra: Any) -> dict[str, Any]:
     """The receipt of one deletion, as every method reports it (raw ids never appear, only salted hashes)."""

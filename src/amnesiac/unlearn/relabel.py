@@ -12,8 +12,8 @@ import torch
 
 from ..data.base import ArrayDataset
 from ..errors import RequestError
-from .base import TRAIN_OPTIONS, MethodContext, MethodOutcome, register_method
 from ._train import initial_point, method_seed, train_method
+from .base import TRAIN_OPTIONS, MethodContext, MethodOutcome, register_method
 
 
 def wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:

@@ -97,46 +97,14 @@ def resolve_request(
             f"got {', '.join(given) if given else 'none'}"
         )
     training_ids = np.asarray(training_ids, dtype=np.int64)
-    labels = np.asarray(labels)
     if class_ is not None:
-        if not 0 <= int(class_) < num_classes:
-            raise RequestError(f"class {class_} is out of range; this dataset has classes 0..{num_classes - 1}")
-        if isinstance(class_, bool) or not isinstance(class_, (int, np.integer)):
-            raise RequestError(f"the class must be an integer, got {class_!r}")
-        chosen = training_ids[labels == int(class_)]
-        if chosen.size == 0:
-            raise RequestError(f"the model was trained on no example of class {class_}; nothing to forget")
-        return DeletionRequest(np.unique(chosen), "class", {"class": int(class_)})
+        return _class_request(training_ids, np.asarray(labels), class_, num_classes)
     detail: dict[str, Any] = {}
     kind = "ids"
     if subjects is not None:
-        if subject_map is None:
-            raise RequestError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
-        wanted: list[int] = []
-        for s in subjects:
-            if not isinstance(subject_map.get(s, []), (list, tuple, np.ndarray)):
-                raise RequestError(f"subject {s!r}: expected a list of integer ids, got {subject_map[s]!r}")
-            if s not in subject_map:
-                raise RequestError(f"unknown data subject {s!r} (the map has {len(subject_map)} subjects)."
-                                   + did_you_mean(s, subject_map))
-            for i in subject_map[s]:
-                if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-                    raise RequestError(f"subject {s!r}: sample ids must be integers, got {i!r}")
-                wanted.append(int(i))
-        ids = wanted
-        kind = "subjects"
-        detail = {"subjects": len(subjects)}
-    if isinstance(ids, np.ndarray):
-        arr = np.unique(ids.astype(np.int64, copy=False))
-    else:
-        values = list(ids or [])
-        bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
-        if bad:
-            raise RequestError(f"sample ids must be integers; got {bad[0]!r} ({type(bad[0]).__name__})")
-        try:
-            arr = np.unique(np.asarray(values, dtype=np.int64))
-        except OverflowError:
-            raise RequestError("a sample id is out of range; ids are integers from 0 to 2**63-1") from None
+        ids = _subjects_ids(subjects, subject_map)
+        kind, detail = "subjects", {"subjects": len(subjects)}
+    arr = _id_array(ids)
     if arr.size == 0:
         raise RequestError("the deletion request is empty: name at least one sample id")
     unknown = arr[~np.isin(arr, training_ids)]
@@ -148,3 +116,46 @@ def resolve_request(
             "excluded from training need no deletion."
         )
     return DeletionRequest(arr, kind, detail)
+
+
+def _class_request(training_ids: np.ndarray, labels: np.ndarray, class_: Any, num_classes: int) -> DeletionRequest:
+    if isinstance(class_, bool) or not isinstance(class_, (int, np.integer)):
+        raise RequestError(f"the class must be an integer, got {class_!r}")
+    if not 0 <= int(class_) < num_classes:
+        raise RequestError(f"class {class_} is out of range; this dataset has classes 0..{num_classes - 1}")
+    chosen = training_ids[labels == int(class_)]
+    if chosen.size == 0:
+        raise RequestError(f"the model was trained on no example of class {class_}; nothing to forget")
+    return DeletionRequest(np.unique(chosen), "class", {"class": int(class_)})
+
+
+def _subjects_ids(subjects: Sequence[str], subject_map: Mapping[str, Sequence[int]] | None) -> list[int]:
+    """Every sample id of the named data subjects; unknown subjects and non-integer ids are refused."""
+    if subject_map is None:
+        raise RequestError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
+    wanted: list[int] = []
+    for s in subjects:
+        if s not in subject_map:
+            raise RequestError(f"unknown data subject {s!r} (the map has {len(subject_map)} subjects)."
+                               + did_you_mean(s, subject_map))
+        if not isinstance(subject_map[s], (list, tuple, np.ndarray)):
+            raise RequestError(f"subject {s!r}: expected a list of integer ids, got {subject_map[s]!r}")
+        for i in subject_map[s]:
+            if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+                raise RequestError(f"subject {s!r}: sample ids must be integers, got {i!r}")
+            wanted.append(int(i))
+    return wanted
+
+
+def _id_array(ids: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """The requested ids as a sorted unique int64 array; booleans, floats and out-of-range values refused."""
+    if isinstance(ids, np.ndarray):
+        return np.unique(ids.astype(np.int64, copy=False))
+    values = list(ids or [])
+    bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+    if bad:
+        raise RequestError(f"sample ids must be integers; got {bad[0]!r} ({type(bad[0]).__name__})")
+    try:
+        return np.unique(np.asarray(values, dtype=np.int64))
+    except OverflowError:
+        raise RequestError("a sample id is out of range; ids are integers from 0 to 2**63-1") from None

@@ -7,7 +7,6 @@ run still holds the deleted data's influence; delete it once the new one is in s
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import ConfigError

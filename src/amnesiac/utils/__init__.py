@@ -11,8 +11,8 @@ from .ids import (
            strict_int_list,
 )
 from .progress import LineProgress, progress_bar
-from .seeding import seed_everything
+from .seeding import seed_everything, seeded
 
 __all__ = ["MAX_REQUEST_IDS", "LineProgress", "atomic_write_bytes", "atomic_write_json", "fingerprint", "fsync_dir",
            "hash_ids", "model_hash", "model_state", "parse_id_list", "parse_ids", "progress_bar", "read_ids_file",
-           "read_text_file", "seed_everything", "state_hash", "strict_int_list"]
+           "read_text_file", "seed_everything", "seeded", "state_hash", "strict_int_list"]
