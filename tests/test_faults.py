@@ -189,6 +189,13 @@ def _bad_inputs(run: Path, tmp: Path) -> list[tuple[list[str], str]]:
         (["train", "--out", str(tmp), "--epochs", "1", "--overwrite"], "not a run directory"),
         (["demo", "--out", str(tmp)], "not the output of an earlier demo"),
         (["demo", "--out", str(tmp / "a-file")], "is a file"),
+        (["reproduce", "fashion-mnist", "--profile", "smoke", "--out", str(tmp)], "holds no earlier reproduction"),
+        (["reproduce", "mnist", "--profile", "default", "--data-dir", str(tmp), "--out", str(tmp / "new")],
+         "could not find the four IDX files"),
+        (["attack", "mia", r, "--target-class", "3", "--reference", str(tmp / "nowhere")], "not a run directory"),
+        (["attack", "mia", r, "--target-class", "3", "--attacks", "logreg", "--attack-option", "logreg.fold=3"],
+         "Did you mean 'folds'"),
+        (["attack", "inversion", r, "--class", "3", "--reference", str(tmp / "nowhere")], "not a run directory"),
     ]
 
 

@@ -433,6 +433,12 @@ def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_di
     if seeds < 1:
         raise RunDirError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file; give a directory for the reproduction")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise RunDirError(f"--out {out} is not empty and holds no earlier reproduction (no config.json); "
+                          "choose a new directory")
+    load_dataset(s.dataset, data_dir=data_dir)  # the data must be there before anything is written or trained
     out.mkdir(parents=True, exist_ok=True)
     config = {"preset": preset, "profile": profile, "settings": s.as_dict(), "data_dir": data_dir, "seeds": seeds,
               "device": str(dev), "command": command or f"amnesiac reproduce {preset} --profile {profile} --out {out}"}

@@ -59,6 +59,15 @@ def _tpr_cell(fig: dict[str, Any]) -> str:
     return f"{fig['tpr_at_1pct_fpr']:.3f} @ {fig['fpr_reached']:.3f}"
 
 
+def _share_words(s: dict[str, Any]) -> str:
+    """How the target's records were drawn, in words (older results have no share: the paper's half)."""
+    share = float(s.get("mia_target_share", 0.5))
+    part = {0.5: "a random half", round(1 / 3, 6): "a random third"}.get(round(share, 6), f"a random {share:.0%}")
+    pool = s.get("mia_train_size")
+    return part + (f" of a random {pool:,}-record subset, the attacker having the rest" if pool else
+                   ", the attacker having the rest")
+
+
 def _table1_section(s: dict[str, Any], mia: dict[str, Any]) -> list[str]:
     """Table 1 as the paper's and more: recall beside the published rows, then AUC with intervals and the gap
     to the retrained reference, and TPR at FPR <= 1% with the FPR reached, for every attack and method."""
@@ -67,7 +76,7 @@ def _table1_section(s: dict[str, Any], mia: dict[str, Any]) -> list[str]:
     head = "| method | " + " | ".join(f"epoch {k}" for k in cols) + " |"
     rule = "|---|" + "---|" * len(cols)
     lines = ["## Membership inference on the targets (Table 1)", "",
-             f"The target model trained on {mia.get('target_train_records', '?')} records (a random half) at batch "
+             f"The target model trained on {mia.get('target_train_records', '?')} records ({_share_words(s)}) at batch "
              f"{mia.get('batch_size', s['batch_size'])} for {mia.get('epochs', s['epochs'])} epochs: training accuracy "
              f"{_pct(mia.get('target_model_train'))}, test accuracy {_pct(mia.get('target_model_test'))}. Targets: its "
              f"{mia['targets']} training records of class {mia['target_class']} that it classifies correctly (the "

@@ -88,9 +88,10 @@ def train_run(
                                    momentum=config.momentum, weight_decay=config.weight_decay)
         start_epoch, start_step, history = 0, 0, []
         if resume and run.model_path.exists():
-            start_epoch, start_step, history = _restore(run, model, optimizer)
+            start_epoch, start_step, history = _resume_point(run)
             if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)
                 return _complete_on_resume(run, config, eval_sets, history)
+            _restore(run, model, optimizer, start_step)
         record, store, recorder = _start_recording(run, config, model, optimizer, train_data, start_step)
 
         def on_epoch_end(epoch: int, rec: dict[str, Any]) -> None:
@@ -117,14 +118,17 @@ def train_run(
         return TrainResult(run, model, history, final, record)
 
 
-def _restore(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict[str, Any]]]:
-    """Load the last committed epoch's model and optimizer state; its epoch, step and metrics so far."""
+def _resume_point(run: RunDir) -> tuple[int, int, list[dict[str, Any]]]:
+    """The epoch and step to continue from (after the last committed epoch) and the metrics up to there."""
     meta = run.model_meta()
     start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
-    history = [r for r in run.read_metrics() if r["step"] <= start_step]
+    return start_epoch, start_step, [r for r in run.read_metrics() if r["step"] <= start_step]
+
+
+def _restore(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Load the last committed epoch's model and the optimizer state that goes with it."""
     model.load_state_dict(load_tensors(run.model_path)[0])
-    run.load_optimizer(optimizer, start_step)  # load_state_dict moves the state to the parameters' device
-    return start_epoch, start_step, history
+    run.load_optimizer(optimizer, step)  # load_state_dict moves the state to the parameters' device
 
 
 def _complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, ArrayDataset],
