@@ -11,13 +11,37 @@ def test_no_subcommand_prints_help(capsys):
     assert "train" in out and "ledger" in out and "typical session" in out
 
 
-@pytest.mark.parametrize("cmd", ["demo", "train", "forget", "receipts", "methods", "attack", "reproduce", "ledger",
-                                 "datasets", "models"])
-def test_every_subcommand_has_help_with_examples(cmd, capsys):
+def _all_commands() -> list[tuple[str, ...]]:
+    """Every command and subcommand the parser knows, found by walking it (so a new one is covered too)."""
+    import argparse
+
+    from amnesiac.cli import build_parser
+
+    found: list[tuple[str, ...]] = []
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append(path + (name,))
+                    walk(sub, path + (name,))
+
+    walk(build_parser(), ())
+    return found
+
+
+def test_the_walk_finds_the_nested_commands():
+    cmds = _all_commands()
+    assert ("ledger", "verify") in cmds and ("attack", "mia") in cmds and ("demo",) in cmds and len(cmds) >= 16
+
+
+@pytest.mark.parametrize("cmd", _all_commands(), ids=" ".join)
+def test_every_command_and_subcommand_has_help_with_examples(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
-        main([cmd, "--help"])
+        main([*cmd, "--help"])
     assert exc.value.code == 0
-    assert "examples:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "examples:" in out and "amnesiac " + " ".join(cmd) in out.split("examples:", 1)[1], out[-800:]
 
 
 def test_unknown_model_gives_suggestion_and_exit_2(tmp_path, capsys):
