@@ -323,3 +323,22 @@ def test_verify_deep_knows_about_clamped_running_variances(run, monkeypatch, rep
     forget(run, ids=[17], evaluate_after=False, progress=False)
     # with the clamp in the receipt the reconstruction leaves running variances out; without it, it says no
     assert run.audit(deep=True).ok is reported
+
+
+def test_cli_wording_says_what_happened(run, capsys):
+    """The words users read: a class request is named by its class (with its record count), ledger info
+    separates stored, destroyed and reverted updates, forgetting ids explains why accuracy on them can stay
+    high, and no SQLite side files are left once a command finishes."""
+    assert main(["forget", str(run.path), "--ids", "17,42", "--no-progress"]) == 0
+    assert "accuracy does not measure forgetting" in capsys.readouterr().out
+    assert main(["forget", str(run.path), "--class", "5", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["receipts", str(run.path)]) == 0
+    listing = capsys.readouterr().out
+    n5 = int((run.training_data().targets == 5).sum())
+    assert f"class 5 ({n5} records)" in listing and f"class:{n5}" not in listing
+    assert main(["ledger", "info", str(run.path)]) == 0
+    info = capsys.readouterr().out
+    assert "destroyed by deletions" in info and "still stored" in info
+    leftovers = [p.name for p in run.ledger_path.iterdir() if p.name.endswith(("-wal", "-shm"))]
+    assert not leftovers, leftovers
