@@ -75,23 +75,9 @@ def add_parser(sub: Any) -> None:
 
 def _targets(args: argparse.Namespace, run: RunDir):
     """The target records: records the run trained on (after --limit-class and --exclude), never others."""
-    import torch  # noqa: F401
+    import torch
 
-    from ..attacks import (  # noqa: F401
-        ShadowRecipe,
-        canonical_attack,
-        check_attack_options,
-        class_mean_image,
-        invert,
-        matched_non_members,
-        run_attacks,
-        save_grid,
-        score_inversion,
-        train_evaluator,
-        train_shadows,
-    )
-    from ..run import RunDir  # noqa: F401
-    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
+    from ..utils import parse_ids, read_ids_file
     train = run.training_data()
     given = [x for x in (args.target_ids, args.target_ids_file, args.target_class) if x is not None]
     if len(given) != 1:
@@ -118,22 +104,8 @@ def _targets(args: argparse.Namespace, run: RunDir):
 def _load_models(run: RunDir, reference: str | None) -> dict[str, Any]:
     """The run's model and the reference's, read as committed state; done before any expensive work, so a
     bad --reference is refused at once."""
-    import torch  # noqa: F401
 
-    from ..attacks import (  # noqa: F401
-        ShadowRecipe,
-        canonical_attack,
-        class_mean_image,
-        invert,
-        matched_non_members,
-        run_attacks,
-        save_grid,
-        score_inversion,
-        train_evaluator,
-        train_shadows,
-    )
-    from ..run import RunDir  # noqa: F401
-    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
+    from ..run import RunDir
     models = {}
     with run.reading():
         models["run"] = run.load_model()
@@ -164,23 +136,17 @@ def _attack_options(given: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run_mia(args: argparse.Namespace) -> int:
-    import torch  # noqa: F401
 
-    from ..attacks import (  # noqa: F401
+    from ..attacks import (
         ShadowRecipe,
         canonical_attack,
         check_attack_options,
-        class_mean_image,
-        invert,
         matched_non_members,
         run_attacks,
-        save_grid,
-        score_inversion,
-        train_evaluator,
         train_shadows,
     )
-    from ..run import RunDir  # noqa: F401
-    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
+    from ..run import RunDir
+    from ..utils import atomic_write_json
     run = RunDir.open(args.run)
     cfg = run.config
     attacks = [canonical_attack(a.strip()) for a in args.attacks.split(",") if a.strip()]
@@ -228,22 +194,16 @@ def _num(v: float | None) -> str:
 
 
 def run_inversion(args: argparse.Namespace) -> int:
-    import torch  # noqa: F401
 
-    from ..attacks import (  # noqa: F401
-        ShadowRecipe,
-        canonical_attack,
+    from ..attacks import (
         class_mean_image,
         invert,
-        matched_non_members,
-        run_attacks,
         save_grid,
         score_inversion,
         train_evaluator,
-        train_shadows,
     )
-    from ..run import RunDir  # noqa: F401
-    from ..utils import atomic_write_json, parse_ids, read_ids_file  # noqa: F401
+    from ..run import RunDir
+    from ..utils import atomic_write_json
     run = RunDir.open(args.run)
     cfg = run.config
     bundle = run.bundle()
