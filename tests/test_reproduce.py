@@ -102,3 +102,17 @@ def test_published_row_states_how_the_setting_differs():
     fm = settings_for("fashion-mnist", "default").as_dict()
     text = _setting_differences(fm, {"target_class": fm["mia_class"]})
     assert "fashion-mnist class 6 instead of CIFAR-100 class 11" in text and "for orientation" in text
+
+
+def test_figure7_table_puts_the_papers_digitized_curve_beside_ours(tmp_path):
+    from amnesiac.report.writer import PAPER_FIG7, _figure7_section
+
+    f7 = {"shares": [0.0, 0.05, 0.07, 0.5], "mean_loss": [0.0, 0.06, 0.08, 0.5], "std_loss": [0.0, 0.01, 0.01, 0.1],
+          "base_test_accuracy": [0.9], "steps_per_run": 100, "topk": {}}
+    text = "\n".join(_figure7_section(tmp_path, f7, "fashion-mnist"))
+    assert "| 5% | 6.00 | 1.00 | 21.0 |" in text and "| 7% | 8.00 | 1.00 | 32.0 |" in text
+    assert "| 50% | 50.00 | 10.00 | — |" in text and "for orientation" in text
+    mnist = "\n".join(_figure7_section(tmp_path, f7, "mnist"))
+    assert "for orientation" not in mnist and "Figure 7, MNIST curve" in mnist
+    assert "CIFAR-100" in "\n".join(_figure7_section(tmp_path, f7, "cifar100")) and PAPER_FIG7["CIFAR-100"][5] == .55
+    assert "the paper" not in "\n".join(_figure7_section(tmp_path, f7, "digits"))
