@@ -73,3 +73,29 @@ def test_lightning_callback_records_every_step_with_its_batch_and_forgets(tmp_pa
     assert deletion.receipt["steps_reverted"] == want
     store.close()
     assert LedgerStore.open(tmp_path / "ledger").verify(deep=True).ok
+
+
+def test_lightning_gradient_accumulation_gives_each_step_the_ids_of_its_batches(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from torch.utils.data import DataLoader
+
+    from amnesiac.integrations.lightning import AmnesiacCallback
+
+    mod = runpy.run_path(str(EXAMPLES / "lightning_forget.py"))
+    seen: list[set[int]] = []
+
+    class Watched(mod["Classifier"]):
+        def training_step(self, batch, batch_idx):
+            seen.append(set(batch[2].tolist()))
+            return super().training_step(batch, batch_idx)
+
+    torch.manual_seed(0)
+    cb = AmnesiacCallback(tmp_path / "ledger")
+    trainer = pl.Trainer(max_epochs=1, callbacks=[cb], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         accumulate_grad_batches=2)
+    trainer.fit(Watched(), DataLoader(mod["Records"](64), batch_size=8, shuffle=False))
+    steps = list(cb.store.iter_steps())
+    assert len(seen) == 8 and len(steps) == trainer.global_step == 4
+    assert [set(r.ids.tolist()) for r in steps] == [seen[2 * i] | seen[2 * i + 1] for i in range(4)]
+    cb.store.close()
