@@ -259,7 +259,7 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     logits, labels, ids = predict(target_model, cand)
     targets = cand.only_ids(ids[logits.argmax(1) == labels])  # the authors' members: correctly classified
     non_members = matched_non_members(bundle.test, targets, seed=s.seed)
-    batch, epochs = s.mia_batch_size or s.batch_size, s.mia_epochs or s.epochs
+    batch, epochs = cfg.batch_size, cfg.epochs  # the target's recipe; the shadows copy it
     shadows = train_shadows(attacker_pool, ShadowRecipe(s.model, s.shadow_epochs if not s.mia_epochs else epochs,
                                                         batch, "adam", s.lr),
                             n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress, device=device)
@@ -268,8 +268,9 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
         return _attack(model, label, targets, non_members, shadows, s.seed)
 
     epoch0 = attack(target_model, "the trained target")
-    table = {method: _mia_method_row(method, s, target_run, target_model, targets, epoch0, attack, out, progress,
-                                     device)
+    retain = train_a.without_ids(targets.ids)
+    table = {method: _mia_method_row(method, s, target_run, target_model, targets, retain, epoch0, attack, out,
+                                     progress, device)
              for method in ("naive", "relabel", "amnesiac")}
     ref_cfg = TrainConfig.from_dict({**cfg.to_dict(), "exclude_ids": sorted(set(cfg.exclude_ids) | set(targets.ids.tolist())),
                                      "record": "none"})
@@ -316,12 +317,11 @@ def _attack(model: torch.nn.Module, label: str, targets: ArrayDataset, non_membe
 
 
 def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: torch.nn.Module,
-                    targets: ArrayDataset, epoch0: dict[str, Any], attack: Callable[..., dict[str, Any]], out: Path,
-                    progress: bool | None, device: torch.device) -> dict[str, Any]:
+                    targets: ArrayDataset, retain: ArrayDataset, epoch0: dict[str, Any],
+                    attack: Callable[..., dict[str, Any]], out: Path, progress: bool | None,
+                    device: torch.device) -> dict[str, Any]:
     """One method's row of Table 1: attacked at 0, 0' and after each epoch of training after the request."""
-    train_a = target_run.training_data()
-    retain = train_a.without_ids(targets.ids)
-    batch = s.mia_batch_size or s.batch_size
+    batch = target_run.config.batch_size
     copy_dir = out / "runs" / f"mia-{method}"
     if copy_dir.exists():
         shutil.rmtree(copy_dir)

@@ -16,7 +16,7 @@ from ..data.base import ArrayDataset
 from ..errors import ConfigError, RunDirError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore, Recorder, estimate_for_model, human_bytes
-from ..training import evaluate, fit, make_optimizer, resolve_device
+from ..training import evaluate_sets, fit, make_optimizer, resolve_device
 from ..utils import fingerprint, model_state, seeded
 from .checkpoint import load_tensors
 from .rundir import RunDir, evaluation_sets, select_training_data
@@ -114,7 +114,7 @@ def train_run(
             store.add_event("train", {"epochs": config.epochs, "steps": recorder.step if recorder else 0,
                                       "head_hash": store.get_meta("head_hash")})
             store.close()
-        final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
+        final = evaluate_sets(model, eval_sets)
         return TrainResult(run, model, history, final, record)
 
 
@@ -141,7 +141,7 @@ def _complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, A
                 done.add_event("train", {"epochs": config.epochs, "completed_on_resume": True,
                                          "head_hash": done.get_meta("head_hash")})
     model = run.load_model()
-    final = {name: evaluate(model, ds)["accuracy"] for name, ds in eval_sets.items()}
+    final = evaluate_sets(model, eval_sets)
     return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
 
 

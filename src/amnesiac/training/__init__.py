@@ -30,7 +30,7 @@ from ..data.base import ArrayDataset
 from ..errors import ConfigError
 from ..utils import progress_bar
 
-__all__ = ["OPTIMIZERS", "batches", "evaluate", "evaluate_all", "fit", "model_device", "resolve_device", "make_optimizer", "num_batches", "predict"]
+__all__ = ["OPTIMIZERS", "batches", "evaluate", "evaluate_all", "evaluate_sets", "fit", "model_device", "resolve_device", "make_optimizer", "num_batches", "predict"]
 
 from ..names import OPTIMIZERS
 
@@ -144,6 +144,11 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 512, topk: Se
 
 
 EvalSets = Mapping[str, Dataset]
+
+
+def evaluate_sets(model: nn.Module, sets: Mapping[str, Dataset]) -> dict[str, float]:
+    """Top-1 accuracy on each named set (NaN for an empty one)."""
+    return {name: evaluate(model, ds)["accuracy"] for name, ds in sets.items()}
 
 
 def evaluate_all(model: nn.Module, eval_sets: EvalSets | None, topk: Sequence[int] = (1,)) -> dict[str, float]:

@@ -8,8 +8,8 @@ import torch
 
 from ..data.base import ArrayDataset
 from ..ledger import Recorder
-from ..training import fit, make_optimizer
-from .base import MethodContext, MethodOutcome, evaluate_sets
+from ..training import evaluate_sets, fit, make_optimizer
+from .base import MethodContext, MethodOutcome
 
 
 def ledger_recorder(ctx: MethodContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer, kind: str) -> Recorder | None:

@@ -13,9 +13,9 @@ import time
 import torch
 
 from ..errors import LedgerError, MissingUpdatesError
-from ..training import fit, make_optimizer
+from ..training import evaluate_sets, fit, make_optimizer
 from ._train import ledger_recorder, method_seed
-from .base import MethodContext, MethodOutcome, evaluate_sets, register_method
+from .base import MethodContext, MethodOutcome, register_method
 from .planner import norm_of, sum_updates
 
 

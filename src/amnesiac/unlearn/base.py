@@ -12,7 +12,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,6 @@ from torch import nn
 
 from ..options import check, check_declaration
 from ..registry import Registry
-from ..training import evaluate
 
 if TYPE_CHECKING:
     from ..data.base import ArrayDataset
@@ -115,8 +114,3 @@ def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     amnesiac.errors.ConfigError: method 'amnesiac' has no option 'repair_step'. Did you mean 'repair_steps'? Its options: repair_epochs, repair_lr, repair_steps, seed
     """
     return check("method", method, getattr(METHODS.get(method), "options", {}), options)
-
-
-def evaluate_sets(model: nn.Module, sets: Mapping[str, ArrayDataset]) -> dict[str, float]:
-    """Top-1 accuracy on each named set (NaN for an empty one)."""
-    return {name: evaluate(model, ds)["accuracy"] for name, ds in sets.items()}

@@ -27,8 +27,9 @@ from ..faults import point as fault_point
 from ..ledger import LedgerStore
 from ..run import RunDir
 from ..run.commit import abort_change, begin_change, commit_model
+from ..training import evaluate_sets
 from ..utils import model_hash
-from .base import METHODS, MethodContext, MethodOutcome, check_options, evaluate_sets
+from .base import METHODS, MethodContext, MethodOutcome, check_options
 from .planner import Plan, Thresholds, make_plan, norm_of, sum_updates
 from .receipts import build_receipt as _receipt
 from .request import DeletionRequest, resolve_request

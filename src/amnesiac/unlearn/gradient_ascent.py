@@ -7,9 +7,9 @@ import itertools
 import torch
 
 from ..errors import RequestError
-from ..training import batches, make_optimizer
+from ..training import batches, evaluate_sets, make_optimizer
 from ._train import initial_point, ledger_recorder, method_seed
-from .base import MethodContext, MethodOutcome, evaluate_sets, register_method
+from .base import MethodContext, MethodOutcome, register_method
 
 
 def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
