@@ -34,11 +34,12 @@ def test_the_own_loop_example_runs_and_its_ledger_verifies(tmp_path):
     assert bad.returncode == 1 and "NOT OK" in bad.stdout, bad.stdout + bad.stderr
 
 
-def test_lightning_callback_records_every_step_with_its_batch_and_forgets(tmp_path):
+def _lightning_fit(tmp_path, *, records: int, batch_size: int, shuffle: bool, **trainer_options):
+    """Fit the example's classifier with the callback, noting each training batch's ids as Lightning passes
+    them; returns the model, its initial state, the callback, the trainer and the ids seen per batch."""
     pl = pytest.importorskip("lightning.pytorch")
     from torch.utils.data import DataLoader
 
-    from amnesiac import forget_records
     from amnesiac.integrations.lightning import AmnesiacCallback
 
     mod = runpy.run_path(str(EXAMPLES / "lightning_forget.py"))
@@ -53,9 +54,16 @@ def test_lightning_callback_records_every_step_with_its_batch_and_forgets(tmp_pa
     model = Watched()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     cb = AmnesiacCallback(tmp_path / "ledger")
-    trainer = pl.Trainer(max_epochs=2, callbacks=[cb], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(model, DataLoader(mod["Records"](96), batch_size=16, shuffle=True))
+    trainer = pl.Trainer(callbacks=[cb], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", **trainer_options)
+    trainer.fit(model, DataLoader(mod["Records"](records), batch_size=batch_size, shuffle=shuffle))
+    return model, initial, cb, trainer, seen
+
+
+def test_lightning_callback_records_every_step_with_its_batch_and_forgets(tmp_path):
+    from amnesiac import forget_records
+
+    model, initial, cb, trainer, seen = _lightning_fit(tmp_path, records=96, batch_size=16, shuffle=True, max_epochs=2)
     store = cb.store
     steps = list(store.iter_steps())
     assert len(steps) == trainer.global_step == len(seen) == 12
@@ -76,25 +84,8 @@ def test_lightning_callback_records_every_step_with_its_batch_and_forgets(tmp_pa
 
 
 def test_lightning_gradient_accumulation_gives_each_step_the_ids_of_its_batches(tmp_path):
-    pl = pytest.importorskip("lightning.pytorch")
-    from torch.utils.data import DataLoader
-
-    from amnesiac.integrations.lightning import AmnesiacCallback
-
-    mod = runpy.run_path(str(EXAMPLES / "lightning_forget.py"))
-    seen: list[set[int]] = []
-
-    class Watched(mod["Classifier"]):
-        def training_step(self, batch, batch_idx):
-            seen.append(set(batch[2].tolist()))
-            return super().training_step(batch, batch_idx)
-
-    torch.manual_seed(0)
-    cb = AmnesiacCallback(tmp_path / "ledger")
-    trainer = pl.Trainer(max_epochs=1, callbacks=[cb], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                         accumulate_grad_batches=2)
-    trainer.fit(Watched(), DataLoader(mod["Records"](64), batch_size=8, shuffle=False))
+    _, _, cb, trainer, seen = _lightning_fit(tmp_path, records=64, batch_size=8, shuffle=False, max_epochs=1,
+                                             accumulate_grad_batches=2)
     steps = list(cb.store.iter_steps())
     assert len(seen) == 8 and len(steps) == trainer.global_step == 4
     assert [set(r.ids.tolist()) for r in steps] == [seen[2 * i] | seen[2 * i + 1] for i in range(4)]
