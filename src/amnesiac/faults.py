@@ -29,6 +29,8 @@ POINTS = (
     "commit:after-destroy",
     "forget:after-rename",
     "forget:after-cleanup",
+    "ledger:after-fold",        # a head commit adopted new shard sums; the ones they replace are not removed yet
+    "ledger:shard-visit",       # a shard ledger wrote a new (uncommitted) version of a shard's sum
 )
 
 _counts: dict[str, int] = {}

@@ -23,6 +23,7 @@ from ..registry import Registry
 from .base import ArrayDataset, DatasetInfo, WithIds
 from .cifar import load_cifar
 from .idx import download_idx, find_idx_files, load_idx_split
+from .shards import ShardBatchSampler, ShardMap, make_shards, num_shard_batches, read_subject_map, shard_batch_order
 
 __all__ = [
     "ArrayDataset",
@@ -33,6 +34,12 @@ __all__ = [
     "load_dataset",
     "default_data_dir",
     "DEBIAN_FASHION_MNIST",
+    "ShardBatchSampler",
+    "ShardMap",
+    "make_shards",
+    "num_shard_batches",
+    "read_subject_map",
+    "shard_batch_order",
 ]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

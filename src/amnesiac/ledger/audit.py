@@ -15,7 +15,7 @@ from ..errors import LedgerCorruptError
 from ..utils import progress_bar, state_hash
 from ..utils.hashing import hash_ids
 from .blob import checksum
-from .format import VerifyReport, _blob_step, _ids_from_blob, file_checksum, meta_checksum
+from .format import VerifyReport, _blob_step, _ids_from_blob, _shard_blob, file_checksum, meta_checksum
 
 if TYPE_CHECKING:
     from .store import LedgerStore
@@ -85,7 +85,7 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
         if not isinstance(step, int):
             report.problems.append(f"{idx}: a step number is not an integer ({step!r})")
             continue
-        if step != expected:
+        if step != expected and store.kind != "shards":  # shard rows are numbered by shard, gaps allowed
             for missing in range(expected, step):
                 report.bad[missing] = "missing from the index (gap in step numbers)"
         expected = step + 1
@@ -98,13 +98,21 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
                 damaged_blobs.add(r[5])
             continue
         rec = store._row(r, check=False)
-        if rec.blob is not None and (rec.blob != store.blob_name(step) or rec.checksum is None):
+        if rec.blob is not None and (not _blob_named_for(store, rec.blob, step) or rec.checksum is None):
             report.bad[step] = f"index row names blob {rec.blob!r} with checksum {rec.checksum!r}"
             continue
         ids = np.unique(_ids_from_blob(r[3]))
         row_pairs.append(np.stack([ids, np.full(ids.size, step, dtype=np.int64)], axis=1))
         recs.append(rec)
     return recs, damaged_blobs, pairs, row_pairs
+
+
+def _blob_named_for(store: LedgerStore, blob: str, step: int) -> bool:
+    """Whether a row's blob name is the one the ledger writes for that row (a step, or a shard's version)."""
+    if store.kind != "shards":
+        return blob == store.blob_name(step)
+    parsed = _shard_blob(blob)
+    return parsed is not None and parsed[0] == step and parsed[1] <= store.shard_generation()
 
 
 def _check_id_table(report: VerifyReport, pairs: np.ndarray, row_pairs: list[np.ndarray]) -> None:
@@ -172,7 +180,7 @@ def _check_orphans(store: LedgerStore, report: VerifyReport, recs: list[Any], da
     for p in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else []:
         if p.name in known:
             continue
-        step = _blob_step(p.name)
+        step = _shard_blob(p.name) if store.kind == "shards" else _blob_step(p.name)
         report.orphans.append(p.name)
         if step is None and not (p.name.startswith(".") and p.name.endswith(".tmp")):
             report.problems.append(f"{p} is not a file the ledger writes; it was left alone")

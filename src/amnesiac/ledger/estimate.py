@@ -3,6 +3,9 @@
 >>> est = estimate_storage(num_params=1000, num_buffers=0, num_examples=640, batch_size=64, epochs=2)
 >>> est.steps, est.recorded_steps, est.bytes_per_step
 (20, 20.0, 4000)
+>>> shard = estimate_storage(num_params=1000, num_examples=640, batch_size=64, epochs=2, shards=10)
+>>> shard.recorded_steps, shard.blob_bytes
+(10.0, 40000.0)
 """
 
 from __future__ import annotations
@@ -33,13 +36,20 @@ class StorageEstimate:
     dtype: str
     watch: int | None
     watch_step_fraction: float
+    shards: int | None = None  # a shard ledger: one stored sum per shard, whatever the epochs
 
     @property
     def total_bytes(self) -> float:
         return self.blob_bytes + self.index_bytes
 
+    @property
+    def peak_bytes(self) -> float:
+        """The most the ledger holds at once: a shard ledger keeps a shard's old sum beside its new one until
+        the epoch's commit, so up to twice its blobs during an epoch."""
+        return self.total_bytes + (self.blob_bytes if self.shards else 0.0)
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_bytes": self.total_bytes}
+        return {**asdict(self), "total_bytes": self.total_bytes, "peak_bytes": self.peak_bytes}
 
 
 def watched_step_probability(num_examples: int, batch_size: int, watch: int) -> float:
@@ -69,11 +79,14 @@ def estimate_storage(
     epochs: int,
     dtype: str = "float32",
     watch: int | None = None,
+    shards: int | None = None,
 ) -> StorageEstimate:
     """Estimate ledger size for ``epochs`` of training on ``num_examples`` at ``batch_size``.
 
     ``num_params`` and ``num_buffers`` count the floating-point elements recorded per step; ``watch`` is the
-    size of a watch-list (None records every step).
+    size of a watch-list (None records every step); ``shards`` estimates a shard ledger with that many
+    shards instead (one stored sum each, independent of ``epochs``; steps per epoch as with random batching,
+    a few more when shard sizes are not multiples of the batch size).
     """
     for label, value in (("num_examples", num_examples), ("batch_size", batch_size), ("epochs", epochs)):
         if not isinstance(value, int) or value <= 0:
@@ -85,6 +98,14 @@ def estimate_storage(
     frac = 1.0 if watch is None else watched_step_probability(num_examples, batch_size, watch)
     itemsize = STORAGE_DTYPES[dtype].itemsize
     per_step = (num_params + num_buffers) * itemsize + num_tensors * _HEADER_BYTES_PER_TENSOR
+    if shards is not None:
+        if watch is not None:
+            raise ConfigError("a shard ledger stores every shard's sum; a watch-list does not apply to it")
+        if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= num_examples:
+            raise ConfigError(f"shards must be an integer from 1 to num_examples ({num_examples}), got {shards!r}")
+        index = shards * _INDEX_BYTES_PER_STEP + num_examples * 2 * _INDEX_BYTES_PER_ID
+        return StorageEstimate(steps, per_epoch, float(shards), per_step, float(shards * per_step), float(index),
+                               dtype, None, 1.0, shards)
     recorded = steps * frac
     index = steps * _INDEX_BYTES_PER_STEP + epochs * num_examples * 2 * _INDEX_BYTES_PER_ID
     return StorageEstimate(steps, per_epoch, recorded, per_step, recorded * per_step, float(index), dtype, watch, frac)

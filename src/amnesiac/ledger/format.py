@@ -90,3 +90,17 @@ def _blob_step(name: str) -> int | None:
     if ext != "safetensors" or len(stem) != 12 or not stem.isdigit():
         return None
     return int(stem)
+
+
+def shard_blob_name(shard: int, generation: int) -> str:
+    """The file of a shard's summed update as of one commit generation (shard ledgers)."""
+    return f"{int(shard):012d}-g{int(generation):08d}.safetensors"
+
+
+def _shard_blob(name: str) -> tuple[int, int] | None:
+    """(shard, generation) for a shard blob name, or None for a name a shard ledger never writes."""
+    stem, dot, ext = name.partition(".")
+    shard, dash, gen = stem.partition("-g")
+    if ext != "safetensors" or len(shard) != 12 or not shard.isdigit() or len(gen) != 8 or not gen.isdigit():
+        return None
+    return int(shard), int(gen)

@@ -29,6 +29,12 @@ Rules, each tested:
   to it in groups of 32, one transaction each). :meth:`Recorder.flush` returns once every step so far is
   durable; call it before saving a checkpoint of the model (``train_run`` does, every epoch), so no saved
   model contains a step the ledger lacks. :meth:`Recorder.close` flushes.
+* **Shard ledgers.** With ``policy="shards"`` (and a ledger created with ``ledger_kind="shards"``) every step
+  must draw its batch from one shard of ``shards`` (use :class:`~amnesiac.data.shards.ShardBatchSampler`); a
+  step mixing shards is refused before it runs. The consecutive steps of one shard form a *visit*; when the
+  next step belongs to another shard (or at :meth:`Recorder.flush`), the visit's update (θ now minus θ when it
+  began, float32) is added to that shard's stored sum. The sums become the ledger's at the next head commit
+  (:meth:`LedgerStore.mark_head` in your own loop; ``train_run`` commits every epoch).
 * **A step with no ids is refused.** ``optimizer.step()`` outside any ``batch()`` block raises
   :class:`~amnesiac.errors.RecorderError` before the parameters change, because an update whose samples
   are unknown could never be honoured by a deletion request.
@@ -47,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.shards import ShardMap
 from ..errors import ConfigError, RecorderError
 from .blob import BlobBuffer, Layout
 from .store import STORAGE_DTYPES, LedgerStore
@@ -145,6 +152,10 @@ class _Writer(threading.Thread):
                 if self.error is None and isinstance(item, list):  # steps indexed without an update
                     self.store.put_index_rows(item)
                     self.written += len(item)
+                elif self.error is None and item[0] == "shard":  # a shard visit, added to the shard's sum
+                    _, shard, epoch, kind, ids, delta = item
+                    self.store.put_shard_visit(shard, epoch=epoch, ids=ids, update=delta, kind=kind, fsync=self.fsync)
+                    self.written += 1
                 elif self.error is None:
                     step, epoch, kind, ids, update, before, after = item
                     try:
@@ -191,7 +202,9 @@ class Recorder:
         policy: ``"all"`` stores every update; ``"watch"`` stores only steps holding an id from
             ``watch_ids``; a callable ``f(ids) -> bool`` decides per step. Steps not stored are still
             indexed with their ids, so a later request touching them is refused by step number.
+            ``"shards"`` adds each visit of a shard to that shard's sum (a shard ledger; needs ``shards``).
         watch_ids: the deletable ids for ``policy="watch"``.
+        shards: the :class:`~amnesiac.data.shards.ShardMap` of the training records, for ``policy="shards"``.
         dtype: storage dtype of updates: ``"float32"`` (exact), ``"float16"`` or ``"bfloat16"``.
         include_buffers: record floating buffers (BatchNorm statistics) too. Default True.
         start_step: number of the last step already in the ledger (for resuming).
@@ -237,11 +250,18 @@ class Recorder:
         kind: str = "train",
         offload_delta: bool | None = None,
         durable: bool = True,
+        shards: ShardMap | None = None,
     ) -> None:
         if dtype not in STORAGE_DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
-        if not (callable(policy) or policy in ("all", "watch")):
-            raise ConfigError(f"policy must be 'all', 'watch' or a callable f(ids) -> bool, got {policy!r}")
+        if not (callable(policy) or policy in ("all", "watch", "shards")):
+            raise ConfigError(f"policy must be 'all', 'watch', 'shards' or a callable f(ids) -> bool, got {policy!r}")
+        if (policy == "shards") != (store.kind == "shards"):
+            raise ConfigError(f"policy {policy!r} does not fit this ledger, which stores one update per "
+                              f"{'shard' if store.kind == 'shards' else 'step'}; a shard ledger is recorded with "
+                              "policy='shards' and a ShardMap, and only it")
+        if policy == "shards" and not isinstance(shards, ShardMap):
+            raise ConfigError(f"policy='shards' needs shards=ShardMap(...) (which shard each record is in), got {shards!r}")
         if policy == "watch" and watch_ids is None:
             raise ConfigError("policy='watch' needs watch_ids: the sample ids that may later be deleted")
         if not isinstance(queue_size, int) or queue_size < 1:
@@ -281,7 +301,13 @@ class Recorder:
         # watch-list most steps store nothing, and a stored step is cheaper done at once (one subtraction)
         # than offloaded (a copy here plus a subtraction there).
         self._defer = (cpu_f32 and policy == "all") if offload_delta is None else bool(offload_delta)
-        self._continuous = policy == "all"
+        self._continuous = policy in ("all", "shards")
+        if policy == "shards":
+            self._defer = False
+        self.shards = shards
+        self._visit: int | None = None  # the shard whose consecutive steps are running
+        self._visit_ids: list[np.ndarray] = []
+        self._step_shard: int | None = None  # the shard of the pending (not yet run) step
         live = self._live
         self._pool = _Pool(lambda: _Snapshot(live), limit=queue_size + 2)
         self._current: _Snapshot | None = None  # deferred mode: the state before the coming step
@@ -317,7 +343,9 @@ class Recorder:
         arr = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
         if arr.size == 0:
             raise RecorderError("recorder.batch() was given no sample ids; every step must name the samples it used")
-        if self.policy == "watch":
+        if self.policy == "shards":
+            self._enter_shard(arr)
+        elif self.policy == "watch":
             if self._wants_snapshot(arr) and not self._have_snapshot:
                 self._take_snapshot()
         elif not self._continuous and not self._have_snapshot:  # a callable policy decides after the step
@@ -338,6 +366,7 @@ class Recorder:
         """Drop the ids of a skipped step instead of carrying them into the next one."""
         self._pending.clear()
         self._pending_watched = False
+        self._step_shard = None
         if not self._continuous:
             self._drop_snapshot()
 
@@ -345,6 +374,7 @@ class Recorder:
         """Wait until every step so far is durable in the ledger, also against a power loss (blobs and
         their directory fsynced, the index's WAL checkpointed); raise if the writer failed."""
         self._writer.raise_if_failed()
+        self._close_visit()
         self._hand_over_unstored()
         self._writer.queue.join()
         self._writer.raise_if_failed()
@@ -449,6 +479,10 @@ class Recorder:
         ids = self.pending_ids
         self._pending.clear()
         self.step += 1
+        if self.policy == "shards":  # the step joins its shard's visit; the visit is stored when it ends
+            self._visit_ids.append(ids)
+            self._step_shard = None
+            return
         update: BlobBuffer | None = None
         before = after = None
         store = self._should_store(ids)
@@ -485,6 +519,38 @@ class Recorder:
         else:
             self._hand_over_unstored()  # keep the writer's order the steps' order
             self._writer.put((self.step, self.epoch, self.kind, ids, update, before, after))
+
+    def _enter_shard(self, arr: np.ndarray) -> None:
+        """A batch of ``arr`` opens: it must lie in one shard (the pending step's, if micro-batches add up);
+        a step in another shard than the running visit ends that visit first (before this forward pass)."""
+        assert self.shards is not None
+        try:
+            found = np.unique(self.shards.shard_of(arr))
+        except ConfigError as err:
+            raise RecorderError(f"{err}; every record of a shard-ledger run needs a shard") from None
+        if found.size != 1:
+            raise RecorderError(f"this batch mixes records of shards {found[:5].tolist()}; with a shard ledger every "
+                                "optimizer step draws from one shard (use amnesiac.data.ShardBatchSampler)")
+        shard = int(found[0])
+        if self._step_shard is not None and shard != self._step_shard:
+            raise RecorderError(f"micro-batches of one optimizer step come from shards {self._step_shard} and {shard}; "
+                                "with a shard ledger every step draws from one shard")
+        if self._visit is not None and shard != self._visit and self._step_shard is None:
+            self._close_visit()
+        self._visit = shard
+        self._step_shard = shard
+
+    def _close_visit(self) -> None:
+        """Hand the running visit's update (θ now minus θ when it began, float32) to the writer."""
+        if self.policy != "shards" or self._visit is None or not self._visit_ids:
+            return
+        with torch.no_grad():
+            delta = {name: (self._live[name].float() - self._snap[name].float()).cpu() for name in self._names}
+        self._take_snapshot()
+        ids = np.concatenate(self._visit_ids)
+        shard, self._visit, self._visit_ids = self._visit, None, []
+        self.recorded_steps += 1
+        self._writer.put(("shard", shard, self.epoch, self.kind, ids, delta))
 
     def _hand_over_unstored(self) -> None:
         if self._unstored:

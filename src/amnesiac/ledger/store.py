@@ -65,10 +65,12 @@ from .format import (  # noqa: F401  (StepRecord, VerifyReport and the checksums
     _blob_step,
     _ids_from_blob,
     _ids_to_blob,
+    _shard_blob,
     event_checksum,
     file_checksum,
     meta_checksum,
     row_checksum,
+    shard_blob_name,
 )
 
 FORMAT_VERSION = 1
@@ -187,6 +189,8 @@ class LedgerStore:
         self.manifest = manifest
         self.writable = writable
         self._unsynced: list[Path] = []  # blobs written since the last sync()
+        # shard ledgers: new versions of shard sums written since the last head commit (shard -> version)
+        self._pending_shards: dict[int, StepRecord] = {}
         self._read_columns()
 
     def _read_columns(self) -> None:
@@ -340,11 +344,20 @@ class LedgerStore:
             raise LedgerError("a ledger opened read-only never deletes files")
         last = self.last_step()
         with self._lock:
-            rows = {r[0]: r[1] for r in self._conn.execute("SELECT step, blob FROM steps").fetchall()
-                    if isinstance(r[0], int)}
+            raw_rows = self._conn.execute(f"SELECT {self._COLS} FROM steps").fetchall()
+        rows = {r[0]: r[5] for r in raw_rows if isinstance(r[0], int)}
+        sound = {r[0] for r in raw_rows if isinstance(r[0], int) and self._row_problem(r) is None}
+        generation = self.shard_generation()
         for entry in (self.path / "blobs").iterdir():
             if entry.name.endswith(".tmp") and entry.name.startswith("."):
                 entry.unlink(missing_ok=True)
+                continue
+            shard_gen = _shard_blob(entry.name) if self.kind == "shards" else None
+            if shard_gen is not None:
+                shard, gen = shard_gen
+                # a version no head commit adopted, or one a later commit replaced (its row, checked, names another)
+                if entry.name != rows.get(shard) and (gen > generation or shard in sound):
+                    entry.unlink(missing_ok=True)
                 continue
             step = _blob_step(entry.name)
             if step is None or entry.name == rows.get(step):
@@ -469,7 +482,10 @@ class LedgerStore:
         """Forget every step after ``step`` (used when resuming from a checkpoint); returns how many.
 
         The rows go in one transaction first; then their blobs (a crash in between leaves blobs numbered
-        after the last step, which the next writable open removes)."""
+        after the last step, which the next writable open removes). A shard ledger's rows change only at a
+        head commit, so it has nothing to cut back."""
+        if self.kind == "shards":
+            return 0
         with self._lock:
             rows = self._conn.execute("SELECT blob FROM steps WHERE step > ?", (int(step),)).fetchall()
 
@@ -655,6 +671,7 @@ class LedgerStore:
             stored = self._conn.execute("SELECT COUNT(*) FROM steps WHERE blob IS NOT NULL").fetchone()[0]
         return {
             "path": str(self.path),
+            "kind": self.kind,
             "steps": int(steps),
             "recorded_steps": int(recorded),
             "stored_blobs": int(stored),
@@ -766,15 +783,33 @@ class LedgerStore:
         """
         steps = sorted({int(s) for s in steps})
 
-        def work(cur: sqlite3.Cursor) -> int:
+        def work(cur: sqlite3.Cursor) -> tuple[int, list[str]]:
             self._rewrite_rows(cur, steps, state="reverted")
+            superseded = self._fold_pending(cur)
             self._upsert_meta(cur, {"head_hash": new_hash, **(extra_meta or {})})
             event_id = self._insert_event(cur, event.get("kind", "forget"), event)
             cur.executemany("INSERT OR IGNORE INTO forgotten (sample_id, event) VALUES (?, ?)",
                             ((int(i), event_id) for i in forgotten_ids))
-            return event_id
+            return event_id, superseded
 
-        return int(self._write(work, durable=True))
+        if self._pending_shards:
+            self.sync()
+        event_id, superseded = self._write(work, durable=True)
+        self._after_fold(superseded)
+        return int(event_id)
+
+    def commit_head(self, **meta: Any) -> None:
+        """Move the head (``head_hash`` and the other ``meta`` keys) in one durable transaction, adopting the
+        shard sums written since the last commit (shard ledgers): the commit point of an epoch."""
+        if self._pending_shards:
+            self.sync()
+
+        def work(cur: sqlite3.Cursor) -> list[str]:
+            superseded = self._fold_pending(cur)
+            self._upsert_meta(cur, meta)
+            return superseded
+
+        self._after_fold(self._write(work, durable=True))
 
     def forgotten_ids(self) -> np.ndarray:
         """Every sample id a committed deletion removed (they are never trained on again)."""
@@ -810,7 +845,7 @@ class LedgerStore:
         meta: dict[str, Any] = {"head_hash": h, "head_step": self.last_step(), "training_complete": 1}
         if model_file is not None:
             meta["head_file_sum"] = file_checksum(Path(model_file))
-        self.set_meta(durable=True, **meta)
+        self.commit_head(**meta)
         return h
 
     def all_ids(self) -> np.ndarray:
@@ -844,3 +879,99 @@ class LedgerStore:
             return st_load(path.read_bytes())
         except Exception as err:  # safetensors raises several types for a bad file
             raise LedgerCorruptError(f"{path} cannot be decoded ({err})") from None
+
+    # ------------------------------------------------------------------ shard ledgers
+    @property
+    def kind(self) -> str:
+        """``"steps"``: one update per optimizer step (the paper's ledger); ``"shards"``: one summed update per
+        shard of records, whose rows are numbered by shard (see :mod:`amnesiac.data.shards`)."""
+        return str(self.manifest.get("ledger_kind", "steps"))
+
+    def shard_generation(self) -> int:
+        """How many head commits have adopted shard sums (the version number of the newest sums)."""
+        value = self.get_meta("shard_generation", "0")
+        return int(value) if value and value.isdigit() else 0
+
+    def put_shard_visit(self, shard: int, *, epoch: int, ids: Sequence[int] | np.ndarray,
+                        update: dict[str, torch.Tensor], kind: str = "train", fsync: bool = False) -> None:
+        """Add one visit's update (θ after the shard's consecutive steps minus θ before them) to the shard's
+        running sum, written as a new version of the shard's blob, summed in float32.
+
+        The index is not changed here: the new version becomes the shard's stored update at the next head
+        commit (:meth:`commit_head`, :meth:`commit_revert`, :meth:`mark_head`). A crash before it leaves the
+        sums the last commit adopted, which are the ones the committed model contains.
+        """
+        if self.kind != "shards":
+            raise LedgerError(f"the ledger at {self.path} stores one update per step, not per shard")
+        shard = int(shard)
+        ids_np = np.asarray(ids, dtype=np.int64).reshape(-1)
+        base_rec = self._pending_shards.get(shard)
+        if base_rec is None:
+            rows = self.steps_info([shard])
+            base_rec = rows.get(shard)
+            if base_rec is not None and base_rec.state != "applied":
+                raise LedgerError(f"shard {shard} was subtracted by a deletion; training on its remaining records "
+                                  "must be recorded under a new shard number")
+            if base_rec is not None and base_rec.blob is None:
+                raise LedgerError(f"the stored sum of shard {shard} was destroyed by an earlier deletion; its "
+                                  "records can no longer be trained on with this ledger")
+        base = self.load_update(base_rec) if base_rec is not None else {}
+        if base and set(base) != set(update):
+            raise LedgerError(f"shard {shard}: the update's tensors differ from those of its stored sum")
+        total = {name: base[name].float() + t.float() if base else t.float() for name, t in update.items()}
+        gen = self.shard_generation() + 1
+        name = shard_blob_name(shard, gen)
+        buf = blob_from_tensors(total, STORAGE_DTYPES[self.manifest.get("storage_dtype", "float32")])
+        buf.seal({"shard": str(shard), "generation": str(gen), "kind": kind})
+        digest = checksum(buf.payload(), self.manifest.get("checksum", "sha256"))
+        write_blob(self.path / "blobs" / name, buf, fsync=fsync)
+        if not fsync:
+            self._unsynced.append(self.path / "blobs" / name)
+        all_ids = np.union1d(base_rec.ids, ids_np) if base_rec is not None else np.unique(ids_np)
+        first_kind = base_rec.kind if base_rec is not None else kind
+        fault_point("ledger:shard-visit")
+        self._pending_shards[shard] = StepRecord(shard, int(epoch), first_kind, all_ids, True, name, digest,
+                                                 buf.size, "applied")
+
+    def pending_shards(self) -> list[int]:
+        """Shards with a sum written since the last head commit."""
+        return sorted(self._pending_shards)
+
+    def _fold_pending(self, cur: sqlite3.Cursor) -> list[str]:
+        """Inside a head commit: point each pending shard's row at its new sum (inserting rows for new shards);
+        returns the blob names the rows held before (removed once the commit is durable)."""
+        if not self._pending_shards:
+            return []
+        superseded: list[str] = []
+        now = time.time()
+        for shard, rec in sorted(self._pending_shards.items()):
+            r = cur.execute(f"SELECT {self._COLS} FROM steps WHERE step = ?", (shard,)).fetchone()
+            raw = _ids_to_blob(rec.ids)
+            created = now
+            if r is not None:
+                old = self._row(r)
+                if old.state != "applied" or old.blob is None:
+                    raise LedgerError(f"shard {shard} changed since its new sum was written; nothing was committed")
+                superseded.append(old.blob)
+                created = r[11]
+                cur.execute("DELETE FROM steps WHERE step = ?", (shard,))
+            cur.execute(
+                "INSERT INTO steps (step, epoch, kind, n_ids, ids, recorded, blob, checksum, nbytes, state, created,"
+                " row_sum) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, 'applied', ?, ?)",
+                (shard, rec.epoch, rec.kind, int(rec.ids.size), raw, rec.blob, rec.checksum, rec.nbytes, created,
+                 row_checksum(shard, rec.epoch, rec.kind, raw, 1, rec.blob, rec.checksum, rec.nbytes, "applied",
+                              created)))
+            cur.executemany("INSERT OR IGNORE INTO step_ids (sample_id, step) VALUES (?, ?)",
+                            ((int(i), shard) for i in rec.ids))
+        self._upsert_meta(cur, {"shard_generation": self.shard_generation() + 1})
+        return superseded
+
+    def _after_fold(self, superseded: list[str]) -> None:
+        """After a durable head commit: the adopted versions are committed; the ones they replaced go."""
+        self._pending_shards.clear()
+        if superseded:
+            fault_point("ledger:after-fold")
+        for blob in superseded:
+            (self.path / "blobs" / blob).unlink(missing_ok=True)
+        if superseded:
+            fsync_dir(self.path / "blobs")

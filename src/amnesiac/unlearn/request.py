@@ -8,16 +8,13 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..data.shards import read_subject_map  # noqa: F401  (re-exported: the CLI and API read maps here)
 from ..errors import RequestError, did_you_mean
 from ..utils.hashing import hash_ids  # noqa: F401  (re-exported: receipts use it)
 
@@ -36,43 +33,6 @@ class DeletionRequest:
     def describe(self) -> dict[str, Any]:
         """What the request was, without the raw ids (for receipts)."""
         return {"type": self.kind, "count": len(self), **self.detail}
-
-
-def read_subject_map(path: str | os.PathLike[str]) -> dict[str, list[int]]:
-    """Read a subject -> ids mapping: a JSON object ``{"alice": [1, 2]}`` or a CSV of ``subject,id`` rows.
-
-    Ids must be integers: ``"12"``, ``1.9`` or ``true`` are refused, never coerced.
-    """
-    from ..errors import ConfigError
-    from ..utils import read_text_file, strict_int_list
-
-    p = Path(path)
-    try:
-        text = read_text_file(p, "subject map")
-    except ConfigError as err:
-        raise RequestError(str(err)) from None
-    out: dict[str, list[int]] = {}
-    if text.lstrip().startswith("{"):
-        try:
-            raw = json.loads(text)
-        except ValueError:
-            raise RequestError(f"{p}: expected a JSON object mapping each subject to a list of integer ids") from None
-        for subject, ids in raw.items():
-            try:
-                out[str(subject)] = strict_int_list(ids, f"{p}, subject {subject!r}")
-            except ConfigError as err:
-                raise RequestError(str(err)) from None
-        return out
-    for n, row in enumerate(csv.reader(text.splitlines()), start=1):
-        if not row or row[0].startswith("#") or (n == 1 and row[0].strip().lower() == "subject"):
-            continue
-        if len(row) != 2:
-            raise RequestError(f"{p}, line {n}: expected two columns 'subject,id', got {row!r}")
-        token = row[1].strip()
-        if not token.isdigit() or int(token) > 2**63 - 1:
-            raise RequestError(f"{p}, line {n}: the id {row[1]!r} is not an integer from 0 to 2**63-1")
-        out.setdefault(row[0].strip(), []).append(int(token))
-    return out
 
 
 def resolve_request(
