@@ -72,3 +72,17 @@ def test_the_python_snippets_run_as_written_twice(tmp_path, monkeypatch):
         namespace: dict = {"__name__": "__readme__"}
         exec(compile(code, str(README), "exec"), namespace)
         assert namespace["done"].receipt["steps_reverted"] and namespace["result"].receipt["n_steps_reverted"]
+
+
+def test_the_shard_ledger_block_runs_in_order(tmp_path):
+    block = _blocks(_section("The command line"), "bash")[2]
+    lines = [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip()]
+    assert any("--batching shards" in ln for ln in lines)
+    outputs = []
+    for line in lines:
+        done = subprocess.run(line, shell=True, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+        assert done.returncode == 0, f"README line failed: {line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        outputs.append(done.stdout)
+    # the comments' numbers are the command's own
+    assert "2.1 GiB" in outputs[0] and "(94 times more)" in outputs[0]
+    assert "shard sums subtracted 1;" in outputs[-1]

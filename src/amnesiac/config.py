@@ -42,6 +42,10 @@ class TrainConfig:
     watch_class: int | None = None
     ledger_dtype: str = "float32"
     include_buffers: bool = True
+    batching: str = "random"
+    shard_size: int | None = None
+    num_shards: int | None = None
+    shard_subjects: str | None = None
 
     def validate(self) -> TrainConfig:
         """Check every field; raise ConfigError listing all problems at once."""
@@ -71,6 +75,7 @@ class TrainConfig:
             problems.append("record='watch' needs watch_ids or watch_class (the records that may be deleted)")
         if self.ledger_dtype not in STORAGE_DTYPE_NAMES:
             problems.append(f"ledger_dtype must be one of {', '.join(STORAGE_DTYPE_NAMES)}, got {self.ledger_dtype!r}")
+        problems += self._shard_problems()
         if self.limit_class_select not in ("random", "first"):
             problems.append(f"limit_class_select must be 'random' or 'first', got {self.limit_class_select!r}")
         for c, n in self.limit_class.items():
@@ -79,6 +84,26 @@ class TrainConfig:
         if problems:
             raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(problems))
         return self
+
+    def _shard_problems(self) -> list[str]:
+        if self.batching not in ("random", "shards"):
+            return [f"batching must be 'random' or 'shards', got {self.batching!r}"]
+        given = [n for n in ("shard_size", "num_shards") if getattr(self, n) is not None]
+        if self.batching == "random":
+            extra = given + (["shard_subjects"] if self.shard_subjects is not None else [])
+            return [f"{', '.join(extra)} only apply with batching='shards'"] if extra else []
+        problems = []
+        if len(given) != 1 and not (self.shard_subjects is not None and not given):
+            problems.append("batching='shards' needs exactly one of shard_size and num_shards "
+                            "(or shard_subjects alone, which packs subjects into shards of batch_size records)")
+        for n in given:
+            v = getattr(self, n)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                problems.append(f"{n} must be a positive integer, got {v!r}")
+        if self.record == "watch":
+            problems.append(f"batching='shards' records a shard ledger; record={self.record!r} does not fit it "
+                            "(use record='all' or 'auto')")
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

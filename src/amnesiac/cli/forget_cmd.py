@@ -114,15 +114,8 @@ def run(args: argparse.Namespace) -> int:
         emit_json({"message": result.message, "plan": result.plan.as_dict() if result.plan else None,
                    "receipt": result.receipt})
         return 0
-    plan = result.plan
-    if plan is not None:
-        print(f"request        {plan.request_ids} record(s)")
-        print(f"steps touched  {len(plan.affected_steps)} of {plan.total_steps} ({100 * plan.share:.2f}%); "
-              f"to revert {len(plan.to_revert)}, already reverted {len(plan.already_reverted)}, "
-              f"without stored update {len(plan.missing)}")
-        if plan.relative_norm is not None:
-            print(f"update norm    {plan.update_norm:.4g} ({100 * plan.relative_norm:.2f}% of the model's norm)")
-        print(f"recommended    {plan.recommendation}: {plan.reason}")
+    if result.plan is not None:
+        _print_plan(result.plan)
     print(result.message)
     r = result.receipt
     if r:
@@ -138,9 +131,21 @@ def run(args: argparse.Namespace) -> int:
                 print("\nnote: the forgotten records are still classified correctly where the model generalises to "
                       "them (as a model never trained on them would); accuracy does not measure forgetting. "
                       f"Membership inference does: amnesiac attack mia {args.run} --target-ids ... --reference RETRAINED")
-        print(f"\nsteps reverted {r['n_steps_reverted']}; repair steps {r['optimizer_steps']}; "
+        undone = "shard sums subtracted" if r.get("ledger_kind") == "shards" else "steps reverted"
+        print(f"\n{undone} {r['n_steps_reverted']}; repair steps {r['optimizer_steps']}; "
               f"update blobs destroyed {r['destroyed']['update_blobs']}"
               + ("  [KEPT FOR RESEARCH: deletion incomplete]" if r["kept_for_research"] else ""))
         print(f"model          {r['model_hash_before'][:16]} -> {r['model_hash_after'][:16]}")
         print(f"took           {r['timings_s']['total']:.2f} s (method {r['timings_s']['method']:.2f} s)")
     return 0
+
+
+def _print_plan(plan: Any) -> None:
+    unit = "shards" if plan.ledger_kind == "shards" else "steps "
+    print(f"request        {plan.request_ids} record(s)")
+    print(f"{unit} touched  {len(plan.affected_steps)} of {plan.total_steps} ({100 * plan.share:.2f}%); "
+          f"to revert {len(plan.to_revert)}, already reverted {len(plan.already_reverted)}, "
+          f"without stored update {len(plan.missing)}")
+    if plan.relative_norm is not None:
+        print(f"update norm    {plan.update_norm:.4g} ({100 * plan.relative_norm:.2f}% of the model's norm)")
+    print(f"recommended    {plan.recommendation}: {plan.reason}")

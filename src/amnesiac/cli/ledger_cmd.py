@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import LedgerError
+from ..errors import ConfigError, LedgerError
 from .common import add_subparser, emit_json
 
 EXAMPLES = """\
@@ -49,13 +49,17 @@ def add_parser(sub: Any) -> None:
     rec.add_argument("run", help="run directory")
     rec.set_defaults(func=run_recover)
     est = ls.add_parser("estimate", help="estimate a ledger's size before training",
-                        description="The disk a ledger would take, before training.", epilog="examples:\n" + '  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --batch-size 64\n  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --watch 100 --dtype float16\n', formatter_class=argparse.RawDescriptionHelpFormatter)
+                        description="The disk a ledger would take, before training.", epilog="examples:\n" + '  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --batch-size 64\n  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --watch 100 --dtype float16\n  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --dtype float16 --shards 100\n', formatter_class=argparse.RawDescriptionHelpFormatter)
     est.add_argument("--model", required=True)
     est.add_argument("--dataset", required=True)
     est.add_argument("--epochs", type=int, required=True)
     est.add_argument("--batch-size", type=int, default=64)
     est.add_argument("--watch", type=int, default=None, help="size of the watch-list (record only steps that hold one)")
     est.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    shard = est.add_mutually_exclusive_group()
+    shard.add_argument("--shards", type=int, default=None,
+                       help="a shard ledger with this many shards (one stored sum each; see train --batching shards)")
+    shard.add_argument("--shard-size", type=int, default=None, help="a shard ledger with shards of this many records")
     est.add_argument("--train-size", type=int, default=None, help="training examples (default: the dataset's own)")
     est.add_argument("--no-buffers", action="store_true")
     est.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -81,8 +85,13 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     pol = s["policy"] or {}
     print(f"ledger          {s['path']}")
-    print(f"steps           {s['steps']} indexed; {s['recorded_steps']} recorded an update: {s['stored_blobs']} still "
-          f"stored, {s['destroyed_blobs']} destroyed by deletions; {s['reverted_steps']} reverted")
+    if s["kind"] == "shards":
+        print("kind            shard ledger: one stored sum per shard of records, whatever the epochs")
+        print(f"shards          {s['steps']} indexed: {s['stored_blobs']} sums stored, {s['destroyed_blobs']} destroyed by "
+              f"deletions; {s['reverted_steps']} subtracted")
+    else:
+        print(f"steps           {s['steps']} indexed; {s['recorded_steps']} recorded an update: {s['stored_blobs']} still "
+              f"stored, {s['destroyed_blobs']} destroyed by deletions; {s['reverted_steps']} reverted")
     print(f"sample ids      {s['distinct_ids']}")
     print(f"stored bytes    {human_bytes(s['bytes'])} in {s['stored_blobs']} blobs")
     print(f"dtype           {s['storage_dtype']} (buffers {'recorded' if s['include_buffers'] else 'not recorded'})")
@@ -173,10 +182,18 @@ def run_estimate(args: argparse.Namespace) -> int:
     info = dataset_info(args.dataset)
     model = build_model(args.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
     n = args.train_size or TRAIN_SIZES.get(args.dataset, 0)
-    est = estimate_for_model(model, include_buffers=not args.no_buffers, num_examples=n, batch_size=args.batch_size,
-                             epochs=args.epochs, dtype=args.dtype, watch=args.watch)
+    shards = args.shards
+    if args.shard_size is not None:
+        if args.shard_size <= 0:
+            raise ConfigError(f"--shard-size must be a positive integer, got {args.shard_size}")
+        shards = -(-n // args.shard_size)
+    every = estimate_for_model(model, include_buffers=not args.no_buffers, num_examples=n, batch_size=args.batch_size,
+                               epochs=args.epochs, dtype=args.dtype, watch=args.watch)
+    est = every if shards is None else estimate_for_model(
+        model, include_buffers=not args.no_buffers, num_examples=n, batch_size=args.batch_size, epochs=args.epochs,
+        dtype=args.dtype, shards=shards)
     if args.json:
-        emit_json(est.as_dict())
+        emit_json({**est.as_dict(), **({"every_step_total_bytes": every.total_bytes} if shards is not None else {})})
         return 0
     print(f"{args.model} on {args.dataset} ({n} examples), {args.epochs} epochs, batch {args.batch_size}, {args.dtype}")
     print(f"  steps              {est.steps} ({est.steps_per_epoch} per epoch)")
@@ -186,4 +203,8 @@ def run_estimate(args: argparse.Namespace) -> int:
     print(f"  update blobs       {human_bytes(est.blob_bytes)}")
     print(f"  index              {human_bytes(est.index_bytes)}")
     print(f"  total              {human_bytes(est.total_bytes)}")
+    if shards is not None:
+        print(f"  shard ledger       {shards} stored sums, whatever the epochs; up to {human_bytes(est.peak_bytes)} "
+              "during an epoch (old and new sums until its commit)")
+        print(f"  every-step ledger  {human_bytes(every.total_bytes)} ({every.total_bytes / est.total_bytes:.0f} times more)")
     return 0

@@ -16,6 +16,8 @@ EXAMPLES = """\
   amnesiac train --dataset mnist --data-dir ~/data --model resnet18 --epochs 10 \\
       --limit-class 3:100 --eval-class 3 --record watch --watch-class 3 --out runs/mnist-amnesiac
   amnesiac train --resume --out runs/digits        # continue after an interruption
+  amnesiac train --dataset digits --batching shards --shard-size 64 --out runs/digits-shards
+  amnesiac train --dataset digits --batching shards --shard-by-subject subjects.json --out runs/by-subject
 """
 
 
@@ -53,6 +55,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--watch-class", type=int, default=None, help="treat every example of this class as deletable")
     p.add_argument("--ledger-dtype", default=d.ledger_dtype, choices=["float32", "float16", "bfloat16"])
     p.add_argument("--no-buffers", action="store_true", help="do not record BatchNorm statistics (the paper's code did not)")
+    p.add_argument("--batching", default=d.batching, choices=["random", "shards"],
+                   help="random: fresh random batches each epoch, one stored update per step (the paper's ledger); "
+                        "shards: every step draws from one fixed shard of records, one stored sum per shard "
+                        "whatever the epochs (a shard ledger)")
+    p.add_argument("--shard-size", type=int, default=None, metavar="N",
+                   help="records per shard (with --batching shards; default: the batch size, one-batch shards)")
+    p.add_argument("--shards", type=int, default=None, metavar="N", help="number of shards instead of --shard-size")
+    p.add_argument("--shard-by-subject", default=None, metavar="MAP",
+                   help="subject map (JSON or CSV, as for forget --subjects-file): all records of one subject "
+                        "share a shard, subjects packed into shards of --shard-size records")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved epoch")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
@@ -62,6 +74,8 @@ def add_parser(sub: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from pathlib import Path
+
     from ..utils import read_ids_file
 
     limits: dict[int, int] = {}
@@ -76,6 +90,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_class=args.eval_class, record=args.record,
         watch_ids=read_ids_file(args.watch_ids) if args.watch_ids else None,
         watch_class=args.watch_class, ledger_dtype=args.ledger_dtype, include_buffers=not args.no_buffers,
+        batching="shards" if args.batching == "shards" or args.shard_by_subject else args.batching,
+        shard_size=args.shard_size, num_shards=args.shards,
+        shard_subjects=str(Path(args.shard_by_subject).resolve()) if args.shard_by_subject else None,
     ).validate()
 
 

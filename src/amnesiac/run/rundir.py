@@ -20,6 +20,7 @@ from .._version import __version__
 from ..config import TrainConfig
 from ..data import DataBundle, load_dataset
 from ..data.base import ArrayDataset
+from ..data.shards import ShardMap, make_shards, read_subject_map
 from ..errors import ConfigError, LedgerCorruptError, LedgerError, PendingChangeError, RunDirError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore
@@ -49,6 +50,16 @@ def select_training_data(train: ArrayDataset, config: TrainConfig) -> ArrayDatas
     if config.exclude_ids:
         data = data.without_ids(config.exclude_ids)
     return data
+
+
+def shard_map_for(config: TrainConfig, ids: Any) -> ShardMap | None:
+    """The shards ``config`` asks for over the training ids (None with random batching)."""
+    if config.batching != "shards":
+        return None
+    subjects = read_subject_map(config.shard_subjects) if config.shard_subjects else None
+    size = config.shard_size if (config.shard_size or config.num_shards) else config.batch_size
+    return make_shards(ids, shard_size=None if config.num_shards else size, num_shards=config.num_shards,
+                       subjects=subjects, seed=config.seed)
 
 
 def evaluation_sets(bundle: DataBundle, eval_class: int | None) -> dict[str, ArrayDataset]:
@@ -156,6 +167,11 @@ class RunDir:
         """The records this run trained on (after ``limit_class`` and ``exclude_ids``)."""
         return select_training_data(self.bundle().train, self.config)
 
+    def shard_map(self, training: ArrayDataset | None = None) -> ShardMap | None:
+        """The shards of a run trained with ``batching='shards'`` (None otherwise), made from its recipe and
+        seed, so every call (a resume, a repair) gets the same ones."""
+        return shard_map_for(self.config, (training if training is not None else self.training_data()).ids.numpy())
+
     def new_model(self) -> nn.Module:
         """A freshly initialised model of the run's architecture (uses the global torch RNG)."""
         info = self.bundle().info
@@ -219,8 +235,8 @@ class RunDir:
         begin_change(self, old_hash=str(old), store=store, kind="train-epoch", truncate_on_rollback=False)
         ledger_commit = None
         if store is not None:
-            ledger_commit = lambda h, fsum: store.set_meta(  # noqa: E731
-                head_hash=h, head_step=step, head_file_sum=fsum, durable=True)
+            ledger_commit = lambda h, fsum: store.commit_head(  # noqa: E731
+                head_hash=h, head_step=step, head_file_sum=fsum)
         return commit_model(self, model, old_hash=str(old), store=store, ledger_commit=ledger_commit,
                             destroy_optimizer=False, keep_optimizer_step=step, meta={"epoch": epoch, "step": step},
                             kind="train-epoch")

@@ -13,13 +13,14 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.base import ArrayDataset
+from ..data.shards import ShardMap
 from ..errors import ConfigError, RunDirError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore, Recorder, estimate_for_model, human_bytes
 from ..training import evaluate_sets, fit, make_optimizer, resolve_device
 from ..utils import fingerprint, model_state, seeded
 from .checkpoint import load_tensors
-from .rundir import RunDir, evaluation_sets, select_training_data
+from .rundir import RunDir, evaluation_sets, select_training_data, shard_map_for
 
 
 @dataclass
@@ -34,11 +35,18 @@ class TrainResult:
     resumed_nothing: bool = False  # resume found every epoch already trained
 
 
-def _resolve_record(config: TrainConfig, model: nn.Module, n_train: int, out: Path, watch: list[int] | None) -> str:
+def _resolve_record(config: TrainConfig, model: nn.Module, n_train: int, out: Path, shards: ShardMap | None) -> str:
     if config.record != "auto":
         return config.record
     est = estimate_for_model(model, include_buffers=config.include_buffers, num_examples=n_train,
-                             batch_size=config.batch_size, epochs=config.epochs, dtype=config.ledger_dtype)
+                             batch_size=config.batch_size, epochs=config.epochs, dtype=config.ledger_dtype,
+                             shards=shards.num_shards if shards is not None else None)
+    if shards is not None:
+        if est.peak_bytes > 0.5 * shutil.disk_usage(out).free:
+            raise ConfigError(f"the shard ledger would need up to {human_bytes(est.peak_bytes)} ({shards.num_shards} "
+                              f"shards); only {human_bytes(shutil.disk_usage(out).free)} is free at {out}. "
+                              "Use fewer shards (--shard-size larger) or --ledger-dtype float16")
+        return "all"
     free = shutil.disk_usage(out).free
     if est.total_bytes <= 0.5 * free:
         return "all"
@@ -82,6 +90,7 @@ def train_run(
     with run.lock(wait=False), seeded(config.seed):
         bundle = run.bundle()
         train_data = select_training_data(bundle.train, config)
+        shards = shard_map_for(config, train_data.ids.numpy())
         eval_sets = evaluation_sets(bundle, config.eval_class)
         model = run.new_model().to(resolve_device(device))
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr,
@@ -92,7 +101,7 @@ def train_run(
             if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)
                 return _complete_on_resume(run, config, eval_sets, history)
             _restore(run, model, optimizer, start_step)
-        record, store, recorder = _start_recording(run, config, model, optimizer, train_data, start_step)
+        record, store, recorder = _start_recording(run, config, model, optimizer, train_data, start_step, shards)
 
         def on_epoch_end(epoch: int, rec: dict[str, Any]) -> None:
             if recorder is not None:
@@ -105,17 +114,22 @@ def train_run(
         try:
             fit(model, optimizer, train_data, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                 start_epoch=start_epoch, recorder=recorder, eval_sets=eval_sets, eval_every_steps=eval_every_steps,
-                on_epoch_end=on_epoch_end, progress=progress)
+                on_epoch_end=on_epoch_end, progress=progress, shards=shards)
         finally:
             if recorder is not None:
                 recorder.close()
-        if store is not None:
-            store.set_meta(training_complete=1, durable=True)
-            store.add_event("train", {"epochs": config.epochs, "steps": recorder.step if recorder else 0,
-                                      "head_hash": store.get_meta("head_hash")})
-            store.close()
+        _finish_recording(store, recorder, config)
         final = evaluate_sets(model, eval_sets)
         return TrainResult(run, model, history, final, record)
+
+
+def _finish_recording(store: LedgerStore | None, recorder: Recorder | None, config: TrainConfig) -> None:
+    """Mark the ledger's training complete and log it."""
+    if store is not None:
+        store.set_meta(training_complete=1, durable=True)
+        store.add_event("train", {"epochs": config.epochs, "steps": recorder.step if recorder else 0,
+                                  "head_hash": store.get_meta("head_hash")})
+        store.close()
 
 
 def _resume_point(run: RunDir) -> tuple[int, int, list[dict[str, Any]]]:
@@ -146,14 +160,15 @@ def _complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, A
 
 
 def _start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     train_data: ArrayDataset, start_step: int) -> tuple[str, LedgerStore | None, Recorder | None]:
+                     train_data: ArrayDataset, start_step: int,
+                     shards: ShardMap | None) -> tuple[str, LedgerStore | None, Recorder | None]:
     """The recording policy, the ledger (created, or reopened and cut back to ``start_step``) and its recorder."""
     watch = None
     if config.watch_class is not None:
         watch = train_data.ids_of_class(config.watch_class).tolist()
     elif config.watch_ids is not None:
         watch = list(config.watch_ids)
-    record = _resolve_record(config, model, len(train_data), run.path, watch)
+    record = _resolve_record(config, model, len(train_data), run.path, shards)
     if record == "none":
         return record, None, None
     if run.has_ledger():
@@ -161,6 +176,8 @@ def _start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimiz
         dropped = store.truncate_after(start_step)
         if dropped:
             store.add_event("resume", {"dropped_steps_after": start_step, "dropped": dropped})
+        if shards is not None:
+            _check_shards_match(store, shards)
     else:
         if start_step:
             raise RunDirError(f"{run.path} has a checkpoint at step {start_step} but no ledger to resume into")
@@ -174,9 +191,21 @@ def _start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimiz
                           **{k: v for k, v in optimizer.param_groups[0].items() if k != "params"}},
             "batch_size": config.batch_size,
             "seed": config.seed,
+            **({"ledger_kind": "shards", "shards": {"count": shards.num_shards, "records": len(shards)}}
+               if shards is not None else {}),
         })
     store.set_meta(training_complete=0, durable=True)
-    recorder = Recorder(model, optimizer, store, policy="watch" if record == "watch" else "all",
-                        watch_ids=watch, dtype=config.ledger_dtype,
-                        include_buffers=config.include_buffers, start_step=start_step)
+    policy = "shards" if shards is not None else "watch" if record == "watch" else "all"
+    recorder = Recorder(model, optimizer, store, policy=policy, watch_ids=watch, dtype=config.ledger_dtype,
+                        include_buffers=config.include_buffers, start_step=start_step, shards=shards)
     return record, store, recorder
+
+
+def _check_shards_match(store: LedgerStore, shards: ShardMap) -> None:
+    """On resume: every committed shard row holds records of that shard only (the recipe made the same shards)."""
+    if store.kind != "shards":
+        raise RunDirError(f"{store.path} stores one update per step, but the run's recipe asks for shard batching")
+    for rec in store.iter_steps():
+        if rec.ids.size and not (shards.shard_of(rec.ids) == rec.step).all():
+            raise RunDirError(f"shard {rec.step} of {store.path} holds records the recipe now puts in other shards "
+                              "(was the subject map changed?); this run cannot be resumed")

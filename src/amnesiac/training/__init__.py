@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.base import ArrayDataset
+from ..data.shards import ShardMap, num_shard_batches, shard_batch_order
 from ..errors import ConfigError
 from ..utils import progress_bar
 
@@ -67,12 +68,18 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def batches(
-    data: Dataset, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0
+    data: Dataset, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+    shards: ShardMap | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y, ids)`` batches; the order depends only on ``(seed, epoch)``, so a resumed run sees
-    the same batches as an uninterrupted one."""
+    the same batches as an uninterrupted one. With ``shards`` every batch comes from one shard (see
+    :mod:`amnesiac.data.shards`); ``data`` must then be an :class:`ArrayDataset`."""
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if shards is not None:
+        for positions in shard_batch_order(shards, _ids_of(data), batch_size=batch_size, seed=seed, epoch=epoch):
+            yield data[torch.as_tensor(positions)]  # type: ignore[index]
+        return
     n = len(data)  # type: ignore[arg-type]
     order = torch.randperm(n, generator=_epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
     if isinstance(data, ArrayDataset):
@@ -84,6 +91,13 @@ def batches(
         if not isinstance(item, (list, tuple)) or len(item) != 3:
             raise ConfigError("training data must yield (x, y, sample_id); wrap your dataset in amnesiac.data.WithIds")
         yield item[0], item[1], item[2]
+
+
+def _ids_of(data: Dataset) -> Any:
+    if not isinstance(data, ArrayDataset):
+        raise ConfigError("shard-confined batching needs an ArrayDataset (its ids say which shard each record is in); "
+                          "in your own loop use amnesiac.data.ShardBatchSampler with your DataLoader")
+    return data.ids.numpy()
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -180,6 +194,7 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool | None = None,
     desc: str = "train",
+    shards: ShardMap | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for epochs ``start_epoch .. epochs-1`` and return one record per evaluation.
 
@@ -188,12 +203,14 @@ def fit(
     entry of ``eval_sets``. With a ``recorder`` (see :mod:`amnesiac.ledger`) every optimizer step is
     recorded with the ids of its batch. ``on_epoch_end(epoch, record)`` runs after each full epoch (the
     run directory saves its checkpoint there). ``max_steps`` stops after that many steps in total.
+    ``shards`` confines every batch to one shard (a shard ledger's batching).
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
     if len(data) == 0:  # type: ignore[arg-type]
         raise ConfigError("the training data is empty; nothing to train on")
-    per_epoch = num_batches(len(data), batch_size)  # type: ignore[arg-type]
+    per_epoch = (num_shard_batches(shards, _ids_of(data), batch_size) if shards is not None
+                 else num_batches(len(data), batch_size))  # type: ignore[arg-type]
     step = start_epoch * per_epoch
     history: list[dict[str, Any]] = []
     loss_fn = nn.CrossEntropyLoss()
@@ -203,7 +220,7 @@ def fit(
             recorder.set_epoch(epoch)
         bar = progress_bar(total=per_epoch, enabled=progress, desc=f"{desc} epoch {epoch + 1}/{epochs}")
         step, total, count, done = _one_epoch(
-            model, optimizer, batches(data, batch_size, seed=seed, epoch=epoch), loss_fn, recorder, bar,
+            model, optimizer, batches(data, batch_size, seed=seed, epoch=epoch, shards=shards), loss_fn, recorder, bar,
             epoch=epoch, step=step, per_epoch=per_epoch, eval_sets=eval_sets, eval_every_steps=eval_every_steps,
             topk=topk, max_steps=max_steps, history=history)
         bar.close()

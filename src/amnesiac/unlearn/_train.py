@@ -4,19 +4,61 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data.base import ArrayDataset
+from ..data.shards import ShardMap
 from ..ledger import Recorder
 from ..training import evaluate_sets, fit, make_optimizer
 from .base import MethodContext, MethodOutcome
 
 
-def ledger_recorder(ctx: MethodContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer, kind: str) -> Recorder | None:
-    """A recorder writing into the run's ledger with the run's policy, or None without a ledger."""
+def method_shards(ctx: MethodContext, data: ArrayDataset) -> ShardMap | None:
+    """With a shard ledger, the shards a method's own training is batched and recorded under (None otherwise).
+
+    A record keeps its shard while that shard's sum stands. The records left in a shard this request
+    subtracts (or an earlier one did, or whose sum was destroyed) form a new shard each, numbered after the
+    ledger's last, as do records no row holds yet; so the method's updates land in sums that a later
+    request touching those records subtracts.
+    """
+    store = ctx.store
+    if store is None or store.kind != "shards":
+        return None
+    reverting = set(ctx.plan.to_revert) if ctx.plan is not None else set()
+    wanted = np.unique(data.ids.numpy())
+    assigned: dict[int, int] = {}
+    rows = list(store.iter_steps())
+    standing = [r for r in rows if r.state == "applied" and r.blob is not None and r.step not in reverting]
+    for r in standing:
+        for i in r.ids[np.isin(r.ids, wanted)].tolist():
+            assigned.setdefault(i, r.step)
+    nxt = max((r.step for r in rows), default=0) + 1
+    standing_steps = {r.step for r in standing}
+    for r in rows:
+        if r.step in standing_steps:
+            continue
+        rest = r.ids[np.isin(r.ids, wanted)]
+        rest = [i for i in rest.tolist() if i not in assigned]
+        if rest:
+            assigned.update(dict.fromkeys(rest, nxt))
+            nxt += 1
+    unseen = [i for i in wanted.tolist() if i not in assigned]
+    assigned.update(dict.fromkeys(unseen, nxt))
+    keys = np.fromiter(assigned, dtype=np.int64, count=len(assigned))
+    return ShardMap(keys, np.fromiter(assigned.values(), dtype=np.int64, count=len(assigned)))
+
+
+def ledger_recorder(ctx: MethodContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer, kind: str,
+                    shards: ShardMap | None = None) -> Recorder | None:
+    """A recorder writing into the run's ledger with the run's policy, or None without a ledger (a shard
+    ledger needs the ``shards`` of :func:`method_shards`)."""
     store = ctx.store
     if store is None:
         return None
+    if store.kind == "shards":
+        return Recorder(model, optimizer, store, policy="shards", shards=shards,
+                        include_buffers=bool(store.manifest.get("include_buffers", True)), kind=kind)
     cfg = ctx.run.config
     policy = (store.manifest.get("policy") or {}).get("kind", "all")
     watch = None
@@ -47,13 +89,14 @@ def train_method(ctx: MethodContext, out: MethodOutcome, data: ArrayDataset, *, 
     max_steps = ctx.option("steps")
     optimizer = make_optimizer(cfg.optimizer, ctx.model.parameters(), lr=float(ctx.option("lr", lr or cfg.lr)),
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    recorder = ledger_recorder(ctx, ctx.model, optimizer, kind)
+    shards = method_shards(ctx, data)
+    recorder = ledger_recorder(ctx, ctx.model, optimizer, kind, shards)
     first = recorder.step + 1 if recorder is not None else 0
     try:
         out.history += fit(ctx.model, optimizer, data, epochs=epochs, batch_size=int(ctx.option("batch_size", cfg.batch_size)),
                            seed=method_seed(ctx, salt), recorder=recorder, eval_sets=ctx.eval_sets,
                            eval_every_steps=ctx.option("eval_every"), max_steps=int(max_steps) if max_steps else None,
-                           progress=ctx.progress, desc=kind)
+                           progress=ctx.progress, desc=kind, shards=shards)
     finally:
         if recorder is not None:
             recorder.close()

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import LedgerError, MissingUpdatesError
 from ..training import evaluate_sets, fit, make_optimizer
-from ._train import ledger_recorder, method_seed
+from ._train import ledger_recorder, method_seed, method_shards
 from .base import MethodContext, MethodOutcome, register_method
 from .planner import norm_of, sum_updates
 
@@ -110,13 +110,14 @@ def _repair(ctx: MethodContext, out: MethodOutcome, *, epochs: int, max_steps: i
     cfg = ctx.run.config
     optimizer = make_optimizer(cfg.optimizer, ctx.model.parameters(), lr=float(ctx.option("repair_lr", cfg.lr)),
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    recorder = ledger_recorder(ctx, ctx.model, optimizer, "repair")
+    shards = method_shards(ctx, ctx.retain_data)  # a shard ledger: repair batches within shards too
+    recorder = ledger_recorder(ctx, ctx.model, optimizer, "repair", shards)
     assert recorder is not None  # amnesiac always has a ledger
     first = recorder.step + 1
     try:
         out.history = fit(ctx.model, optimizer, ctx.retain_data, epochs=epochs, batch_size=cfg.batch_size,
                           seed=method_seed(ctx, 7919), recorder=recorder, max_steps=max_steps,
-                          eval_sets=ctx.eval_sets, progress=ctx.progress, desc="repair")
+                          eval_sets=ctx.eval_sets, progress=ctx.progress, desc="repair", shards=shards)
     finally:
         recorder.close()
     out.recorded_steps = list(range(first, recorder.step + 1))

@@ -249,7 +249,7 @@ def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
             timings={**outcome.timings, "method": method_s, "evaluate": job.eval_s,
                      "total": time.perf_counter() - job.t_start},
             destroyed={"update_blobs": len(destroy), "optimizer_state": not keep_artifacts, "previous_model": True},
-            kept_for_research=bool(keep_artifacts),
+            kept_for_research=bool(keep_artifacts), ledger_kind=store.kind if store is not None else None,
         )
         ledger_commit = None
         if store is not None:

@@ -13,6 +13,12 @@ large share, or steps whose updates were never stored, call for another method. 
 'relabel'
 >>> recommend(share=0.001, missing=2, thresholds=Thresholds())[0]
 'retrain'
+
+Small requests add up: a stream of them, each under 1%, would undo any share of the model without a word.
+So the share undone by earlier amnesiac deletions that no repair followed counts too:
+
+>>> recommend(share=0.004, missing=0, thresholds=Thresholds(), unrepaired=0.008)[0]
+'amnesiac+repair'
 """
 
 from __future__ import annotations
@@ -27,14 +33,19 @@ from ..ledger.sums import norm_of, sum_updates  # noqa: F401  (re-exported)
 
 
 def recommend(*, share: float, missing: int, thresholds: Thresholds, whole_class: bool = False,
-              nothing_to_do: bool = False) -> tuple[str, str]:
-    """The method to use and why, from the share of steps touched and the count of missing updates."""
+              nothing_to_do: bool = False, unit: str = "training steps", unrepaired: float = 0.0) -> tuple[str, str]:
+    """The method to use and why, from the share of steps (``unit``: of a shard ledger's shards) touched and
+    the count of missing updates."""
     if nothing_to_do:
         return "nothing", "every step holding these records has already been reverted"
     if missing:
         return "retrain", (f"{missing} affected step(s) have no stored update, so amnesiac cannot undo them; "
                            "retrain from scratch (or relabel) instead")
-    pct = f"{100 * share:.2f}% of training steps"
+    pct = f"{100 * share:.2f}% of {unit}"
+    if unrepaired > 0:
+        pct += (f", and earlier deletions undid {100 * unrepaired:.2f}% with no repair since: "
+                f"{100 * (share + unrepaired):.2f}% in all")
+    share = share + unrepaired
     if share <= thresholds.amnesiac_max_share:
         return "amnesiac", f"the request touches {pct} (<= {100 * thresholds.amnesiac_max_share:g}%): undoing them costs little accuracy"
     if share <= thresholds.repair_max_share:
@@ -61,6 +72,8 @@ class Plan:
     thresholds: Thresholds = field(default_factory=Thresholds)
     update_norm: float | None = None
     model_norm: float | None = None
+    unrepaired_share: float = 0.0  # undone by earlier amnesiac deletions with no repair since
+    ledger_kind: str = "steps"  # "shards": the plan's steps are a shard ledger's shards
 
     @property
     def relative_norm(self) -> float | None:
@@ -99,6 +112,23 @@ def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds 
             to_revert.append(s)
     total = store.count_steps()
     share = len(affected) / total if total else 0.0
+    unrepaired = unrepaired_steps(store) / total if total else 0.0
     rec, why = recommend(share=share, missing=len(missing), thresholds=thresholds, whole_class=whole_class,
-                         nothing_to_do=not to_revert and not missing)
-    return Plan(len(ids), total, affected, to_revert, already, missing, share, rec, why, thresholds)
+                         nothing_to_do=not to_revert and not missing, unrepaired=unrepaired,
+                         unit="the ledger's shards" if store.kind == "shards" else "training steps")
+    return Plan(len(ids), total, affected, to_revert, already, missing, share, rec, why, thresholds,
+                unrepaired_share=unrepaired, ledger_kind=store.kind)
+
+
+def unrepaired_steps(store: LedgerStore) -> int:
+    """Steps (shards) undone by amnesiac deletions since the last deletion that trained the model again (a
+    repair, or a method that trains), read from the audit log."""
+    debt = 0
+    for receipt in store.events("forget"):
+        options = receipt.get("options") or {}
+        trained = bool(receipt.get("optimizer_steps")) or bool(options.get("repair_epochs") or options.get("repair_steps"))
+        if receipt.get("method") == "amnesiac" and not trained:
+            debt += int(receipt.get("n_steps_reverted") or 0)
+        elif trained or receipt.get("method") != "amnesiac":
+            debt = 0
+    return debt
