@@ -24,7 +24,8 @@ def class_results(digits_run, tmp_path_factory):
     before = digits_run.model_path.read_bytes()
     results = {}
     for method, opts in [("retrain", {}), ("relabel", {"epochs": 1}), ("naive", {"epochs": 1}),
-                         ("finetune", {"epochs": 1}), ("gradient-ascent", {"retain_weight": 1.0})]:
+                         ("finetune", {"epochs": 1}), ("gradient-ascent", {"retain_weight": 1.0}),
+                         ("scrub", {}), ("salun", {})]:  # the modern two with their papers' defaults
         results[method] = forget(digits_run, class_=3, method=method, options=opts, out=str(base / method),
                                  progress=False)
     assert digits_run.model_path.read_bytes() == before
@@ -46,6 +47,36 @@ def test_relabel_forgets_within_one_epoch_and_naive_stays_higher(class_results):
     for name in ("relabel", "naive"):
         ev = class_results[name].receipt["evaluation"]
         assert abs(ev["after"]["test_other"] - ev["before"]["test_other"]) <= 0.03, name
+
+
+@pytest.mark.parametrize("method", ["scrub", "salun"])
+def test_scrub_and_salun_forget_the_class_and_keep_the_rest(class_results, method):
+    ev = class_results[method].receipt["evaluation"]
+    assert ev["before"]["test_class3"] > 0.9
+    assert ev["after"]["test_class3"] < 0.10 and ev["after"]["forget"] < 0.10
+    assert abs(ev["after"]["test_other"] - ev["before"]["test_other"]) <= 0.03, method
+
+
+def test_salun_changes_only_the_salient_share_of_the_weights(digits_run, tmp_path):
+    before = {n: p.detach().clone() for n, p in digits_run.load_model().named_parameters()}
+    res = forget(digits_run, ids=list(range(20)), method="salun", options={"epochs": 2, "saliency": 0.2},
+                 out=str(tmp_path / "s"), progress=False, evaluate_after=False)
+    after = dict(res.model.named_parameters())
+    moved = sum(int((after[n] != before[n]).sum()) for n in before)
+    total = sum(t.numel() for t in before.values())
+    assert 0 < moved <= res.receipt["details"]["salient_weights"] == round(0.2 * total)
+
+
+def test_scrub_on_a_shard_ledger_is_one_sum_a_later_request_undoes(tmp_path):
+    run = train_run(TrainConfig(epochs=2, batching="shards", shard_size=64), tmp_path / "run", progress=False).run
+    res = forget(run, ids=[5, 6], method="scrub", options={"epochs": 1, "retain_steps": 3}, evaluate_after=False,
+                 progress=False)
+    store = run.open_ledger()
+    rows = [r for r in store.iter_steps() if r.kind == "scrub"]
+    assert len(rows) == 1 and res.receipt["recorded_steps"] == [rows[0].step, rows[0].step]
+    trained_on = int(next(i for i in rows[0].ids if i not in (5, 6)))
+    store.close()
+    assert rows[0].step in forget(run, ids=[trained_on], dry_run=True, progress=False).plan.to_revert
 
 
 def test_every_method_reports_the_same_fields(class_results):
@@ -162,3 +193,19 @@ def test_cli_methods_and_forget_with_a_method(digits_run, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["receipt"]["method"] == "finetune" and out["receipt"]["optimizer_steps"] == 3
+
+
+def test_cli_method_options_reach_the_method_and_typos_are_refused(digits_run, tmp_path, capsys):
+    assert main(["methods", "--json"]) == 0
+    listed = {m["name"]: m["options"] for m in json.loads(capsys.readouterr().out)}
+    assert {"scrub", "salun"} <= set(listed) and "temperature" in listed["scrub"]
+    code = main(["forget", str(digits_run.path), "--ids", "5,6", "--method", "scrub", "--method-option", "epochs=1",
+                 "--method-option", "retain_steps=2", "--out", str(tmp_path / "s"), "--no-progress", "--json"])
+    assert code == 0
+    receipt = json.loads(capsys.readouterr().out)["receipt"]
+    assert receipt["options"] == {"epochs": 1, "retain_steps": 2} and receipt["optimizer_steps"] == 1 + 2
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["forget", str(digits_run.path), "--ids", "5", "--method", "scrub", "--method-option",
+                 "temperatur=2", "--out", str(tmp_path / "t")]) == 2
+    assert "Did you mean 'temperature'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

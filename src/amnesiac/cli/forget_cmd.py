@@ -17,6 +17,7 @@ EXAMPLES = """\
   amnesiac forget runs/digits --subjects alice,bob --subjects-file subjects.json
   amnesiac forget runs/digits --class 3 --method relabel --epochs 1 --out runs/digits-relabel
   amnesiac forget runs/digits --class 3 --method retrain --out runs/digits-retrain
+  amnesiac forget runs/digits --ids 17,42 --method scrub --method-option retain_steps=20 --out runs/digits-scrub
 """
 
 
@@ -45,6 +46,9 @@ def add_parser(sub: Any) -> None:
     m.add_argument("--copies", type=int, default=None, help="relabel: wrong-label copies per deleted record (default 4)")
     m.add_argument("--retain-weight", type=float, default=None, help="gradient-ascent: weight of retained-data descent (NegGrad+)")
     m.add_argument("--eval-every", type=int, default=None, help="evaluate every N optimizer steps (for fine-grained curves)")
+    m.add_argument("--method-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other option of the method, e.g. temperature=2 for scrub, saliency=0.3 for salun "
+                        "(repeatable; `amnesiac methods` lists each method's options)")
     p.add_argument("--out", default=None, help="write the result to this new run directory; the run itself stays untouched")
     p.add_argument("--max-share", type=float, default=Thresholds().amnesiac_max_share,
                    help="planner: share of steps up to which amnesiac alone is recommended (default %(default)s)")
@@ -69,6 +73,14 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
     opts = {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name) is not None}
     declared = getattr(METHODS.get(args.method), "options", {})
+    for item in args.method_option:
+        name, eq, raw = item.partition("=")
+        if not eq or not name.strip():
+            raise ConfigError(f"--method-option {item!r}: expected NAME=VALUE, e.g. temperature=2")
+        if name.strip() in opts:
+            raise ConfigError(f"--method-option {item!r}: {name.strip()} is already given")
+        check_options(args.method, {name.strip(): _number(raw.strip())})  # unknown name: did-you-mean, the list
+        opts[name.strip()] = _number(raw.strip())
     for name in opts:
         if name not in declared:
             flags = ", ".join("--" + o.replace("_", "-") for o in OPTION_FLAGS if o in declared) or "none"
@@ -83,6 +95,16 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
                     "float>=0": "a number >= 0"}.get(kind, kind)
             raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {value}") from None
     return opts
+
+
+def _number(raw: str) -> Any:
+    """An option's value as typed: an integer, a number, or the text itself (a path)."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            continue
+    return raw
 
 
 def run(args: argparse.Namespace) -> int:

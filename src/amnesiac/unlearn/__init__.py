@@ -12,6 +12,8 @@ from . import gradient_ascent as _gradient_ascent  # noqa: F401
 from . import naive as _naive  # noqa: F401
 from . import relabel as _relabel  # noqa: F401
 from . import retrain as _retrain  # noqa: F401
+from . import salun as _salun  # noqa: F401
+from . import scrub as _scrub  # noqa: F401
 from .base import METHODS, MethodContext, MethodOutcome, register_method
 from .forget import ForgetResult, forget, list_receipts
 from .planner import Plan, Thresholds, make_plan, recommend

@@ -101,11 +101,33 @@ def train_method(ctx: MethodContext, out: MethodOutcome, data: ArrayDataset, *, 
         if recorder is not None:
             recorder.close()
     if recorder is not None:
-        out.recorded_steps += list(range(first, recorder.step + 1))
-        out.optimizer_steps += recorder.step - first + 1
+        close_recorder(recorder, out, first)
     else:
         out.optimizer_steps += out.history[-1]["step"] if out.history else 0
     return out
+
+
+def close_recorder(recorder: Recorder, out: MethodOutcome, first: int) -> None:
+    """Close a method's recorder and note in ``out`` what it recorded: the step rows written, or with a shard
+    ledger the shards whose sums took the method's updates (adopted at the forget's commit)."""
+    recorder.close()
+    if recorder.store.kind == "shards":
+        out.recorded_steps += recorder.store.pending_shards()
+    else:
+        out.recorded_steps += list(range(first, recorder.step + 1))
+    out.optimizer_steps += recorder.step - first + 1
+
+
+def single_shard(ctx: MethodContext, *data: ArrayDataset) -> ShardMap | None:
+    """With a shard ledger, one new shard for a method whose steps mix records of many shards (a forget batch
+    beside a retained one): the method's whole update becomes one sum, which a later request touching any
+    record it trained on subtracts. None for a step ledger."""
+    store = ctx.store
+    if store is None or store.kind != "shards":
+        return None
+    ids = np.unique(np.concatenate([d.ids.numpy() for d in data])) if data else np.empty(0, np.int64)
+    last = max((r.step for r in store.iter_steps()), default=0)
+    return ShardMap(ids, np.full(ids.size, last + 1, dtype=np.int64))
 
 
 def initial_point(ctx: MethodContext) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import LedgerError, MissingUpdatesError
 from ..training import evaluate_sets, fit, make_optimizer
-from ._train import ledger_recorder, method_seed, method_shards
+from ._train import close_recorder, ledger_recorder, method_seed, method_shards
 from .base import MethodContext, MethodOutcome, register_method
 from .planner import norm_of, sum_updates
 
@@ -120,8 +120,7 @@ def _repair(ctx: MethodContext, out: MethodOutcome, *, epochs: int, max_steps: i
                           eval_sets=ctx.eval_sets, progress=ctx.progress, desc="repair", shards=shards)
     finally:
         recorder.close()
-    out.recorded_steps = list(range(first, recorder.step + 1))
-    out.optimizer_steps = recorder.step - first + 1
+    close_recorder(recorder, out, first)
 
 
 register_method(

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import RequestError
 from ..training import batches, evaluate_sets, make_optimizer
-from ._train import initial_point, ledger_recorder, method_seed
+from ._train import close_recorder, initial_point, ledger_recorder, method_seed, single_shard
 from .base import MethodContext, MethodOutcome, register_method
 
 
@@ -35,7 +35,8 @@ def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
 
     fgen = cycle(forget_data, 0)
     rgen = cycle(ctx.retain_data, 1) if alpha > 0 else None
-    recorder = ledger_recorder(ctx, ctx.model, optimizer, "gradient-ascent")
+    recorder = ledger_recorder(ctx, ctx.model, optimizer, "gradient-ascent",
+                               single_shard(ctx, forget_data, *([ctx.retain_data] if alpha > 0 else [])))
     out = MethodOutcome(model=ctx.model, history=initial_point(ctx))
     first = recorder.step + 1 if recorder is not None else 0
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -63,9 +64,9 @@ def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
     finally:
         if recorder is not None:
             recorder.close()
-    out.optimizer_steps = steps
     if recorder is not None:
-        out.recorded_steps = list(range(first, recorder.step + 1))
+        close_recorder(recorder, out, first)
+    out.optimizer_steps = steps
     out.details["retain_weight"] = alpha
     return out
 
