@@ -25,9 +25,28 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save(name: str, payload: dict[str, Any], *, path: Path | None = None) -> Path:
+    """Write ``payload`` with the machine's description to benchmarks/results/NAME.json (or ``path``)."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=True) + "\n")
     print(f"saved {path}")
     return path
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def membership(models: dict[str, Any], members: Any, non_members: Any, shadows: Any) -> dict[str, dict[str, float]]:
+    """Loss-attack and offline-LiRA AUC of ``members`` against ``non_members`` on each model."""
+    from amnesiac.attacks.metrics import auc
+    from amnesiac.attacks.mia import lira_scores, loss_scores
+
+    out = {}
+    for name, model in models.items():
+        loss, labels = loss_scores(model, members, non_members)
+        lira, lira_labels = lira_scores(model, members, non_members, shadows)
+        out[name] = {"loss_auc": auc(loss, labels), "lira_auc": auc(lira, lira_labels)}
+    return out
