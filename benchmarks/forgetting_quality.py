@@ -136,12 +136,15 @@ def one_seed(s: dict[str, Any], seed: int, root: Path, shadows: Any, non_members
         for label, (method, options, start) in METHODS.items():
             src = {"steps": base.path, "shards": sharded.path, "plain": base.path}[start]
             run = copy_run(src, root / "work", ledger=start != "plain")
-            res = forget(run, method=method, options=options, progress=False, **request_of(scenario))
+            # amnesiac is measured where the planner would refuse it too (a whole class): that is the comparison
+            res = forget(run, method=method, options=options, progress=False, force=method == "amnesiac",
+                         **request_of(scenario))
             receipt = res.receipt
             row = measure(res.model, sets, shadows, receipt["timings_s"]["method"])
             row["evaluation"] = receipt["evaluation"]["after"]
             if method == "amnesiac":
                 row["undone"] = receipt["n_steps_reverted"]
+                row["planner"] = receipt["plan"]["recommendation"]
                 row["ledger_bytes"] = dir_bytes(RunDir.open(src).ledger_path)
             rows[label] = row
         shutil.rmtree(root / "work", ignore_errors=True)
@@ -160,7 +163,7 @@ def measure(model: Any, sets: dict[str, Any], shadows: Any, seconds: float) -> d
             "time_s": seconds}
 
 
-def run_all(args: argparse.Namespace) -> dict[str, Any]:
+def run_all(args: argparse.Namespace, partial: Any = None) -> dict[str, Any]:
     s = settings(args)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="fq-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -184,6 +187,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     for seed in range(s["seeds"]):
         per_seed[seed] = one_seed(s, seed, root / f"seed{seed}", shadows, non_members)
         shutil.rmtree(root / f"seed{seed}", ignore_errors=True)
+        if partial is not None:  # saved after every seed, so a stopped run still leaves what it measured
+            partial({"settings": s, "per_seed": per_seed, "wall_s": time.perf_counter() - started})
     return {"settings": s, "per_seed": per_seed, "wall_s": time.perf_counter() - started}
 
 
@@ -299,8 +304,9 @@ def main() -> None:
     if args.render:
         write_docs(json.loads((RESULTS / f"{name}.json").read_text()), f"{name}.json")
         return
-    payload = run_all(args)
-    path = save(name, payload, path=Path(args.json) if args.json else None)
+    target = Path(args.json) if args.json else None
+    payload = run_all(args, partial=lambda p: save(name, p, path=target))
+    path = save(name, payload, path=target)
     print(render(json.loads(path.read_text()), path.name))
 
 

@@ -130,7 +130,8 @@ def stream(run: RunDir, requests: list[list[int]], *, subjects: dict[str, list[i
         if plan.recommendation not in ("amnesiac", "nothing"):
             options = {"repair_steps": max(1, owed)}
             owed = 0
-        forget(run, options=options, evaluate_after=False, progress=False, **what)
+        # a "retrain" advice (a stream that ran far without repair) is served by amnesiac + repair as well
+        forget(run, options=options, evaluate_after=False, progress=False, force=True, **what)
         total_s += time.perf_counter() - t0
         kinds.append(plan.recommendation)
         if (k + 1) % max(1, len(requests) // 10) == 0 or k + 1 == len(requests):
@@ -330,9 +331,10 @@ def main() -> None:
         per_seed.append({"seed": seed, "tradeoff": one, "stream": two})
         for path in root.iterdir():  # the every-step ledgers are large: keep the disk free between seeds
             shutil.rmtree(path, ignore_errors=True)
-    payload = {"settings": {k: v for k, v in vars(args).items() if k != "workdir"}, "per_seed": per_seed,
-               "wall_s": time.perf_counter() - started}
-    save("shard_ledger_quick" if args.quick else "shard_ledger", payload)
+        # saved after every seed, so a long run that is stopped still leaves what it measured
+        payload = {"settings": {k: v for k, v in vars(args).items() if k not in ("workdir", "render")},
+                   "per_seed": per_seed, "wall_s": time.perf_counter() - started}
+        save("shard_ledger_quick" if args.quick else "shard_ledger", payload)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from amnesiac.integrations.lightning import AmnesiacCallback
 class Records(Dataset):
     """(x, y, record id): ids are the records' own numbers, not positions."""
 
-    def __init__(self, n: int = 256) -> None:
+    def __init__(self, n: int = 4096) -> None:
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(n, 12, generator=g)
         self.y = (self.x[:, :3].sum(1) > 0).long()

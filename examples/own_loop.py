@@ -18,7 +18,7 @@ from amnesiac import LedgerStore, Recorder, forget_records
 
 
 class Records(Dataset):
-    def __init__(self, n: int = 200) -> None:
+    def __init__(self, n: int = 2000) -> None:
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(n, 8, generator=g)
         self.y = (self.x[:, 0] > 0).long()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import signal
 import struct
@@ -117,3 +118,26 @@ def kill_when(script: str, args: list[str], ready, *, timeout: float, what: str,
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def tree(path: Path) -> dict[str, str]:
+    """Every file under ``path`` with a digest of its bytes (lock files aside). The SQLite index counts by its
+    content: closing a connection may fold SQLite's own write-ahead log into the main file (a checkpoint),
+    which moves bytes between index.sqlite and index.sqlite-wal without changing a row."""
+    import sqlite3
+
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if not p.is_file() or p.name.endswith(".lock") or p.name.endswith(("-wal", "-shm")):
+            continue
+        if p.name == "index.sqlite":
+            try:
+                con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+                digest = hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
+                con.close()
+            except sqlite3.DatabaseError:
+                digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            out[str(p.relative_to(path))] = digest
+            continue
+        out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out

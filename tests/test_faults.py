@@ -7,7 +7,6 @@ exits 2 with a message and changes no file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from amnesiac.faults import POINTS
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.unlearn import forget
 from amnesiac.utils import model_hash
+from conftest import tree as _tree
 
 TRAIN_SCRIPT = textwrap.dedent("""
     import sys
@@ -30,29 +30,6 @@ TRAIN_SCRIPT = textwrap.dedent("""
 """)
 
 TRAIN_POINTS = [p for p in POINTS if p.startswith("train")]
-
-
-def _tree(path: Path) -> dict[str, str]:
-    """Every file under ``path`` with a digest of its bytes (lock files aside). The SQLite index counts by its
-    content: closing a connection may fold SQLite's own write-ahead log into the main file (a checkpoint),
-    which moves bytes between index.sqlite and index.sqlite-wal without changing a row."""
-    import sqlite3
-
-    out = {}
-    for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.name.endswith(".lock") or p.name.endswith(("-wal", "-shm")):
-            continue
-        if p.name == "index.sqlite":
-            try:
-                con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-                digest = hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
-                con.close()
-            except sqlite3.DatabaseError:
-                digest = hashlib.sha256(p.read_bytes()).hexdigest()
-            out[str(p.relative_to(path))] = digest
-            continue
-        out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 # every point in the first epoch's commit, and the commit point itself again in the last epoch

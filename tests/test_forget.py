@@ -47,8 +47,8 @@ def _consistent(run: RunDir) -> str:
 
 def test_forgetting_every_record_returns_the_initial_state(run):
     ids = run.training_data().ids.numpy()
-    forget(run, ids=ids[:900].tolist(), evaluate_after=False, progress=False)
-    result = forget(run, ids=ids[800:].tolist(), evaluate_after=False, progress=False)  # overlaps the first
+    forget(run, ids=ids[:900].tolist(), evaluate_after=False, progress=False, force=True)
+    result = forget(run, ids=ids[800:].tolist(), evaluate_after=False, progress=False, force=True)  # overlaps
     store = run.open_ledger()
     assert all(r.state == "reverted" for r in store.iter_steps())
     initial = store.load_initial()
@@ -61,7 +61,7 @@ def test_forgetting_every_record_returns_the_initial_state(run):
 def test_paper_class_setting_rare_class_touching_10_percent_of_steps(tmp_path):
     # 9 examples of class 3 at batch 16: about 10% of batches hold a 3, as the paper's 100 threes did on MNIST
     res = train_run(TrainConfig(epochs=5, batch_size=16, limit_class={3: 9}, eval_class=3), tmp_path / "r", progress=False)
-    result = forget(res.run, class_=3, options={"repair_epochs": 1}, progress=False)
+    result = forget(res.run, class_=3, options={"repair_epochs": 1}, progress=False, force=True)  # as the paper did
     assert 0.07 <= result.plan.share <= 0.13
     ev = result.receipt["evaluation"]
     assert ev["before"]["test_class3"] > 0.3  # the class was learned
@@ -342,3 +342,37 @@ def test_cli_wording_says_what_happened(run, capsys):
     assert "destroyed by deletions" in info and "still stored" in info
     leftovers = [p.name for p in run.ledger_path.iterdir() if p.name.endswith(("-wal", "-shm"))]
     assert not leftovers, leftovers
+
+
+def test_the_planner_stops_a_wrecking_deletion_unless_forced(run, tmp_path, capsys):
+    from amnesiac.errors import PlanRefusedError
+    from conftest import tree as _tree
+
+    before = _tree(run.path)
+    with pytest.raises(PlanRefusedError, match=r"recommends relabel, not amnesiac: the request touches .*% of "
+                                                r"training steps \(> 10%\): undoing that much would wreck the model"):
+        forget(run, class_=3, progress=False)
+    assert main(["forget", str(run.path), "--class", "3", "--out", str(tmp_path / "copy")]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and "--method relabel" in err
+    assert not (tmp_path / "copy").exists() and _tree(run.path) == before  # refused: nothing written, no copy
+    dry = forget(run, class_=3, dry_run=True, progress=False)  # a dry run shows the plan, never refuses
+    assert dry.plan.recommendation == "relabel"
+    done = forget(run, class_=3, evaluate_after=False, progress=False, force=True)
+    assert done.receipt["forced"] is True and done.receipt["plan"]["recommendation"] == "relabel"
+
+
+def test_small_requests_add_up_to_a_repair_not_to_a_refusal(run):
+    store = run.open_ledger()
+    total = store.count_steps()
+    store.close()
+    plans = []
+    for i in (5, 7, 9):
+        plans.append(forget(run, ids=[i], dry_run=True, progress=False).plan)
+        forget(run, ids=[i], evaluate_after=False, progress=False)  # each served without repair
+    assert plans[0].unrepaired_share == 0 and plans[2].unrepaired_share > plans[1].unrepaired_share > 0
+    assert plans[2].recommendation == "amnesiac+repair" and "with no repair since" in plans[2].reason
+    repaired = forget(run, ids=[11], options={"repair_steps": 3}, evaluate_after=False, progress=False)
+    assert repaired.receipt is not None
+    assert forget(run, ids=[13], dry_run=True, progress=False).plan.unrepaired_share == 0  # the repair mended it
+    assert total > 0

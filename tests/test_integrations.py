@@ -34,6 +34,18 @@ def test_the_own_loop_example_runs_and_its_ledger_verifies(tmp_path):
     assert bad.returncode == 1 and "NOT OK" in bad.stdout, bad.stdout + bad.stderr
 
 
+def test_the_shard_ledger_example_keeps_one_sum_per_shard_and_forgets_one(tmp_path):
+    receipt = runpy.run_path(str(EXAMPLES / "shard_ledger.py"))["main"](str(tmp_path), epochs=3)
+    assert receipt["n_steps_reverted"] == 1 and receipt["ledger_kind"] == "shards"
+    ok = _cli("ledger", "verify", str(tmp_path / "ledger"), "--deep")
+    assert ok.returncode == 0 and "all good" in ok.stdout, ok.stdout + ok.stderr
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        rows = list(store.iter_steps())
+        assert len(rows) == 10 and [r.state for r in rows].count("reverted") == 1
+        assert store.shard_generation() == 3  # one commit per epoch; the deletion adopted no new sums
+    assert len(list((tmp_path / "ledger" / "blobs").iterdir())) == 9  # the subtracted sum was destroyed
+
+
 def _lightning_fit(tmp_path, *, records: int, batch_size: int, shuffle: bool, **trainer_options):
     """Fit the example's classifier with the callback, noting each training batch's ids as Lightning passes
     them; returns the model, its initial state, the callback, the trainer and the ids seen per batch."""
@@ -76,7 +88,7 @@ def test_lightning_callback_records_every_step_with_its_batch_and_forgets(tmp_pa
     for k, v in total.items():
         assert torch.allclose(initial[k] + v, model.state_dict()[k], atol=1e-5), k
     forget = sorted(seen[0])[:3] + sorted(seen[-1])[:2]
-    deletion = forget_records(model, store, forget)
+    deletion = forget_records(model, store, forget, force=True)  # 2 of 12 steps: past the planner, on purpose
     want = sorted(r.step for r in steps if set(r.ids.tolist()) & set(forget))
     assert deletion.receipt["steps_reverted"] == want
     store.close()

@@ -59,7 +59,8 @@ def test_forget_five_ids_from_a_plain_loop_through_the_top_level_api(tmp_path):
         _, before, after = states[s]
         for k in expected:
             expected[k] -= (after[k] - before[k]).float()
-    done = amnesiac.forget_records(model, ledger, forget, save_to=tmp_path / "model.safetensors")
+    # a tiny ledger: five records are a large share of its steps, past the planner's advice on purpose
+    done = amnesiac.forget_records(model, ledger, forget, save_to=tmp_path / "model.safetensors", force=True)
     assert done.receipt["steps_reverted"] == touched and done.receipt["workflow"] == "library"
     for k, v in tracked_state(model).items():
         torch.testing.assert_close(v.float(), expected[k], rtol=0, atol=1e-5)
@@ -102,10 +103,10 @@ def test_the_library_path_gives_the_same_weights_as_the_run_directory_path(tmp_p
     base = train_run(TrainConfig(epochs=1, batch_size=32), tmp_path / "run", progress=False).run
     shutil.copytree(base.path, tmp_path / "copy")
     ids = [3, 17, 99, 400, 1200]
-    by_run = forget(base, ids=ids, evaluate_after=False, progress=False)
+    by_run = forget(base, ids=ids, evaluate_after=False, progress=False, force=True)
     copy = RunDir.open(tmp_path / "copy")
     model = copy.load_model()
-    by_library = forget_records(model, LedgerStore.open(copy.ledger_path, writable=True), ids)
+    by_library = forget_records(model, LedgerStore.open(copy.ledger_path, writable=True), ids, force=True)
     assert by_library.receipt["steps_reverted"] == by_run.receipt["steps_reverted"]
     for k, v in by_run.model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k

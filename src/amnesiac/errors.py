@@ -76,6 +76,10 @@ class RequestError(ConfigError):
     """A deletion request is empty, malformed or names unknown records."""
 
 
+class PlanRefusedError(RequestError):
+    """The planner recommends another method than amnesiac for this request, and ``force`` was not given."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return a ``" Did you mean 'x'?"`` suffix for the closest choice, or ``""``.
 

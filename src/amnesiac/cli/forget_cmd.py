@@ -55,6 +55,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--repair-share", type=float, default=Thresholds().repair_max_share,
                    help="planner: share of steps up to which amnesiac + repair is recommended (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
+    p.add_argument("--force", action="store_true",
+                   help="run amnesiac even where the planner recommends another method (it refuses otherwise)")
     p.add_argument("--keep-artifacts-for-research", dest="keep", action="store_true",
                    help="DO NOT destroy the reverted updates and optimizer state; the deletion is then incomplete")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after accuracy figures")
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                     method=args.method, options=options,
                     thresholds=Thresholds(args.max_share, args.repair_share), dry_run=args.dry_run,
                     keep_artifacts=args.keep, evaluate_after=not args.no_eval, out=args.out,
-                    progress=False if args.no_progress else None)
+                    progress=False if args.no_progress else None, force=args.force)
     if args.json:
         emit_json({"message": result.message, "plan": result.plan.as_dict() if result.plan else None,
                    "receipt": result.receipt})

@@ -49,7 +49,7 @@ from ..unlearn import forget
 from ..unlearn.amnesiac import revert_updates
 from ..unlearn.relabel import wrong_labels
 from ..utils import atomic_write_json, progress_bar
-from .presets import Settings, settings_for
+from .presets import Settings, keep_for_paper_share, settings_for
 
 
 # ------------------------------------------------------------------ plumbing
@@ -172,13 +172,17 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
     base = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                        seed=s.seed, data_dir=data_dir, eval_class=c, record="none")
     full = trained_run(base, out / "runs" / "full", progress=progress, device=device)
-    amn_cfg = TrainConfig.from_dict({**base.to_dict(), "limit_class": {str(c): s.amnesiac_keep}, "record": "watch",
+    keep = s.amnesiac_keep
+    if keep is None:  # the paper's regime: as many as make about 11% of the batches hold one
+        keep = keep_for_paper_share(int((bundle.train.targets != c).sum()), s.batch_size)
+    amn_cfg = TrainConfig.from_dict({**base.to_dict(), "limit_class": {str(c): keep}, "record": "watch",
                                      "watch_class": c, "ledger_dtype": s.ledger_dtype})
     amn = trained_run(amn_cfg, out / "runs" / "amnesiac", progress=progress, device=device)
     inversion = _Inversions(s, bundle, out, progress, device)
     trained_model = full.load_model().to(device)
     curves = _baseline_curves(s, full, trained_model, sets, inversion, progress)
     curves["amnesiac"], summary = _amnesiac_curve(s, amn, sets, inversion, progress, device)
+    summary["kept_examples"] = keep
     return {"target_class": c, "curves": curves, "amnesiac": summary, "inversion": inversion.scores,
             "inversion_grids": inversion.grids(out), "full_model_test": evaluate(trained_model, bundle.test, topk=s.topk)}
 
@@ -216,7 +220,8 @@ def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inv
     with amn.open_ledger() as store:
         total_steps = store.count_steps()
     t = time.perf_counter()
-    result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress)
+    # the paper's experiment subtracts the class's steps whatever their share: past the planner's advice on purpose
+    result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress, force=True)
     forget_seconds = time.perf_counter() - t
     model = result.model.to(device)
     after = _point(model, sets, s.topk, 0.0, "after removal (0')")
@@ -227,7 +232,7 @@ def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inv
                                                        progress=progress)
     n = result.receipt["n_steps_reverted"]
     return curve, {"steps_reverted": n, "total_steps": total_steps, "share": n / max(total_steps, 1),
-                   "forget_seconds": forget_seconds, "kept_examples": s.amnesiac_keep}
+                   "forget_seconds": forget_seconds}
 
 
 # ------------------------------------------------------------------ stage 2: membership inference (Table 1)
@@ -353,9 +358,45 @@ def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: 
 
 
 # ------------------------------------------------------------------ stage 3: Figure 7
+def _slot_curve(store: Any, base: torch.nn.Module, test: ArrayDataset, shares: list[float], runs: int,
+                rng: np.random.Generator, base_acc: float) -> list[list[float]]:
+    """Figure 7 the authors' way: each epoch's batches fall into 100 slots of consecutive positions (slot j holds
+    the same positions in every epoch, each about 1% of all batches), a slot's update is summed over the epochs,
+    and each run subtracts the slots in a random order, measuring the loss at each share (k% = k slots)."""
+    rows = [r for r in store.iter_steps() if r.recorded and r.blob is not None]
+    per_epoch = max(1, max(sum(1 for r in rows if r.epoch == e) for e in {r.epoch for r in rows}))
+    first = {e: min(r.step for r in rows if r.epoch == e) for e in {r.epoch for r in rows}}
+    slot_of = {r.step: min(99, (r.step - first[r.epoch]) * 100 // per_epoch) for r in rows}
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for r in rows:
+        upd = store.load_update(r)
+        acc = slots.setdefault(slot_of[r.step], {})
+        for n, t in upd.items():
+            acc[n] = acc[n] + t.float() if n in acc else t.float().clone()
+    wanted = {int(round(100 * p)) for p in shares}
+    out = []
+    for _ in range(runs):
+        order = [int(j) for j in rng.permutation(sorted(slots))]
+        total: dict[str, torch.Tensor] = {}
+        losses = {}
+        for k in range(max(wanted) + 1):
+            if k in wanted:
+                model = copy.deepcopy(base)
+                if total:
+                    revert_updates(model, total)
+                losses[k] = base_acc - evaluate(model, test)["accuracy"]
+            if k < len(order):
+                for n, t in slots[order[k]].items():
+                    total[n] = total[n] + t if n in total else t.clone()
+        out.append([losses[int(round(100 * p))] for p in shares])
+    return out
+
+
 def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: bool | None,
             device: torch.device) -> dict[str, Any]:
+    """Figure 7 two ways: ours (random single steps undone) and the authors' slots (:func:`_slot_curve`)."""
     bundle = load_dataset(s.dataset, data_dir=data_dir)
+    slot_losses: list[list[float]] = []
     shares = sorted(set(s.fig7_shares))
     losses: list[list[float]] = []
     extra = [f"top{k}" for k in s.topk if k != 1]  # CIFAR: the authors' code measured top-10
@@ -403,9 +444,11 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
             losses.append(row)
             for key in extra:
                 extra_losses[key].append(extra_rows[key])
+        slot_losses += _slot_curve(store, base, bundle.test, shares, s.fig7_runs, rng, base_acc)
         store.close()
-    arr = np.asarray(losses)
+    arr, slots = np.asarray(losses), np.asarray(slot_losses)
     return {"shares": shares, "mean_loss": arr.mean(0).tolist(), "std_loss": arr.std(0).tolist(),
+            "slots": {"mean_loss": slots.mean(0).tolist(), "std_loss": slots.std(0).tolist(), "runs": slots.tolist()},
             "runs": arr.tolist(), "base_test_accuracy": base_accs, "steps_per_run": len(steps),
             "topk": {key: {"mean_loss": np.asarray(v).mean(0).tolist(), "std_loss": np.asarray(v).std(0).tolist()}
                      for key, v in extra_losses.items()}}

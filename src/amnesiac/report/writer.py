@@ -1,10 +1,8 @@
 """Turn a reproduction's ``results`` into figures (PNG) and ``report.md``.
 
-The paper's findings are stated as checks, each answered from our own numbers; where ours disagree, the
-report says so. Published numbers are shown beside ours only where we hold them from a source we can
-name: the authors' membership-inference notebook prints the amnesiac row of Table 1 (below). The rest of
-Table 1 and the values plotted in Figure 7 are not in any text we could read, so the report states the
-paper's claims about them instead of typing numbers from memory.
+The paper's findings are stated as checks (:mod:`amnesiac.report.checks`), each judged against the paper's own
+number where one exists; Table 1 and Figure 7 set the paper's published and digitized values beside ours, and
+the authors' membership-inference notebook's printed amnesiac row beside both.
 """
 
 from __future__ import annotations
@@ -12,18 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .checks import FIG7_CURVE, HOLDS, NOT_JUDGED, PAPER_FIG7, judge
+
 METHOD_STYLE = {"naive": "tab:blue", "relabel": "tab:orange", "amnesiac": "tab:green"}
-
-# What the paper reports, in words (Graves, Nagisetty and Ganesh, AAAI 2021).
-PAPER_CLAIMS = {
-    "amnesiac_drop": "amnesiac unlearning drops accuracy on the sensitive class to about 0 immediately",
-    "relabel_epoch": "unlearning by relabelling drops it within the first epoch",
-    "naive_slow": "naive retraining keeps the sensitive class's accuracy up for longer than relabelling",
-    "mia_drop": "right after amnesiac unlearning (epoch 0') the membership-inference recall on the targets falls far below epoch 0",
-    "fig7_rises": "test-accuracy loss grows with the share of batches undone",
-    "fig7_small": "undoing up to about 1% of batches costs little test accuracy (under 1 point here)",
-}
-
 
 # Membership-inference recall printed by the authors' own notebook (github.com/lmgraves/AmnesiacML,
 # "Membership Inference Attack.ipynb", commit 3c199d78): amnesiac unlearning of the correctly classified
@@ -40,16 +29,8 @@ PAPER_TABLE1 = {
     "relabel": {"0": 0.97478991, "0'": 0.97478991, "1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 0.0},
     "amnesiac": {"0": 0.97478991, "0'": 0.0, "1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 0.0},
 }
-# The paper's Figure 7 (Graves, Nagisetty, Ganesh, AAAI 2021): mean test-accuracy loss (absolute, 0-1) of 10 runs
-# against the percentage of batches undone, read off the published figure. MNIST: batch 60, 10 epochs; CIFAR-100:
-# top-10 accuracy. Their procedure undid fixed slots of batch positions summed over the epochs, in random order.
-PAPER_FIG7 = {
-    "MNIST": dict(zip((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 35, 40, 45, 49),
-                      (.04, .06, .09, .155, .21, .27, .32, .375, .41, .42, .57, .68, .75, .81, .845, .865, .88, .88))),
-    "CIFAR-100": dict(zip((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 35, 40, 45, 49),
-                          (.16, .32, .39, .49, .55, .60, .64, .66, .66, .68, .77, .80, .80, .835, .84, .84, .845, .845))),
-}
-FIG7_PAPER_CURVE = {"mnist": "MNIST", "fashion-mnist": "MNIST", "cifar100": "CIFAR-100"}
+# The paper's Figure 7 values (digitized) and the curve each dataset is set beside live with the checks.
+FIG7_PAPER_CURVE = FIG7_CURVE
 AUTHORS_SOURCE = ("the authors' notebook `Membership Inference Attack.ipynb` in github.com/lmgraves/AmnesiacML "
                   "(commit 3c199d78): CIFAR-100, class 11, ResNet18, target trained on a random half for 10 epochs "
                   "at batch size 8")
@@ -199,8 +180,14 @@ def plot_figure7(fig7: dict[str, Any], path: Path) -> Path:
     m, sd = np.asarray(fig7["mean_loss"]), np.asarray(fig7["std_loss"])
     fig = _figure(figsize=(5, 3.4))
     ax = fig.subplots()
-    ax.plot(x, 100 * m, "-o", markersize=3, color="tab:green", label="mean")
+    ax.plot(x, 100 * m, "-o", markersize=3, color="tab:green", label="random steps (ours)")
     ax.fill_between(x, 100 * (m - sd), 100 * (m + sd), color="tab:green", alpha=0.2, label="± 1 std")
+    if fig7.get("slots"):
+        ax.plot(x, 100 * np.asarray(fig7["slots"]["mean_loss"]), "-s", markersize=3, color="tab:purple",
+                label="slots of batch positions (the authors')")
+    paper = PAPER_FIG7.get(fig7.get("paper_curve") or "", {})
+    if paper:
+        ax.plot(list(paper), [100 * v for v in paper.values()], ":", color="black", label=f"paper ({fig7['paper_curve']})")
     ax.set_xlabel("batches undone (% of training steps)")
     ax.set_ylabel("test-accuracy loss (points)")
     ax.grid(alpha=0.3)
@@ -214,60 +201,14 @@ def _pct(v: Any) -> str:
     return "—" if v is None else f"{100 * float(v):.1f}%"
 
 
-def _checks(results: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
-    """(claim key, claim, holds?, our evidence) for each of the paper's findings we can test."""
-    out: list[tuple[str, str, bool | None, str]] = []
-    cf = results.get("class_forgetting")
-    if cf:
-        curves = cf["curves"]
-        amn_after = curves["amnesiac"][1]["target_acc"]
-        amn_before = curves["amnesiac"][0]["target_acc"]
-        out.append(("amnesiac_drop", PAPER_CLAIMS["amnesiac_drop"], amn_after <= 0.05,
-                    f"class accuracy {_pct(amn_before)} before, {_pct(amn_after)} right after the removal"))
-        rel = [p for p in curves["relabel"] if 0 < p["epoch"] <= 1]
-        rel_end = rel[-1]["target_acc"] if rel else None
-        out.append(("relabel_epoch", PAPER_CLAIMS["relabel_epoch"], rel_end is not None and rel_end <= 0.10,
-                    f"class accuracy {_pct(rel_end)} after one epoch of relabelled training"))
-        def first_below(pts: list[dict[str, Any]], level: float = 0.10) -> float | None:
-            for p in pts:
-                if p["epoch"] > 0 and p["target_acc"] <= level:
-                    return float(p["epoch"])
-            return None
-
-        t_naive, t_relabel = first_below(curves["naive"]), first_below(curves["relabel"])
-        holds = t_relabel is not None and (t_naive is None or t_naive > t_relabel)
-        nai = [p for p in curves["naive"] if 0 < p["epoch"] <= 1]
-        nai_end = nai[-1]["target_acc"] if nai else None
-        when = "never" if t_naive is None else f"after {t_naive:.2g} epoch(s)"
-        out.append(("naive_slow", PAPER_CLAIMS["naive_slow"], holds,
-                    f"class accuracy falls below 10% {when} with naive retraining, after "
-                    f"{t_relabel if t_relabel is None else f'{t_relabel:.2g}'} epoch(s) with relabelling; "
-                    f"naive is at {_pct(nai_end)} after one epoch"))
-    mia = results.get("membership_inference")
-    if mia:
-        row = mia["table"]["amnesiac"]
-        r0, r0p = row["0"]["shokri-paper"]["recall"], row["0'"]["shokri-paper"]["recall"]
-        ref = mia["retrained_reference"]
-        signal = max(row["0"][a]["auc"] for a in ("shadow", "lira"))
-        lira0, lira0p = row["0"]["lira"]["auc"], row["0'"]["lira"]["auc"]
-        holds = (r0p or 0) < 0.5 * (r0 or 0) if signal >= 0.6 else None
-        out.append(("mia_drop", PAPER_CLAIMS["mia_drop"], holds,
-                    f"recall {_pct(r0)} at epoch 0, {_pct(r0p)} at 0' (retrained reference "
-                    f"{_pct(ref['shokri-paper']['recall'])}); LiRA AUC {lira0:.2f} at 0, "
-                    f"{lira0p:.2f} at 0', {ref['lira']['auc']:.2f} on the reference"
-                    + ("" if signal >= 0.6 else f"; NOT JUDGED: the attacks have no membership signal at epoch 0 "
-                                                f"(best AUC {signal:.2f})")))
-    f7 = results.get("figure7")
-    if f7:
-        m = f7["mean_loss"]
-        rises = m[-1] > m[0] + 0.01 and all(b >= a - 0.05 for a, b in zip(m, m[1:]))
-        ev = f"loss {100 * m[0]:.1f} points at 0%, {100 * m[-1]:.1f} at {100 * f7['shares'][-1]:.0f}%"
-        out.append(("fig7_rises", PAPER_CLAIMS["fig7_rises"], rises, ev))
-        small = [(p, v) for p, v in zip(f7["shares"], m) if 0 < p <= 0.011]
-        if small:
-            p, v = small[-1]
-            out.append(("fig7_small", PAPER_CLAIMS["fig7_small"], v < 0.01, f"{100 * v:.2f} points at {100 * p:.0f}%"))
-    return out
+def _kept_words(s: dict[str, Any], results: dict[str, Any]) -> str:
+    """How many examples of the class the amnesiac run kept, and the share of steps that then held one."""
+    summary = (results.get("class_forgetting") or {}).get("amnesiac") or {}
+    kept = summary.get("kept_examples", s.get("amnesiac_keep"))
+    words = f"{kept}" if s.get("amnesiac_keep") is not None else f"{kept} (as many as give the paper's ~11% of batches)"
+    if summary.get("share") is not None:
+        words += f"; {100 * summary['share']:.1f}% of its steps held one"
+    return words
 
 
 def _setup_section(config: dict[str, Any], results: dict[str, Any]) -> list[str]:
@@ -279,7 +220,7 @@ def _setup_section(config: dict[str, Any], results: dict[str, Any]) -> list[str]
               f"- dataset **{s['dataset']}**, model **{s['model']}**, Adam lr {s['lr']}, batch {s['batch_size']}, "
               f"inputs normalised to [-1, 1], no augmentation",
               f"- {s['epochs']} epochs of training, then {s['post_epochs']} epochs after the deletion request",
-              f"- sensitive class {s['target_class']}; the amnesiac model kept only the first {s['amnesiac_keep']} "
+              f"- sensitive class {s['target_class']}; the amnesiac model kept only {_kept_words(s, results)} "
               "examples of it, with a watch-list ledger of the steps that held one",
               f"- membership inference on class {s['mia_class']}, {s['shadows']} shadow models of {s['shadow_epochs']} epochs",
               f"- Figure 7: {s['fig7_runs']} runs x {config['seeds']} seed(s), {s['fig7_epochs']} recorded epoch(s)",
@@ -291,17 +232,21 @@ def _setup_section(config: dict[str, Any], results: dict[str, Any]) -> list[str]
     return lines
 
 
-def _checks_section(results: dict[str, Any]) -> list[str]:
-    """The paper's findings, each judged yes, NO or not judged, with our numbers."""
+def _checks_section(results: dict[str, Any], dataset: str | None = None) -> list[str]:
+    """The paper's findings, each judged against the paper's own number: holds, holds in shape only, no, or
+    not judged (with the reason)."""
     lines: list[str] = []
-    checks = _checks(results)
+    checks = judge(results, dataset)
     if checks:
-        lines += ["## How this compares with the paper", "", "| the paper's finding | holds here? | our numbers |", "|---|---|---|"]
-        for _, claim, ok, ev in checks:
-            lines.append(f"| {claim} | {'yes' if ok else 'not judged' if ok is None else 'NO'} | {ev} |")
-        lines += ["", "Beside the stated findings, Table 1 below puts the paper's published rows next to ours; a 'NO' "
-                  "above is a disagreement, to be read with the setup differences listed under Setup, and 'not "
-                  "judged' means this run cannot test the finding (the reason is in the row).", ""]
+        lines += ["## How this compares with the paper", "", "| the paper's finding | verdict | our numbers against the "
+                  "paper's |", "|---|---|---|"]
+        for c in checks:
+            shown = c.verdict if c.verdict in (HOLDS, NOT_JUDGED) else f"**{c.verdict}**"
+            lines.append(f"| {c.claim} | {shown} | {c.evidence} |")
+        lines += ["", "'holds': our number agrees with the paper's within the stated tolerance; 'holds in shape only': "
+                  "the direction agrees and the size does not (the gap is given); 'no': it does not hold, or the "
+                  "setting left the paper's regime; 'not judged': this run cannot test it (the reason is in the row). "
+                  "Table 1 and Figure 7 below put the paper's values beside ours.", ""]
     return lines
 
 
@@ -344,21 +289,25 @@ def _class_forgetting_section(out: Path, cf: dict[str, Any]) -> list[str]:
 def _figure7_section(out: Path, f7: dict[str, Any], dataset: str | None = None) -> list[str]:
     """Figure 7: accuracy lost against the share of batches undone, beside the paper's curve where it has one."""
     lines: list[str] = []
-    fig = plot_figure7(f7, out / "fig7-accuracy-loss.png")
     curve = FIG7_PAPER_CURVE.get(dataset or "")
     paper = PAPER_FIG7.get(curve or "", {})
+    fig = plot_figure7({**f7, "paper_curve": curve}, out / "fig7-accuracy-loss.png")
+    slots = f7.get("slots")
     lines += ["## Test-accuracy loss against the share of batches undone (Figure 7)", "", f"![figure 7]({fig.name})", "",
               f"Base test accuracy {', '.join(_pct(a) for a in f7['base_test_accuracy'])}; "
               f"{f7['steps_per_run']} recorded steps per model.", "",
               "| batches undone | mean loss (points) | std |"
               + "".join(f" mean loss, {key} | std, {key} |" for key in f7.get("topk", {}))
+              + (" the authors' slots: mean | std |" if slots else "")
               + (f" the paper, {curve} (points) |" if paper else ""),
-              "|---|---|---|" + "---|---|" * len(f7.get("topk", {})) + ("---|" if paper else "")]
+              "|---|---|---|" + "---|---|" * len(f7.get("topk", {})) + ("---|---|" if slots else "")
+              + ("---|" if paper else "")]
     for i, (p, m, sd) in enumerate(zip(f7["shares"], f7["mean_loss"], f7["std_loss"])):
         more = "".join(f" {100 * v['mean_loss'][i]:.2f} | {100 * v['std_loss'][i]:.2f} |" for v in f7.get("topk", {}).values())
         pct = round(100 * p)
         theirs = (f" {100 * paper[pct]:.1f} |" if pct in paper and abs(100 * p - pct) < 1e-6 else " — |") if paper else ""
-        lines.append(f"| {100 * p:.0f}% | {100 * m:.2f} | {100 * sd:.2f} |" + more + theirs)
+        by_slots = f" {100 * slots['mean_loss'][i]:.2f} | {100 * slots['std_loss'][i]:.2f} |" if slots else ""
+        lines.append(f"| {100 * p:.0f}% | {100 * m:.2f} | {100 * sd:.2f} |" + more + by_slots + theirs)
     if paper:
         lines += ["", f"The paper's column: Graves et al., *Amnesiac Machine Learning*, AAAI 2021, Figure 7, {curve} "
                   "curve, values read off the published figure (mean of 10 runs"
@@ -367,6 +316,11 @@ def _figure7_section(out: Path, f7: dict[str, Any], dataset: str | None = None) 
                   + ("" if dataset in ("mnist", "cifar100")
                      else f"This run is on {dataset}, so the column is for orientation, not a like-for-like comparison. ")
                   + "A dash: the paper's figure has no point at that share."]
+    if slots:
+        lines += ["", "Two procedures: ours undoes single optimizer steps drawn at random; the authors' (their "
+                  "evaluation notebook) groups each epoch's batches into 100 slots of consecutive positions, sums each "
+                  "slot's updates over the epochs and undoes whole slots in a random order, so k% is k slots. The "
+                  "second is the like-for-like comparison with the paper's curve."]
     lines.append("")
     return lines
 
@@ -374,7 +328,7 @@ def _figure7_section(out: Path, f7: dict[str, Any], dataset: str | None = None) 
 def write_report(out: Path, config: dict[str, Any], results: dict[str, Any]) -> Path:
     """Write the figures and ``report.md`` into ``out``; returns the report's path."""
     out = Path(out)
-    lines = _setup_section(config, results) + _checks_section(results)
+    lines = _setup_section(config, results) + _checks_section(results, config['settings'].get('dataset'))
     if results.get("class_forgetting"):
         lines += _class_forgetting_section(out, results["class_forgetting"])
     if results.get("membership_inference"):

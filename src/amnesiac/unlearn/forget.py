@@ -30,7 +30,7 @@ from ..run.commit import abort_change, begin_change, commit_model
 from ..training import evaluate_sets
 from ..utils import model_hash
 from .base import METHODS, MethodContext, MethodOutcome, check_options
-from .planner import Plan, Thresholds, make_plan, norm_of, sum_updates
+from .planner import AMNESIAC_SERVES, Plan, Thresholds, make_plan, norm_of, refuse_unless_forced, sum_updates
 from .receipts import build_receipt as _receipt
 from .request import DeletionRequest, resolve_request
 
@@ -89,6 +89,7 @@ class _Job:
     sets: dict[str, ArrayDataset] = field(default_factory=dict)
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
     eval_s: float = 0.0
+    options_note: dict[str, Any] = field(default_factory=dict)  # e.g. forced past the planner's advice
 
 
 def forget(
@@ -107,6 +108,7 @@ def forget(
     model: nn.Module | None = None,
     out: str | None = None,
     progress: bool | None = None,
+    force: bool = False,
 ) -> ForgetResult:
     """Honour a deletion request on a run, in place, with a receipt in the ledger's audit log.
 
@@ -116,29 +118,29 @@ def forget(
     Args:
         run: the run directory (or its path).
         ids / class_ / subjects: what to forget (exactly one; ``subjects`` needs ``subject_map``).
-        method: a registered unlearning method (see ``amnesiac methods``).
-        options: method options, e.g. ``{"repair_epochs": 1}``.
-        thresholds: the planner's recommendation thresholds.
-        dry_run: plan only; nothing changes.
+        method / options: a registered unlearning method (``amnesiac methods``) and its options.
+        thresholds: the planner's recommendation thresholds. dry_run: plan only; nothing changes.
         keep_artifacts: keep the reverted steps' updates and the optimizer state, which still encode the
             deleted data. For research only: the deletion is then not complete, and the receipt says so.
         model: if given, it must be the run's current model (checked by hash), and it is updated in place.
         out: write the result to this new run directory and leave ``run`` untouched (``retrain`` needs it).
+        force: run amnesiac where the planner recommends another method (a share of steps that would wreck
+            the model); without it such a request raises :class:`~amnesiac.errors.PlanRefusedError`.
     """
     run = run if isinstance(run, RunDir) else RunDir.open(run)
-    impl = METHODS.get(method)
-    options = check_options(method, dict(options or {}))
+    impl, options = METHODS.get(method), check_options(method, dict(options or {}))
     creates_run = bool(getattr(impl, "creates_run", False))
+    what = {"ids": ids, "class_": class_, "subjects": subjects, "subject_map": subject_map}
     if out is not None and not creates_run and not dry_run:
-        run, out = _copy_run(run, out), None
-    t_start = time.perf_counter()
+        run, out = _planned_copy(run, out, method, thresholds, what, force), None
     with run.lock(wait=True):
         store = run.open_ledger(writable=True) if run.has_ledger() else None
         try:
-            job = _start(run, store, method, impl, options, model, progress, t_start)
-            _plan(job, thresholds or Thresholds(), ids=ids, class_=class_, subjects=subjects, subject_map=subject_map)
+            job = _start(run, store, method, impl, options, model, progress, time.perf_counter())
+            _plan(job, thresholds or Thresholds(), **what)
             if dry_run:
                 return _dry_run(job)
+            _guard(job, force)
             if job.new_ids.size == 0 and (job.plan is None or not job.plan.to_revert):
                 return ForgetResult(job.plan, None, job.current,
                                     message="every requested record was already forgotten; nothing changed")
@@ -149,6 +151,28 @@ def forget(
         finally:
             if store is not None:
                 store.close()  # closing twice is harmless (_apply closes it before a rollback)
+
+
+def _guard(job: _Job, force: bool) -> None:
+    """Amnesiac where the planner recommends another method only with ``force`` (noted in the receipt)."""
+    if job.method == "amnesiac" and job.plan is not None:
+        refuse_unless_forced(job.plan, force=force)
+        job.options_note = {"forced": True} if job.plan.recommendation not in AMNESIAC_SERVES else {}
+
+
+def _planned_copy(run: RunDir, out: str, method: str, thresholds: Thresholds | None, what: dict[str, Any],
+                  force: bool) -> RunDir:
+    """The copy of ``run`` a method works on with ``out``; an amnesiac request the planner refuses is refused
+    first (planned on ``run``, nothing changed), so it leaves no copy behind."""
+    if method != "amnesiac" or force or not run.has_ledger():
+        return _copy_run(run, out)
+    with run.lock(wait=True):
+        with run.open_ledger(writable=True) as store:
+            job = _start(run, store, "amnesiac", METHODS.get("amnesiac"), {}, None, False, time.perf_counter())
+            _plan(job, thresholds or Thresholds(), **what)
+            if job.plan is not None:
+                refuse_unless_forced(job.plan, force=False)
+    return _copy_run(run, out)
 
 
 def _start(run: RunDir, store: LedgerStore | None, method: str, impl: Any, options: dict[str, Any],
@@ -250,6 +274,7 @@ def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
                      "total": time.perf_counter() - job.t_start},
             destroyed={"update_blobs": len(destroy), "optimizer_state": not keep_artifacts, "previous_model": True},
             kept_for_research=bool(keep_artifacts), ledger_kind=store.kind if store is not None else None,
+            **job.options_note,
         )
         ledger_commit = None
         if store is not None:

@@ -10,9 +10,9 @@ model you train, save and serve yourself:
 >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
 >>> ledger = LedgerStore.create(tempfile.mkdtemp() + "/ledger", manifest={"storage_dtype": "float32"},
 ...                             initial=model.state_dict())
->>> x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+>>> x, y = torch.randn(24, 4), torch.randint(0, 2, (24,))
 >>> with Recorder(model, opt, ledger) as rec:
-...     for step in range(4):
+...     for step in range(12):
 ...         ids = [2 * step, 2 * step + 1]
 ...         with rec.batch(ids):
 ...             torch.nn.functional.cross_entropy(model(x[ids]), y[ids]).backward()
@@ -20,8 +20,8 @@ model you train, save and serve yourself:
 ...             opt.zero_grad()
 >>> _ = ledger.mark_head(model)                      # the model this ledger describes
 >>> done = forget_records(model, ledger, ids=[3])    # subtracts the update of the step that saw record 3
->>> done.receipt["steps_reverted"], done.plan.share
-([2], 0.25)
+>>> done.receipt["steps_reverted"], done.plan.recommendation
+([2], 'amnesiac+repair')
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ..run.checkpoint import save_tensors
 from ..utils import fsync_dir, model_hash, model_state
 from .amnesiac import undo_steps
 from .base import MethodOutcome
-from .planner import Plan, Thresholds, make_plan
+from .planner import AMNESIAC_SERVES, Plan, Thresholds, make_plan, refuse_unless_forced
 from .receipts import build_receipt
 from .request import DeletionRequest, resolve_request
 
@@ -66,6 +66,7 @@ def forget_records(
     thresholds: Thresholds | None = None,
     keep_artifacts: bool = False,
     progress: bool | None = None,
+    force: bool = False,
 ) -> Deletion:
     """Amnesiac unlearning of ``ids`` from ``model`` with its ledger; the model is changed in place.
 
@@ -79,7 +80,9 @@ def forget_records(
     into place once the ledger has committed, so the ledger never names a model that is not on disk. Without
     it, save the returned model yourself and call ``ledger.mark_head(model, model_file=...)`` if you want its
     file checked. Repair, if you want one, is your own loop with a ``Recorder(kind="repair")`` attached,
-    then ``mark_head`` again. One process writes a ledger at a time.
+    then ``mark_head`` again. One process writes a ledger at a time. Where the planner recommends another
+    method (the request touches more than ``thresholds.repair_max_share`` of the steps), it raises
+    :class:`~amnesiac.errors.PlanRefusedError` and changes nothing, unless ``force``.
     """
     t_start = time.perf_counter()
     opened = not isinstance(ledger, LedgerStore)
@@ -89,19 +92,16 @@ def forget_records(
         request: DeletionRequest = resolve_request(store.all_ids(), np.zeros(0), num_classes=0,
                                                    ids=np.asarray(ids, dtype=np.int64) if isinstance(ids, np.ndarray) else ids)
         plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
+        refuse_unless_forced(plan, force=force)  # a share that would wreck the model needs force=True
         done = undo_steps(model, store, plan, progress=progress)
         outcome = MethodOutcome(model=model, steps_reverted=list(plan.to_revert),
                                 details={"update_norm": done.pop("update_norm"),
                                          "clamped_running_var": done.pop("clamped_running_var")}, timings=done)
         new_hash = model_hash(model)
         destroy = [] if keep_artifacts else sorted(set(plan.to_revert))
-        receipt = build_receipt(
-            method="amnesiac", options={}, request=request, salt=store.id_salt(),
-            new_ids=int(np.setdiff1d(request.ids, store.forgotten_ids()).size), plan=plan, outcome=outcome,
-            old_hash=current, new_hash=new_hash, evaluation={}, destroyed={
-                "update_blobs": len(destroy), "optimizer_state": False, "previous_model": save_to is not None},
-            timings={**done, "total": time.perf_counter() - t_start}, kept_for_research=bool(keep_artifacts),
-            workflow="library")
+        receipt = _library_receipt(store, request, plan, outcome, current, new_hash, destroyed={
+            "update_blobs": len(destroy), "optimizer_state": False, "previous_model": save_to is not None},
+            timings={**done, "total": time.perf_counter() - t_start}, kept=bool(keep_artifacts))
         extra: dict[str, Any] = {"head_step": store.get_meta("head_step")}
         nxt = _save_aside(model, save_to, new_hash, extra) if save_to is not None else None
         store.commit_revert(plan.to_revert, new_hash=new_hash, event=receipt, forgotten_ids=request.ids.tolist(),
@@ -115,6 +115,17 @@ def forget_records(
     finally:
         if opened:
             store.close()
+
+
+def _library_receipt(store: LedgerStore, request: DeletionRequest, plan: Plan, outcome: MethodOutcome, old: str,
+                     new: str, *, destroyed: dict[str, Any], timings: dict[str, float], kept: bool) -> dict[str, Any]:
+    """The receipt of a deletion served from your own loop (the same fields as the run-directory workflow's)."""
+    return build_receipt(
+        method="amnesiac", options={}, request=request, salt=store.id_salt(),
+        new_ids=int(np.setdiff1d(request.ids, store.forgotten_ids()).size), plan=plan, outcome=outcome,
+        old_hash=old, new_hash=new, evaluation={}, destroyed=destroyed, timings=timings, kept_for_research=kept,
+        workflow="library", ledger_kind=store.kind,
+        **({"forced": True} if plan.recommendation not in AMNESIAC_SERVES else {}))
 
 
 def _check_head(store: LedgerStore, model: nn.Module) -> str:

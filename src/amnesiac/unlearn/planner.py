@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Thresholds
+from ..errors import PlanRefusedError
 from ..ledger import LedgerStore
 from ..ledger.sums import norm_of, sum_updates  # noqa: F401  (re-exported)
 
@@ -39,21 +40,39 @@ def recommend(*, share: float, missing: int, thresholds: Thresholds, whole_class
     if nothing_to_do:
         return "nothing", "every step holding these records has already been reverted"
     if missing:
-        return "retrain", (f"{missing} affected step(s) have no stored update, so amnesiac cannot undo them; "
-                           "retrain from scratch (or relabel) instead")
+        return "retrain", (f"{missing} affected step(s) have no stored update, so amnesiac cannot undo them; use "
+                           f"retrain ({ALTERNATIVES['retrain']})")
     pct = f"{100 * share:.2f}% of {unit}"
-    if unrepaired > 0:
+    if share > thresholds.repair_max_share:
+        other = "relabel" if whole_class else "retrain"
+        return other, (f"the request touches {pct} (> {100 * thresholds.repair_max_share:g}%): undoing that much "
+                       f"would wreck the model; use {other} ({ALTERNATIVES[other]})")
+    total = share + unrepaired
+    if unrepaired > 0:  # small requests add up: a repair mends what they undid together
         pct += (f", and earlier deletions undid {100 * unrepaired:.2f}% with no repair since: "
-                f"{100 * (share + unrepaired):.2f}% in all")
-    share = share + unrepaired
-    if share <= thresholds.amnesiac_max_share:
-        return "amnesiac", f"the request touches {pct} (<= {100 * thresholds.amnesiac_max_share:g}%): undoing them costs little accuracy"
-    if share <= thresholds.repair_max_share:
-        return "amnesiac+repair", (f"the request touches {pct} (<= {100 * thresholds.repair_max_share:g}%): undo them, "
-                                   "then repair with a short fine-tune on the retained data")
-    other = "relabel" if whole_class else "retrain"
-    return other, (f"the request touches {pct} (> {100 * thresholds.repair_max_share:g}%): undoing that much "
-                   f"would wreck the model; use {other}")
+                f"{100 * total:.2f}% in all")
+    if total <= thresholds.amnesiac_max_share:
+        return "amnesiac", (f"the request touches {pct} (<= {100 * thresholds.amnesiac_max_share:g}%): undo them; "
+                            "that costs little accuracy")
+    return "amnesiac+repair", (f"the request touches {pct} (> {100 * thresholds.amnesiac_max_share:g}%, this request "
+                               f"<= {100 * thresholds.repair_max_share:g}%): undo them, then repair with a short "
+                               "fine-tune on the retained data")
+
+
+ALTERNATIVES = {"retrain": "retrain from scratch without the records: exact, at the cost of one training",
+                "relabel": "train on with the class relabelled at random: the paper's cheaper way to forget a class"}
+AMNESIAC_SERVES = ("amnesiac", "amnesiac+repair", "nothing")
+
+
+def refuse_unless_forced(plan: Plan, *, force: bool) -> None:
+    """Amnesiac unlearning only where the planner recommends it: otherwise raise
+    :class:`~amnesiac.errors.PlanRefusedError` (nothing changes) unless ``force``."""
+    if force or plan.recommendation in AMNESIAC_SERVES:
+        return
+    raise PlanRefusedError(
+        f"the planner recommends {plan.recommendation}, not amnesiac: {plan.reason}. Nothing was changed. Use "
+        f"--method {plan.recommendation} (the API: method={plan.recommendation!r}), or --force (force=True) to "
+        "subtract the updates anyway")
 
 
 @dataclass

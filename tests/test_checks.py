@@ -1,0 +1,78 @@
+"""The report judges like a reviewer: each finding against the paper's number, and it can say "no".
+
+The cases are the results a run produces (the same dictionaries), built to sit inside and outside the paper's
+regime: a setting that departs from the paper must not pass for agreement with it.
+"""
+
+from __future__ import annotations
+
+from amnesiac.report.checks import HOLDS, NO, NOT_JUDGED, SHAPE, judge
+from amnesiac.report.writer import _checks_section
+
+
+def _curves(*, other_before: float, other_after: float, relabel_1: float, naive_1: float) -> dict:
+    return {
+        "amnesiac": [{"epoch": 0.0, "target_acc": 0.9, "other_acc": other_before},
+                     {"epoch": 0.0, "target_acc": 0.0, "other_acc": other_after}],
+        "relabel": [{"epoch": 0.0, "target_acc": 0.98}, {"epoch": 0.5, "target_acc": 0.3},
+                    {"epoch": 1.0, "target_acc": relabel_1}],
+        "naive": [{"epoch": 0.0, "target_acc": 0.98}, {"epoch": 1.0, "target_acc": naive_1},
+                  {"epoch": 3.0, "target_acc": 0.05}],
+    }
+
+
+def _results(*, share: float, other_after: float, fig7_shares: list[float], fig7_loss: list[float],
+             relabel_1: float = 0.0, naive_1: float = 0.6) -> dict:
+    return {"class_forgetting": {"curves": _curves(other_before=0.99, other_after=other_after, relabel_1=relabel_1,
+                                                   naive_1=naive_1),
+                                 "amnesiac": {"share": share}},
+            "figure7": {"shares": fig7_shares, "mean_loss": fig7_loss}}
+
+
+def _by_key(checks):
+    return {c.key: c for c in checks}
+
+
+def test_a_tiny_training_set_outside_the_papers_regime_is_judged_no():
+    # the reported case: 58.5% of steps held a target; other digits fell to 25.8%; Figure 7 3-10x below the paper's
+    # at 5%, 10%, 50%, and the 1% point not measured
+    res = _results(share=0.585, other_after=0.258, fig7_shares=[0.0, 0.05, 0.10, 0.49], fig7_loss=[0.0, 0.02, 0.04, 0.36])
+    checks = _by_key(judge(res, "mnist"))
+    assert checks["amnesiac_drop"].verdict == NO
+    assert "58.5% of steps held a target example" in checks["amnesiac_drop"].evidence
+    assert "OUTSIDE the paper's regime" in checks["amnesiac_drop"].evidence
+    assert checks["fig7_curve"].verdict == SHAPE  # rises, but nowhere near the paper's values
+    assert "5%: 0.020 vs 0.210" in checks["fig7_curve"].evidence
+    assert checks["fig7_small"].verdict == NOT_JUDGED and "did not measure 1%" in checks["fig7_small"].evidence
+    section = "\n".join(_checks_section(res, "mnist"))
+    assert "| **no** |" in section and "| **holds in shape only** |" in section and "| not judged |" in section
+
+
+def test_a_run_in_the_papers_regime_with_the_papers_numbers_holds():
+    shares = [0.0, 0.01, 0.02, 0.05, 0.10, 0.20]
+    paper_like = [0.0, 0.045, 0.065, 0.20, 0.43, 0.66]
+    checks = _by_key(judge(_results(share=0.11, other_after=0.95, fig7_shares=shares, fig7_loss=paper_like), "mnist"))
+    assert {k: c.verdict for k, c in checks.items()} == {
+        "amnesiac_drop": HOLDS, "relabel_epoch": HOLDS, "naive_slow": HOLDS, "fig7_curve": HOLDS, "fig7_small": HOLDS}
+
+
+def test_the_other_classes_count_not_only_the_forgotten_one():
+    # the class falls to 0 in the paper's regime, but the other classes lose 40 points where the paper's lost 4
+    checks = _by_key(judge(_results(share=0.11, other_after=0.59, fig7_shares=[0.0, 0.01], fig7_loss=[0.0, 0.02]),
+                           "fashion-mnist"))
+    assert checks["amnesiac_drop"].verdict == SHAPE and "a gap of +36.2 points" in checks["amnesiac_drop"].evidence
+
+
+def test_figure7_is_judged_both_ways_and_each_against_the_paper():
+    res = _results(share=0.11, other_after=0.95, fig7_shares=[0.0, 0.01, 0.05, 0.10], fig7_loss=[0.0, 0.002, 0.01, 0.03])
+    res["figure7"]["slots"] = {"mean_loss": [0.0, 0.04, 0.2, 0.41]}  # the authors' procedure, near their curve
+    checks = _by_key(judge(res, "mnist"))
+    assert checks["fig7_slots"].verdict == HOLDS and checks["fig7_curve"].verdict == SHAPE
+    assert "10%: 0.030 vs 0.420" in checks["fig7_curve"].evidence
+
+
+def test_relabelling_that_does_not_forget_and_a_flat_figure7_say_no():
+    res = _results(share=0.11, other_after=0.95, fig7_shares=[0.0, 0.01, 0.05], fig7_loss=[0.0, 0.0, 0.0],
+                   relabel_1=0.9, naive_1=0.95)
+    checks = _by_key(judge(res, "mnist"))
+    assert checks["relabel_epoch"].verdict == NO and checks["fig7_curve"].verdict == NO
