@@ -45,7 +45,7 @@ from ..data.base import ArrayDataset
 from ..errors import ConfigError, RunDirError, did_you_mean
 from ..run import RunDir, TrainConfig, train_run
 from ..training import evaluate, evaluate_all, fit, make_optimizer, num_batches, predict, resolve_device
-from ..unlearn import forget
+from ..unlearn import forget, list_receipts
 from ..unlearn.amnesiac import revert_updates
 from ..unlearn.relabel import wrong_labels
 from ..utils import atomic_write_json, progress_bar
@@ -74,10 +74,11 @@ class Stages:
 
 
 def trained_run(config: TrainConfig, path: Path, *, progress: bool | None, device: torch.device) -> RunDir:
-    """Train ``config`` into ``path`` on ``device``, or reuse (or resume) what an earlier attempt left there."""
+    """Train ``config`` into ``path`` on ``device``, or reuse (or resume) what an earlier attempt left there; a
+    run some deletion changed is not the trained model, and is trained again."""
     if (path / "config.json").is_file():
         run = RunDir.open(path)
-        if run.config.to_dict() == config.to_dict() and run.model_path.is_file():
+        if run.config.to_dict() == config.to_dict() and run.model_path.is_file() and not list_receipts(run):
             if int(run.model_meta().get("epoch", -1)) == config.epochs - 1:
                 return run
             return train_run(config, path, resume=True, progress=progress, device=str(device)).run
@@ -221,7 +222,13 @@ def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inv
         total_steps = store.count_steps()
     t = time.perf_counter()
     # the paper's experiment subtracts the class's steps whatever their share: past the planner's advice on purpose
-    result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress, force=True)
+    # on a copy: the trained run stays as it was, so a stage interrupted after this and run again starts from the
+    # trained model, never from the forgotten one
+    copy = amn.path.parent / "amnesiac-forgotten"
+    if copy.exists():
+        shutil.rmtree(copy)  # this stage's own scratch copy from an interrupted attempt
+    result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress, force=True,
+                    out=str(copy))
     forget_seconds = time.perf_counter() - t
     model = result.model.to(device)
     after = _point(model, sets, s.topk, 0.0, "after removal (0')")
