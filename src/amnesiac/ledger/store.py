@@ -899,7 +899,9 @@ class LedgerStore:
 
         The index is not changed here: the new version becomes the shard's stored update at the next head
         commit (:meth:`commit_head`, :meth:`commit_revert`, :meth:`mark_head`). A crash before it leaves the
-        sums the last commit adopted, which are the ones the committed model contains.
+        sums the last commit adopted, which are the ones the committed model contains. With float16 or
+        bfloat16 storage each new version is rounded again, so the error of a shard's sum grows with the
+        number of its visits (one rounding per epoch) where an every-step ledger rounds each step once.
         """
         if self.kind != "shards":
             raise LedgerError(f"the ledger at {self.path} stores one update per step, not per shard")
