@@ -68,6 +68,10 @@ class RunDirError(AmnesiacError):
     """A run directory is missing, incomplete or locked."""
 
 
+class TrainingFailedError(RunDirError):
+    """Training stopped (a process of a distributed run died or failed); the run holds its last committed epoch."""
+
+
 class PendingChangeError(RunDirError):
     """A change to the run is being committed, or an interrupted one awaits recovery."""
 

@@ -31,6 +31,8 @@ POINTS = (
     "forget:after-cleanup",
     "ledger:after-fold",        # a head commit adopted new shard sums; the ones they replace are not removed yet
     "ledger:shard-visit",       # a shard ledger wrote a new (uncommitted) version of a shard's sum
+    "ddp:rank0-batch",          # a rank of a distributed run takes its slice of a global batch
+    "ddp:rank1-batch",
 )
 
 _counts: dict[str, int] = {}

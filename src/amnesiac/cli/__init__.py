@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from ..errors import AmnesiacError, PendingChangeError
+from ..errors import AmnesiacError, PendingChangeError, TrainingFailedError
 from . import (
     attack_cmd,
     datasets_cmd,
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except PendingChangeError as err:  # not bad input: the run is busy, or awaits recovery
+    except (PendingChangeError, TrainingFailedError) as err:  # not bad input: busy, awaiting recovery, or failed
         print(f"amnesiac {args.command}: {err}", file=sys.stderr)
         return 1
     except AmnesiacError as err:

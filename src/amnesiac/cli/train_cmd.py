@@ -16,6 +16,7 @@ EXAMPLES = """\
   amnesiac train --dataset mnist --data-dir ~/data --model resnet18 --epochs 10 \\
       --limit-class 3:100 --eval-class 3 --record watch --watch-class 3 --out runs/mnist-amnesiac
   amnesiac train --resume --out runs/digits        # continue after an interruption
+  amnesiac train --dataset digits --nproc 2 --out runs/digits-ddp              # DistributedDataParallel, 2 processes
   amnesiac train --dataset digits --batching shards --shard-size 64 --out runs/digits-shards
   amnesiac train --dataset digits --batching shards --shard-by-subject subjects.json --out runs/by-subject
 """
@@ -68,6 +69,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved epoch")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train on N processes with DistributedDataParallel (gloo on CPU, nccl on GPUs, one per "
+                        "process); one ledger, written by rank 0 with each step's global batch")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -100,8 +104,14 @@ def run(args: argparse.Namespace) -> int:
     from ..run import RunDir, train_run
 
     config = RunDir.open(args.out).config if args.resume else config_from_args(args)
-    result = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                       progress=False if args.no_progress else None, device=args.device)
+    if args.nproc != 1:
+        from ..run import train_run_distributed
+
+        result = train_run_distributed(config, args.out, nproc=args.nproc, resume=args.resume,
+                                       overwrite=args.overwrite, device=args.device)
+    else:
+        result = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                           progress=False if args.no_progress else None, device=args.device)
     summary = {"run": str(result.run.path), "record": result.record, "epochs": config.epochs,
                "final": result.final, "history": result.history}
     if args.json:

@@ -22,8 +22,9 @@ A run directory holds everything about one model::
 from ..config import TrainConfig
 from ..names import RECORD_CHOICES
 from .audit import RunAudit, audit_run
+from .distributed import train_run_distributed
 from .rundir import RunDir, evaluation_sets, select_training_data
 from .train import TrainResult, train_run
 
 __all__ = ["RECORD_CHOICES", "RunAudit", "RunDir", "TrainConfig", "TrainResult", "audit_run", "evaluation_sets",
-           "select_training_data", "train_run"]
+           "select_training_data", "train_run", "train_run_distributed"]

@@ -160,9 +160,10 @@ def _complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, A
 
 
 def _start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     train_data: ArrayDataset, start_step: int,
-                     shards: ShardMap | None) -> tuple[str, LedgerStore | None, Recorder | None]:
-    """The recording policy, the ledger (created, or reopened and cut back to ``start_step``) and its recorder."""
+                     train_data: ArrayDataset, start_step: int, shards: ShardMap | None,
+                     make_recorder: Any = Recorder) -> tuple[str, LedgerStore | None, Any]:
+    """The recording policy, the ledger (created, or reopened and cut back to ``start_step``) and its recorder
+    (``make_recorder(model, optimizer, store, **options)``: a :class:`Recorder`, or rank 0's distributed one)."""
     watch = None
     if config.watch_class is not None:
         watch = train_data.ids_of_class(config.watch_class).tolist()
@@ -196,8 +197,8 @@ def _start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimiz
         })
     store.set_meta(training_complete=0, durable=True)
     policy = "shards" if shards is not None else "watch" if record == "watch" else "all"
-    recorder = Recorder(model, optimizer, store, policy=policy, watch_ids=watch, dtype=config.ledger_dtype,
-                        include_buffers=config.include_buffers, start_step=start_step, shards=shards)
+    recorder = make_recorder(model, optimizer, store, policy=policy, watch_ids=watch, dtype=config.ledger_dtype,
+                             include_buffers=config.include_buffers, start_step=start_step, shards=shards)
     return record, store, recorder
 
 

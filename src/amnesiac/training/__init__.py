@@ -195,6 +195,7 @@ def fit(
     progress: bool | None = None,
     desc: str = "train",
     shards: ShardMap | None = None,
+    local: Callable[[Any, Any, Any], tuple[Any, Any, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for epochs ``start_epoch .. epochs-1`` and return one record per evaluation.
 
@@ -203,7 +204,8 @@ def fit(
     entry of ``eval_sets``. With a ``recorder`` (see :mod:`amnesiac.ledger`) every optimizer step is
     recorded with the ids of its batch. ``on_epoch_end(epoch, record)`` runs after each full epoch (the
     run directory saves its checkpoint there). ``max_steps`` stops after that many steps in total.
-    ``shards`` confines every batch to one shard (a shard ledger's batching).
+    ``shards`` confines every batch to one shard (a shard ledger's batching). ``local(x, y, ids)`` takes this
+    process's part of each global batch (distributed training: every rank sees the same global batches).
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -220,7 +222,8 @@ def fit(
             recorder.set_epoch(epoch)
         bar = progress_bar(total=per_epoch, enabled=progress, desc=f"{desc} epoch {epoch + 1}/{epochs}")
         step, total, count, done = _one_epoch(
-            model, optimizer, batches(data, batch_size, seed=seed, epoch=epoch, shards=shards), loss_fn, recorder, bar,
+            model, optimizer, _sliced(batches(data, batch_size, seed=seed, epoch=epoch, shards=shards), local),
+            loss_fn, recorder, bar,
             epoch=epoch, step=step, per_epoch=per_epoch, eval_sets=eval_sets, eval_every_steps=eval_every_steps,
             topk=topk, max_steps=max_steps, history=history)
         bar.close()
@@ -234,6 +237,10 @@ def fit(
         if max_steps is not None and step >= max_steps:
             break
     return history
+
+
+def _sliced(loader: Iterable[Any], local: Callable[[Any, Any, Any], tuple[Any, Any, Any]] | None) -> Iterable[Any]:
+    return loader if local is None else (local(x, y, ids) for x, y, ids in loader)
 
 
 def _one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable[Any], loss_fn: nn.Module,
