@@ -548,7 +548,8 @@ class Recorder:
             delta = {name: (self._live[name].float() - self._snap[name].float()).cpu() for name in self._names}
         self._take_snapshot()
         ids = np.concatenate(self._visit_ids)
-        shard, self._visit, self._visit_ids = self._visit, None, []
+        # a step declared but not run yet (flush inside a batch block) opens the next visit of its shard
+        shard, self._visit, self._visit_ids = self._visit, self._step_shard, []
         self.recorded_steps += 1
         self._writer.put(("shard", shard, self.epoch, self.kind, ids, delta))
 
