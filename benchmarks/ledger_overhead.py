@@ -3,6 +3,10 @@
     python benchmarks/ledger_overhead.py                      # ResNet18 at 28x28, batch 64 (the paper's setting)
     python benchmarks/ledger_overhead.py --pairs 4            # quicker
     python benchmarks/ledger_overhead.py --compare-offload    # the delta in the writer vs the training thread
+    python benchmarks/ledger_overhead.py --model small-cnn --configs all-float32,shards1-float32,shards10-float32
+
+``shards1``/``shards10``: a shard ledger whose shards are one batch / ten consecutive batches of the 40 the
+benchmark cycles through, so shards are revisited (each visit reads the shard's sum and writes a new one).
 
 Overhead is training time with the recorder divided by training time without it, measured in one run:
 two identical models train in alternating blocks of steps, one recorded and one not, so the slow drifts
@@ -24,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save  # noqa: E402
 
+from amnesiac.data.shards import ShardMap  # noqa: E402
 from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, human_bytes, tracked_state  # noqa: E402
 from amnesiac.ledger.blob import blob_from_tensors  # noqa: E402
 from amnesiac.models import build_model  # noqa: E402
@@ -40,9 +45,12 @@ def make_batches(n_steps: int, batch: int, watch_every: int | None):
     return out
 
 
+MODEL = "resnet18"
+
+
 def _model_and_opt():
     torch.manual_seed(0)
-    model = build_model("resnet18", in_channels=1, num_classes=10, image_size=28)
+    model = build_model(MODEL, in_channels=1, num_classes=10, image_size=28)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
@@ -55,9 +63,16 @@ def run_paired(kind: str, dtype: str, watch: list[int] | None, batches, tmp: Pat
     loss_fn = torch.nn.CrossEntropyLoss()
     rec_model, rec_opt = _model_and_opt()
     base_model, base_opt = _model_and_opt()
-    store = LedgerStore.create(tmp / f"{kind}-{dtype}-{time.time_ns()}", manifest={"storage_dtype": dtype})
-    rec = Recorder(rec_model, rec_opt, store, dtype=dtype, policy="watch" if kind == "watch" else "all",
-                   watch_ids=watch, offload_delta=offload)
+    per_shard = {"shards1": 1, "shards10": 10}.get(kind)
+    store = LedgerStore.create(tmp / f"{kind}-{dtype}-{time.time_ns()}", manifest={
+        "storage_dtype": dtype, **({"ledger_kind": "shards"} if per_shard else {})})
+    if per_shard:
+        ids = torch.cat([b[2] for b in batches]).numpy()
+        shards = ShardMap(ids, ids // (per_shard * len(batches[0][2])) + 1)
+        rec = Recorder(rec_model, rec_opt, store, dtype=dtype, policy="shards", shards=shards)
+    else:
+        rec = Recorder(rec_model, rec_opt, store, dtype=dtype, policy="watch" if kind == "watch" else "all",
+                       watch_ids=watch, offload_delta=offload)
     x0, y0, _ = batches[0]
     for model, opt in ((rec_model, rec_opt), (base_model, base_opt)):  # warm-up outside the timing
         loss_fn(model(x0), y0).backward()
@@ -160,15 +175,20 @@ def main() -> None:
                     help="measure each configuration with the delta computed in the writer thread and in the "
                          "training thread, instead of where the recorder puts it by default")
     ap.add_argument("--configs", default="all-float16,all-float32,watch-float32",
-                    help="comma-separated: all-float16, all-float32, all-bfloat16, watch-float32, watch-float16")
+                    help="comma-separated: all-float16, all-float32, all-bfloat16, watch-float32, watch-float16, "
+                         "shards1-float32, shards10-float32")
+    ap.add_argument("--model", default="resnet18", help="resnet18 (the paper's, default) or small-cnn")
+    ap.add_argument("--out", default=None, help="result name (default ledger_overhead[_compare])")
     args = ap.parse_args()
+    global MODEL
+    MODEL = args.model
     batches = make_batches(40, args.batch_size, None)
     # a watch-list that touches every 10th step
     watch = [int(b[2][0]) for i, b in enumerate(batches) if i % 10 == 0]
     configs = []
     for name in args.configs.split(","):
         kind, _, dtype = name.strip().partition("-")
-        if kind not in ("all", "watch") or dtype not in ("float32", "float16", "bfloat16"):
+        if kind not in ("all", "watch", "shards1", "shards10") or dtype not in ("float32", "float16", "bfloat16"):
             ap.error(f"unknown configuration {name!r}; expected e.g. all-float16 or watch-float32")
         configs.append((kind, dtype, watch if kind == "watch" else None))
     # by default the recorder decides where the delta is computed; --compare-offload measures both places
@@ -202,9 +222,9 @@ def main() -> None:
     print("bytes per recorded step:")
     for name, d in sizes.items():
         print(f"  {name:15s} " + ", ".join(f"{dt} {human_bytes(b)}" for dt, b in d.items()))
-    save("ledger_overhead_compare" if args.compare_offload else "ledger_overhead", {
+    save(args.out or ("ledger_overhead_compare" if args.compare_offload else "ledger_overhead"), {
         "command": "python benchmarks/ledger_overhead.py " + " ".join(sys.argv[1:]),
-        "block": args.block, "pairs": args.pairs, "batch_size": args.batch_size,
+        "block": args.block, "pairs": args.pairs, "batch_size": args.batch_size, "model": args.model,
         "overhead": results, "disk": disk, "blob_throughput": tp, "bytes_per_step": sizes,
         "watch_step_fraction": len(watch) / len(batches),
     })
