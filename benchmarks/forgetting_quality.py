@@ -121,6 +121,7 @@ def one_seed(s: dict[str, Any], seed: int, root: Path, shadows: Any, non_members
     sharded = train_run(recipe(s, seed, record="all", batching="shards", shard_size=s["batch_size"],
                                shard_subjects=str(subjects_file)), root / "shards", progress=False).run
     training = base.training_data()
+    trained = base.load_model()
     out: dict[str, Any] = {}
     for name, scenario in scen.items():
         retained = training.without_ids(scenario["ids"])
@@ -133,6 +134,7 @@ def one_seed(s: dict[str, Any], seed: int, root: Path, shadows: Any, non_members
                                                "exclude_ids": scenario["ids"]}), root / "retrain", progress=False)
         retrain_s = time.perf_counter() - t0
         rows["retrain"] = measure(ref.model, sets, shadows, retrain_s)
+        rows["original (no deletion)"] = measure(trained, sets, shadows, 0.0)  # the signal there was to remove
         for label, (method, options, start) in METHODS.items():
             src = {"steps": base.path, "shards": sharded.path, "plain": base.path}[start]
             run = copy_run(src, root / "work", ledger=start != "plain")
@@ -241,7 +243,7 @@ def render(payload: dict[str, Any], json_name: str) -> str:
         lines += [f"**{scen}** ({n:.0f} records)", "",
                   "| method | forget acc | retain acc | test acc | loss AUC | LiRA AUC | avg gap | time (s) | x retrain | undone | ledger |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        order = sorted(rows, key=lambda k: (k != "retrain", rows[k]["avg_gap"][0]))
+        order = sorted(rows, key=lambda k: (k != "retrain", k != "original (no deletion)", rows[k]["avg_gap"][0]))
         for name in order:
             r = rows[name]
             undone = f"{r['undone'][0]:.0f}" if "undone" in r else ""

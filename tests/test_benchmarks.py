@@ -28,7 +28,7 @@ def test_forgetting_quality_quick_covers_every_method_and_scenario(tmp_path):
     summary = fq.summarize(payload)
     assert set(summary) == set(fq.SCENARIOS)
     for scenario, rows in summary.items():
-        assert set(rows) == {"retrain", *fq.METHODS}, scenario
+        assert set(rows) == {"retrain", "original (no deletion)", *fq.METHODS}, scenario
         assert rows["retrain"]["avg_gap"][0] == 0.0 and rows["retrain"]["time_ratio"][0] == 1.0
         for name, row in rows.items():
             assert all(0.0 <= row[k][0] <= 1.0 for k in fq.METRICS), (scenario, name)
