@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from ..config import TrainConfig
 from ..errors import ConfigError, TrainingFailedError
@@ -47,8 +48,6 @@ def _free_port() -> int:
 def train_run_distributed(config: TrainConfig, out: str | os.PathLike[str], *, nproc: int, resume: bool = False,
                           overwrite: bool = False, device: str | None = None) -> TrainResult:
     """Train ``config`` into the run directory ``out`` on ``nproc`` processes (see the module's docstring)."""
-    import torch.multiprocessing as mp
-
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ConfigError(f"nproc must be a positive integer, got {nproc!r}")
     config.validate()
@@ -61,22 +60,34 @@ def train_run_distributed(config: TrainConfig, out: str | os.PathLike[str], *, n
         RunDir.create(out, config, overwrite=overwrite)  # written once, before any rank starts
     result_file = Path(out) / ".distributed-result.json"
     result_file.unlink(missing_ok=True)
+    context = mp.spawn(_worker, args=(nproc, _free_port(), config.to_dict(), str(out), resume, bool(cuda),
+                                      str(result_file)), nprocs=nproc, join=False)
     try:
-        mp.spawn(_worker, args=(nproc, _free_port(), config.to_dict(), str(out), resume, bool(cuda), str(result_file)),
-                 nprocs=nproc, join=True)
-    except mp.ProcessExitedException as err:
-        raise TrainingFailedError(f"rank {err.error_index} of {nproc} died ({_how(err.exit_code)}); the run stopped at its "
-                          f"last committed epoch. Continue it with `amnesiac train --resume --out {out} --nproc "
-                          f"{nproc}`") from None
-    except mp.ProcessRaisedException as err:
-        raise TrainingFailedError(f"a rank of the {nproc}-process run failed; the run stopped at its last committed epoch "
-                          f"(`amnesiac train --resume --out {out} --nproc {nproc}` continues it). Its error:\n"
-                          f"{str(err).strip().splitlines()[-1]}") from None
+        while not context.join():
+            pass
+    except (mp.ProcessExitedException, mp.ProcessRaisedException) as err:
+        raise TrainingFailedError(_failure(context, err, nproc, out)) from None
     run = RunDir.open(out)
     done = json.loads(result_file.read_text())
     result_file.unlink(missing_ok=True)
     return TrainResult(run, run.load_model(), done["history"], done["final"], done["record"],
                        resumed_nothing=done["resumed_nothing"])
+
+
+def _failure(context: Any, err: Exception, nproc: int, out: Any) -> str:
+    """Which rank ended the run and how: a rank killed by a signal (other than the SIGTERM with which the
+    survivors are stopped) is named first, since the others only failed on losing it."""
+    import signal
+
+    after = (f"the run stopped at its last committed epoch. Continue it with `amnesiac train --resume --out {out} "
+             f"--nproc {nproc}`")
+    for rank, proc in enumerate(context.processes):
+        code = proc.exitcode
+        if code is not None and code < 0 and -code != signal.SIGTERM:
+            return f"rank {rank} of {nproc} died ({_how(code)}); {after}"
+    if isinstance(err, mp.ProcessExitedException):
+        return f"rank {err.error_index} of {nproc} died ({_how(err.exit_code)}); {after}"
+    return f"a rank of the {nproc}-process run failed ({str(err).strip().splitlines()[-1]}); {after}"
 
 
 def _how(code: int | None) -> str:
