@@ -1,6 +1,6 @@
 """Record one ledger from your own DistributedDataParallel loop, then forget three records in one process.
 
-    torchrun --nproc_per_node 2 examples/ddp_own_loop.py /tmp/ddp-ledger
+    torchrun --standalone --nproc_per_node 2 examples/ddp_own_loop.py /tmp/ddp-ledger
 
 Every rank trains on its slice of each global batch (DistributedSampler); DistributedRecorder gathers the
 ids of every rank's slice at each batch, and rank 0 alone writes the ledger. Afterwards the ledger is an

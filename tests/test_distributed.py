@@ -93,9 +93,8 @@ def test_the_torchrun_example_records_one_ledger_from_two_processes(tmp_path):
     from pathlib import Path
 
     example = Path(__file__).resolve().parents[1] / "examples" / "ddp_own_loop.py"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "0", str(example), str(tmp_path)], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(example), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "256 steps recorded from 2 processes" in done.stdout
     assert main(["ledger", "verify", str(tmp_path / "ledger"), "--deep"]) == 0
