@@ -67,8 +67,8 @@ AMNESIAC_SERVES = ("amnesiac", "amnesiac+repair", "nothing")
 def refuse_unless_forced(plan: Plan, *, force: bool) -> None:
     """Amnesiac unlearning only where the planner recommends it: otherwise raise
     :class:`~amnesiac.errors.PlanRefusedError` (nothing changes) unless ``force``."""
-    if force or plan.recommendation in AMNESIAC_SERVES:
-        return
+    if force or plan.recommendation in AMNESIAC_SERVES or plan.missing:
+        return  # missing updates: the subtraction itself refuses, naming the steps, and force cannot help
     raise PlanRefusedError(
         f"the planner recommends {plan.recommendation}, not amnesiac: {plan.reason}. Nothing was changed. Use "
         f"--method {plan.recommendation} (the API: method={plan.recommendation!r}), or --force (force=True) to "
