@@ -331,7 +331,7 @@ def test_cli_wording_says_what_happened(run, capsys):
     high, and no SQLite side files are left once a command finishes."""
     assert main(["forget", str(run.path), "--ids", "17,42", "--no-progress"]) == 0
     assert "accuracy does not measure forgetting" in capsys.readouterr().out
-    assert main(["forget", str(run.path), "--class", "5", "--no-progress"]) == 0
+    assert main(["forget", str(run.path), "--class", "5", "--no-progress", "--force"]) == 0  # past the plan, on purpose
     capsys.readouterr()
     assert main(["receipts", str(run.path)]) == 0
     listing = capsys.readouterr().out
