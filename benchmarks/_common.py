@@ -50,3 +50,14 @@ def membership(models: dict[str, Any], members: Any, non_members: Any, shadows: 
         lira, lira_labels = lira_scores(model, members, non_members, shadows)
         out[name] = {"loss_auc": auc(loss, labels), "lira_auc": auc(lira, lira_labels)}
     return out
+
+
+def write_section(doc: Path, begin: str, end: str, block: str, heading: str) -> None:
+    """Replace the text between the ``begin`` and ``end`` markers of ``doc`` by ``block`` (which holds both
+    markers), or append ``heading`` and the block when the markers are not there yet."""
+    text = doc.read_text()
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
+    doc.write_text(text)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, dir_bytes, membership, save  # noqa: E402
+from _common import RESULTS, dir_bytes, membership, save, write_section  # noqa: E402
 
 from amnesiac.attacks.mia import ShadowRecipe, train_shadows  # noqa: E402
 from amnesiac.run import RunDir, TrainConfig, train_run  # noqa: E402
@@ -281,13 +281,7 @@ def plots(payload: dict[str, Any], folder: Path, prefix: str) -> list[Path]:
 
 
 def write_docs(payload: dict[str, Any], json_name: str) -> None:
-    text = DOC.read_text()
-    block = render(payload, json_name)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## Forgetting quality: every method against retraining\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_section(DOC, BEGIN, END, render(payload, json_name), "Forgetting quality: every method against retraining")
     for p in plots(payload, ROOT / "docs" / "results", "forgetting-quality"):
         print(f"wrote {p}")
     print(f"wrote {DOC}")

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, dir_bytes, membership, save  # noqa: E402
+from _common import RESULTS, dir_bytes, membership, save, write_section  # noqa: E402
 
 from amnesiac.attacks.mia import ShadowRecipe, train_shadows  # noqa: E402
 from amnesiac.run import RunDir, TrainConfig, train_run  # noqa: E402
@@ -298,13 +298,7 @@ def _render_streams(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def write_docs(payload: dict[str, Any], json_name: str) -> None:
-    text = DOC.read_text()
-    block = render(payload, json_name)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## The shard ledger: size, accuracy, deletion streams\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_section(DOC, BEGIN, END, render(payload, json_name), "The shard ledger: size, accuracy, deletion streams")
     print(f"wrote {DOC}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -116,6 +118,23 @@ def close_recorder(recorder: Recorder, out: MethodOutcome, first: int) -> None:
     else:
         out.recorded_steps += list(range(first, recorder.step + 1))
     out.optimizer_steps += recorder.step - first + 1
+
+
+@contextmanager
+def recording(ctx: MethodContext, optimizer: torch.optim.Optimizer, kind: str, out: MethodOutcome,
+              shards: ShardMap | None = None) -> Iterator[Recorder | None]:
+    """The run's recorder (None without a ledger) for a method's own loop: closed whatever happens, and on
+    success what it recorded is noted in ``out`` (:func:`close_recorder`)."""
+    recorder = ledger_recorder(ctx, ctx.model, optimizer, kind, shards)
+    first = recorder.step + 1 if recorder is not None else 0
+    try:
+        yield recorder
+    except BaseException:
+        if recorder is not None:
+            recorder.close()
+        raise
+    if recorder is not None:
+        close_recorder(recorder, out, first)
 
 
 def single_shard(ctx: MethodContext, *data: ArrayDataset) -> ShardMap | None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import nullcontext
 
 import torch
 
 from ..errors import RequestError
 from ..training import batches, evaluate_sets, make_optimizer
-from ._train import close_recorder, initial_point, ledger_recorder, method_seed, single_shard
+from ._train import initial_point, method_seed, recording, single_shard
 from .base import MethodContext, MethodOutcome, register_method
 
 
@@ -35,21 +36,19 @@ def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
 
     fgen = cycle(forget_data, 0)
     rgen = cycle(ctx.retain_data, 1) if alpha > 0 else None
-    recorder = ledger_recorder(ctx, ctx.model, optimizer, "gradient-ascent",
-                               single_shard(ctx, forget_data, *([ctx.retain_data] if alpha > 0 else [])))
     out = MethodOutcome(model=ctx.model, history=initial_point(ctx))
-    first = recorder.step + 1 if recorder is not None else 0
     loss_fn = torch.nn.CrossEntropyLoss()
     every = ctx.option("eval_every")
     ctx.model.train()
-    try:
+    shards = single_shard(ctx, forget_data, *([ctx.retain_data] if alpha > 0 else []))
+    with recording(ctx, optimizer, "gradient-ascent", out, shards) as recorder:
         for step in range(1, steps + 1):
             x, y, ids = next(fgen)
             all_ids = ids
             if rgen is not None:
                 rx, ry, rids = next(rgen)
                 all_ids = torch.cat([ids, rids])
-            with recorder.batch(all_ids) if recorder is not None else _null():
+            with recorder.batch(all_ids) if recorder is not None else nullcontext():
                 optimizer.zero_grad(set_to_none=True)
                 loss = -loss_fn(ctx.model(x), y)
                 if rgen is not None:
@@ -61,22 +60,9 @@ def gradient_ascent(ctx: MethodContext) -> MethodOutcome:
                 rec.update({f"{k}_acc": v for k, v in evaluate_sets(ctx.model, ctx.eval_sets).items()})
                 ctx.model.train()
                 out.history.append(rec)
-    finally:
-        if recorder is not None:
-            recorder.close()
-    if recorder is not None:
-        close_recorder(recorder, out, first)
     out.optimizer_steps = steps
     out.details["retain_weight"] = alpha
     return out
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 register_method("gradient-ascent", gradient_ascent,

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from ..data.base import ArrayDataset
 from ..errors import RequestError
 from ..training import batches, evaluate_sets
-from ._train import close_recorder, initial_point, ledger_recorder, method_seed, single_shard
+from ._train import initial_point, method_seed, recording, single_shard
 from .base import MethodContext, MethodOutcome, register_method
 
 
@@ -77,12 +77,10 @@ def salun(ctx: MethodContext) -> MethodOutcome:
     # weight decay is added to the gradient before the mask, so weights outside it never move (their momentum
     # stays zero): the step itself leaves them where they started
     optimizer = torch.optim.SGD(ctx.model.parameters(), lr=float(ctx.option("lr", 0.013)), momentum=0.9)
-    recorder = ledger_recorder(ctx, ctx.model, optimizer, "salun", single_shard(ctx, forget_data, retain))
     out = MethodOutcome(model=ctx.model, history=initial_point(ctx))
-    first = recorder.step + 1 if recorder is not None else 0
     seed, steps = method_seed(ctx, 911), 0
     g = torch.Generator().manual_seed(seed)
-    try:
+    with recording(ctx, optimizer, "salun", out, single_shard(ctx, forget_data, retain)) as recorder:
         for epoch in range(epochs):
             ctx.model.train()
             for x, _, ids in batches(forget_data, bs, seed=seed, epoch=epoch):
@@ -94,11 +92,6 @@ def salun(ctx: MethodContext) -> MethodOutcome:
                 steps += _masked_step(ctx.model, optimizer, recorder, ids, x, y, mask, decay, params)
             out.history.append({"epoch": epoch + 1, "step": steps,
                                 **{f"{k}_acc": v for k, v in evaluate_sets(ctx.model, ctx.eval_sets).items()}})
-    finally:
-        if recorder is not None:
-            recorder.close()
-    if recorder is not None:
-        close_recorder(recorder, out, first)
     out.optimizer_steps = steps
     out.details.update(saliency=share, salient_weights=int(sum(int(m.sum()) for m in mask.values())))
     return out

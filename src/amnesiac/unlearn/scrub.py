@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..errors import RequestError
 from ..training import batches, evaluate_sets
-from ._train import close_recorder, initial_point, ledger_recorder, method_seed, single_shard
+from ._train import initial_point, method_seed, recording, single_shard
 from .base import MethodContext, MethodOutcome, register_method
 
 
@@ -54,11 +54,9 @@ def scrub(ctx: MethodContext) -> MethodOutcome:
         p.requires_grad_(False)
     optimizer = torch.optim.SGD(ctx.model.parameters(), lr=float(ctx.option("lr", 5e-4)), momentum=0.9,
                                 weight_decay=float(ctx.option("weight_decay", 5e-4)))
-    recorder = ledger_recorder(ctx, ctx.model, optimizer, "scrub", single_shard(ctx, forget_data, retain))
     out = MethodOutcome(model=ctx.model, history=initial_point(ctx))
-    first = recorder.step + 1 if recorder is not None else 0
     seed, steps = method_seed(ctx, 809), 0
-    try:
+    with recording(ctx, optimizer, "scrub", out, single_shard(ctx, forget_data, retain)) as recorder:
         for epoch in range(epochs):
             ctx.model.train()
             if epoch < max_epochs:  # max-steps: away from the teacher on the forget set
@@ -75,11 +73,6 @@ def scrub(ctx: MethodContext) -> MethodOutcome:
                 steps += _step(ctx.model, optimizer, recorder, ids, keep)
             out.history.append({"epoch": epoch + 1, "step": steps,
                                 **{f"{k}_acc": v for k, v in evaluate_sets(ctx.model, ctx.eval_sets).items()}})
-    finally:
-        if recorder is not None:
-            recorder.close()
-    if recorder is not None:
-        close_recorder(recorder, out, first)
     out.optimizer_steps = steps
     out.details.update(temperature=t, kd_weight=kd_w, ce_weight=ce_w, max_epochs=max_epochs)
     return out
