@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
                         stages=tuple(st.strip() for st in args.stages.split(",") if st.strip()),
                         progress=False if args.no_progress else None, command=command)
     print(f"report: {args.out}/report.md")
-    from ..report.writer import _checks
+    from ..report.checks import judge
 
-    for _, claim, ok, ev in _checks(results):
-        print(f"  [{'ok' if ok else 'not judged' if ok is None else 'DIFFERS'}] {claim}: {ev}")
+    for check in judge(results, settings_for(args.preset, args.profile).dataset):
+        print(f"  [{check.verdict}] {check.claim}: {check.evidence}")
     return 0
