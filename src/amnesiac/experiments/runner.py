@@ -342,8 +342,9 @@ def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: 
     # copy of the model. 0' is right after the removal step (amnesiac: the subtraction; naive and relabel have
     # none: their model at 0' is the trained one)
     if method == "amnesiac":
+        # Table 1 subtracts the targets' steps whatever their share (the paper's experiment): past the planner
         res = forget(target_run, ids=targets.ids.tolist(), method="amnesiac", evaluate_after=False,
-                     out=str(copy_dir), progress=progress)
+                     out=str(copy_dir), progress=progress, force=True)
         model = res.model.to(device)
         row["0'"] = attack(model, "amnesiac at 0'")
         row["steps_reverted"] = res.receipt["n_steps_reverted"]
