@@ -1,6 +1,7 @@
 """Forgetting quality side by side: every method against a model retrained from scratch without the data.
 
-    python benchmarks/forgetting_quality.py                  # Fashion-MNIST (Debian's files), 3 seeds (~40 min, 1 core)
+    python benchmarks/forgetting_quality.py                  # Fashion-MNIST (Debian's files), 3 seeds (~1 h each, 1 core)
+    python benchmarks/forgetting_quality.py --only-seed 1 --json s1.json   # one seed per process, then --merge
     python benchmarks/forgetting_quality.py --quick          # digits, 1 seed, small: keeps the script working (a test)
     python benchmarks/forgetting_quality.py --render         # tables and plots from the committed JSON only
 
@@ -186,7 +187,7 @@ def run_all(args: argparse.Namespace, partial: Any = None) -> dict[str, Any]:
     g = torch.Generator().manual_seed(3)
     non_members = test.subset(torch.sort(torch.randperm(len(test), generator=g)[: s["non_members"]]).values)
     per_seed = {}
-    for seed in range(s["seeds"]):
+    for seed in range(s["seeds"]) if args.only_seed is None else [args.only_seed]:
         per_seed[seed] = one_seed(s, seed, root / f"seed{seed}", shadows, non_members)
         shutil.rmtree(root / f"seed{seed}", ignore_errors=True)
         if partial is not None:  # saved after every seed, so a stopped run still leaves what it measured
@@ -287,6 +288,22 @@ def write_docs(payload: dict[str, Any], json_name: str) -> None:
     print(f"wrote {DOC}")
 
 
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One payload from runs of the same setting that measured different seeds (refuses a mixed setting or a seed
+    measured twice). Wall time is the sum, i.e. the compute spent, not the elapsed time of parallel runs."""
+    base = {k: v for k, v in parts[0]["settings"].items()}
+    per_seed: dict[str, Any] = {}
+    for part in parts:
+        if part["settings"] != base:
+            raise SystemExit(f"cannot merge: settings differ ({part['settings']} against {base})")
+        for seed, result in part["per_seed"].items():
+            if str(seed) in per_seed:
+                raise SystemExit(f"cannot merge: seed {seed} is in two files")
+            per_seed[str(seed)] = result
+    return {"settings": base, "per_seed": dict(sorted(per_seed.items(), key=lambda kv: int(kv[0]))),
+            "wall_s": sum(p["wall_s"] for p in parts)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="digits, 1 seed, small (minutes): keeps the script working")
@@ -295,8 +312,15 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None, help="result JSON name (default forgetting_quality[_quick])")
     ap.add_argument("--json", default=None, help="write the result JSON to this file instead of benchmarks/results/")
+    ap.add_argument("--only-seed", type=int, default=None,
+                    help="run this seed alone (same pool and shadows as the full run), to spread seeds over processes")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="join per-seed result files of one setting into the result JSON (then --render)")
     args = ap.parse_args()
     name = args.out or ("forgetting_quality_quick" if args.quick else "forgetting_quality")
+    if args.merge:
+        save(name, merge([json.loads(Path(f).read_text()) for f in args.merge]))
+        return
     if args.render:
         write_docs(json.loads((RESULTS / f"{name}.json").read_text()), f"{name}.json")
         return
