@@ -11,8 +11,9 @@ from amnesiac.attacks import (
     auc,
     best_balanced_accuracy,
     bootstrap_ci,
-    class_mean_image,
+    inversion_references,
     invert,
+    pixel_scores,
     roc_curve,
     run_attacks,
     score_inversion,
@@ -21,8 +22,9 @@ from amnesiac.attacks import (
     tpr_at_fpr,
     train_evaluator,
     train_shadows,
+    untrained_copy,
 )
-from amnesiac.attacks.inversion import process
+from amnesiac.attacks.inversion import median2, process
 from amnesiac.cli import main
 from amnesiac.data import load_dataset
 from amnesiac.errors import ConfigError
@@ -140,19 +142,95 @@ def test_attack_input_errors(memorised):
 
 
 # ------------------------------------------------------------------ model inversion
-def test_inversion_of_a_learned_class_is_recognised_and_of_an_unseen_class_is_not():
+@pytest.fixture(scope="module")
+def digits_without_3():
+    """A small CNN trained on digits without any 3, an evaluator trained on all digits, and the references."""
     b = load_dataset("digits")
     without3 = b.train.subset(torch.nonzero(b.train.targets != 3).flatten())
     torch.manual_seed(0)
     model = build_model("small-cnn", in_channels=1, num_classes=10, image_size=8)
     fit(model, make_optimizer("adam", model.parameters()), without3, epochs=10, batch_size=32, seed=0, progress=False)
     evaluator = train_evaluator(b.train, "small-cnn", epochs=20)
-    learned = [score_inversion(invert(model, c, shape=(1, 8, 8), iterations=400, process_every=200, restarts=4),
-                               evaluator, class_mean_image(b.train, c))["evaluator_accuracy"] for c in (0, 5)]
-    unseen = score_inversion(invert(model, 3, shape=(1, 8, 8), iterations=400, process_every=200, restarts=4),
-                             evaluator, class_mean_image(b.train, 3))
-    assert min(learned) >= 0.5 and unseen["evaluator_accuracy"] <= 0.25
+    return b, model, evaluator, inversion_references(b.train)
+
+
+@pytest.mark.parametrize("variant", ["paper", "regularised"])
+def test_inversion_of_a_learned_class_is_recognised_and_of_an_unseen_class_is_not(digits_without_3, variant):
+    b, model, evaluator, refs = digits_without_3
+    prior = refs.mean_image() if variant == "regularised" else None
+
+    def score(c):
+        return score_inversion(invert(model, c, shape=(1, 8, 8), variant=variant, iterations=400, process_every=200,
+                                      restarts=4, prior=prior), evaluator, refs)
+
+    learned = [score(c) for c in (0, 5)]
+    unseen = score(3)
+    assert min(s["evaluator_accuracy"] for s in learned) >= 0.5 and unseen["evaluator_accuracy"] <= 0.25
+    assert min(s["recognised"] for s in learned) >= 0.5 and unseen["recognised"] <= 0.25
+    assert min(s["class_margin"] for s in learned) > 0 > unseen["class_margin"]
     assert unseen["target_model_cost"] > 0.5  # the model cannot be pushed towards a class it never saw
+
+
+def test_blank_and_constant_images_score_nothing_but_real_images_of_the_class_do(digits_without_3):
+    b, _, _, refs = digits_without_3
+    for value in (-1.0, 0.0, 1.0):  # a blank image of any brightness is like no class at all
+        blank = pixel_scores(torch.full((3, 1, 8, 8), value), 3, refs)
+        assert blank["recognised"] == 0 and blank["class_margin"] == 0 and blank["nearest_real_agreement"] == 0
+    test3 = b.test[torch.nonzero(b.test.targets == 3).flatten()][0]  # real threes the references lack
+    real = pixel_scores(test3, 3, refs)
+    assert real["recognised"] >= 0.8 and real["class_margin"] > 0.03
+    assert real["nearest_real_chance"] == pytest.approx(0.1, abs=0.02)
+    # brightness and contrast do not change the scores (correlation), so darkening is no way to win or lose
+    dim = pixel_scores(test3 * 0.3 - 0.6, 3, refs)
+    assert dim["class_margin"] == pytest.approx(real["class_margin"], abs=1e-6)
+    # the same threes scored as if they were sevens: not recognised
+    assert pixel_scores(test3, 7, refs)["recognised"] <= 0.05
+
+
+def test_the_evaluator_is_judged_against_a_never_trained_model_of_the_same_architecture(digits_without_3):
+    _, model, evaluator, refs = digits_without_3
+    fresh = untrained_copy(model, seed=1)
+    assert type(fresh) is type(model)
+    assert all(not torch.equal(a, b) for a, b in zip(fresh.parameters(), model.parameters()) if a.dim() > 1)
+    assert all(torch.equal(a, b) for a, b in zip(untrained_copy(model, seed=1).parameters(), fresh.parameters()))
+    kw = dict(shape=(1, 8, 8), variant="regularised", iterations=300, restarts=3, prior=refs.mean_image())
+    base = invert(fresh, 0, **kw)
+    sc = score_inversion(invert(model, 0, **kw), evaluator, refs, baseline=base)
+    assert sc["confidence_lift"] == pytest.approx(sc["evaluator_confidence"] - sc["baseline_confidence"])
+    assert sc["confidence_lift"] > 0.5 and sc["baseline_confidence"] < 0.3
+    assert score_inversion(base, evaluator, refs)["recognised"] <= 0.34
+
+
+def test_a_layer_that_cannot_be_reset_is_refused_for_the_never_trained_copy():
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x * self.w
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), Scaled(), torch.nn.Linear(64, 10))
+    with pytest.raises(ConfigError, match="has parameters but no reset_parameters"):
+        untrained_copy(net)
+
+
+def test_authors_variant_starts_black_and_filters_with_a_2x2_median():
+    spot = torch.full((1, 1, 6, 6), -1.0)
+    spot[0, 0, 2, 3] = 1.0
+    assert torch.equal(median2(spot), torch.full_like(spot, -1.0))  # one bright pixel is noise
+    block = torch.full((1, 1, 6, 6), -1.0)
+    block[0, 0, 2:5, 2:5] = 1.0
+    assert float(median2(block)[0, 0, 3, 3]) == 1.0  # a 3x3 block keeps its inside
+    torch.manual_seed(0)
+    model = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
+    start = invert(model, 2, shape=(1, 8, 8), variant="authors", iterations=1, lr=0.0, restarts=2)
+    assert float(start.images.max()) < -0.9  # lr 0: the start itself, near black
+    moved = invert(model, 2, shape=(1, 8, 8), variant="authors", iterations=50, process_every=25, restarts=1)
+    with torch.no_grad():
+        assert moved.costs[0] < 1 - float(torch.softmax(model(start.images[:1]), 1)[0, 2])
+    with pytest.raises(ConfigError, match="prior image must have the inverted shape"):
+        invert(model, 2, shape=(1, 8, 8), variant="regularised", prior=torch.zeros(1, 4, 4))
 
 
 def test_original_variant_stops_when_the_cost_stops_improving():
@@ -187,9 +265,13 @@ def test_cli_mia_and_inversion(tmp_path, capsys):
     saved = json.loads((tmp_path / "a" / "mia.json").read_text())
     assert saved["members"] == 40 and set(saved["results"]) == {"run", "reference"}
     code = main(["attack", "inversion", run, "--class", "4", "--iterations", "50", "--restarts", "2",
-                 "--out", str(tmp_path / "a"), "--no-progress"])
+                 "--variant", "regularised", "--out", str(tmp_path / "a"), "--no-progress"])
     assert code == 0
     assert (tmp_path / "a" / "inversion-class4.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "never trained" in out and "recognised" in out and "class margin" in out
+    saved = json.loads((tmp_path / "a" / "inversion.json").read_text())
+    assert set(saved["scores"]) == {"never trained", "run"} and "confidence_lift" in saved["scores"]["run"]
     assert main(["attack", "mia", run, "--no-progress"]) == 2
     assert "exactly one way" in capsys.readouterr().err
 

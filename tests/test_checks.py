@@ -76,3 +76,50 @@ def test_relabelling_that_does_not_forget_and_a_flat_figure7_say_no():
                    relabel_1=0.9, naive_1=0.95)
     checks = _by_key(judge(res, "mnist"))
     assert checks["relabel_epoch"].verdict == NO and checks["fig7_curve"].verdict == NO
+
+
+# ------------------------------------------------------------------ model inversion (Figures 3-6)
+def _inv(margin: float, recognised: float = 1.0) -> dict:
+    return {"class_margin": margin, "recognised": recognised}
+
+
+def _inversion_results(*, relabel: list[float], naive: list[float], amnesiac: list[float], trained: float = 0.10,
+                       base: float = 0.0) -> dict:
+    """Class margins at epochs 1 and 3 (amnesiac: after removal, then epochs 1 and 3), as the runner saves them."""
+    epochs = ("epoch 1", "epoch 3")
+    inv = {"naive": {"trained": _inv(trained), **{e: _inv(v) for e, v in zip(epochs, naive)}},
+           "relabel": {"trained": _inv(trained), **{e: _inv(v) for e, v in zip(epochs, relabel)}},
+           "amnesiac": {"trained": _inv(trained), **{e: _inv(v) for e, v in
+                                                     zip(("after removal",) + epochs, amnesiac)}}}
+    res = _results(share=0.11, other_after=0.95, fig7_shares=[0.0, 0.01], fig7_loss=[0.0, 0.02])
+    res["class_forgetting"].update(target_class=3, inversion={"regularised": inv},
+                                   inversion_baseline={"regularised": _inv(base, recognised=0.0)})
+    return res
+
+
+def test_inversions_as_the_paper_found_them_hold():
+    checks = _by_key(judge(_inversion_results(naive=[0.09, 0.08], relabel=[0.01, 0.0], amnesiac=[0.02, 0.03, 0.0]),
+                           "mnist"))
+    assert [checks[k].verdict for k in ("inversion_trained", "inversion_naive", "inversion_relabel",
+                                        "inversion_amnesiac")] == [HOLDS] * 4
+    assert "epoch 1 90%, epoch 3 80%" in checks["inversion_naive"].evidence
+
+
+def test_relabelled_inversions_that_still_show_the_class_say_no():
+    # the reported case: after relabelling, the inversions are still the class at epochs 1 and 3
+    checks = _by_key(judge(_inversion_results(naive=[0.09, 0.08], relabel=[0.09, 0.07], amnesiac=[0.02, 0.08, 0.09]),
+                           "mnist"))
+    assert checks["inversion_relabel"].verdict == NO and "epoch 3 70%" in checks["inversion_relabel"].evidence
+    assert checks["inversion_amnesiac"].verdict == NO  # the class came back after the removal
+    section = "\n".join(_checks_section(_inversion_results(naive=[0.09, 0.08], relabel=[0.09, 0.07],
+                                                           amnesiac=[0.0, 0.0, 0.0]), "mnist"))
+    assert "after relabelling the inversions are noise from the first epoch | **no** |" in section
+
+
+def test_inversions_no_better_than_a_never_trained_models_are_not_evidence_of_forgetting():
+    # the trained model's inversions are no more like the class than an untrained model's: nothing can be lost,
+    # so "the forgotten model's inversions show nothing" would prove nothing
+    checks = _by_key(judge(_inversion_results(naive=[0.0, 0.0], relabel=[0.0, 0.0], amnesiac=[0.0, 0.0, 0.0],
+                                              trained=0.05, base=0.045), "mnist"))
+    assert checks["inversion_trained"].verdict == NO
+    assert {checks[k].verdict for k in ("inversion_naive", "inversion_relabel", "inversion_amnesiac")} == {NOT_JUDGED}

@@ -14,7 +14,7 @@ def test_smoke_profile_produces_every_artefact(preset, tmp_path):
     out = tmp_path / preset
     results = reproduce(preset, profile="smoke", out=out, progress=False)
     for name in ("report.md", "results.json", "config.json", "fig-class-forgetting.png", "fig7-accuracy-loss.png",
-                 "inversion-naive.png", "inversion-relabel.png", "inversion-amnesiac.png"):
+                 "inversion-paper.png", "inversion-authors.png", "inversion-regularised.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
     for section in ("## Setup", "How this compares with the paper", "(Figures 1/2)", "(Figures 3-6)", "(Table 1)",
@@ -54,6 +54,13 @@ def test_smoke_profile_produces_every_artefact(preset, tmp_path):
     assert f"{100 * share:.1f}% of steps held a target example (paper: about 11%)" in row
     assert ("| **no** |" in row) == (not 0.05 <= share <= 0.20), row
     assert results["skipped_stages"] == []
+    # the inversions are judged against the paper's findings, with a never-trained model as the baseline
+    inv = saved["class_forgetting"]
+    assert set(inv["inversion"]) == {"paper", "authors", "regularised"}
+    assert set(inv["inversion"]["regularised"]) == {"naive", "relabel", "amnesiac"}
+    assert "recognised" in inv["inversion_baseline"]["regularised"]
+    assert "| never trained | (baseline) |" in report and "### regularised variant" in report
+    assert "| inversions of the trained model show class" in report
 
 
 def test_cli_runs_only_the_stages_asked_for(tmp_path, capsys):

@@ -92,7 +92,7 @@ def _measure(args: argparse.Namespace, out: Path, bundle: Any, models: dict[str,
     membership numbers show."""
     from ..attacks import (
         ShadowRecipe,
-        class_mean_image,
+        inversion_references,
         invert,
         run_attacks,
         score_inversion,
@@ -110,7 +110,7 @@ def _measure(args: argparse.Namespace, out: Path, bundle: Any, models: dict[str,
                             cache_dir=out / "cache", progress=progress)
     report = run_attacks(models, members, non_members, attacks=("loss", "lira"), shadows=shadows, progress=False)
     evaluator = train_evaluator(bundle.train, "small-cnn", cache_dir=out / "cache", progress=progress)
-    mean = class_mean_image(bundle.train, c)
+    refs = inversion_references(bundle.train, seed=args.seed)
     sets = {"test": bundle.test, f"class {c}": bundle.test.subset((bundle.test.targets == c).nonzero().flatten()),
             "other classes": bundle.test.subset((bundle.test.targets != c).nonzero().flatten())}
     rows = [[f"test accuracy, {label}"] + [evaluate(m, ds)["accuracy"] for m in models.values()]
@@ -120,8 +120,9 @@ def _measure(args: argparse.Namespace, out: Path, bundle: Any, models: dict[str,
         rows.append([f"membership AUC ({attack}), 95% CI"] + [
             f"{report.results[n][attack]['auc']:.3f} [{report.results[n][attack]['auc_ci95'][0]:.2f}, "
             f"{report.results[n][attack]['auc_ci95'][1]:.2f}]" for n in models])
-    inv = [score_inversion(invert(m, c, shape=(1, 8, 8), iterations=400, process_every=200, restarts=4, seed=args.seed),
-                           evaluator, mean)["evaluator_accuracy"] for m in models.values()]
+    inv = [score_inversion(invert(m, c, shape=(1, 8, 8), variant="regularised", iterations=400, restarts=4,
+                                  prior=refs.mean_image(), seed=args.seed), evaluator, refs)["recognised"]
+           for m in models.values()]
     rows.append([f"inversions of class {c} recognised"] + inv)
     lira = {n: report.results[n]["lira"]["auc"] for n in models}
     summary = (f"\nmembership: {len(members)} forgotten records against the {len(non_members)} training records of "

@@ -42,6 +42,8 @@ class Settings:
     inversion_restarts: int = 4
     inversion_iterations: int = 1000
     inversion_process_every: int = 500
+    # the paper's text, the authors' code, and with total-variation and L2 penalties (what a person can read)
+    inversion_variants: tuple[str, ...] = ("paper", "authors", "regularised")
     mia_class: int = 11             # Table 1's target class
     mia_post_epochs: int = 5
     mia_train_size: int | None = None  # records split between the target and the attacker (None: all)

@@ -31,7 +31,7 @@ import torch
 
 from ..attacks import (
     ShadowRecipe,
-    class_mean_image,
+    inversion_references,
     invert,
     matched_non_members,
     run_attacks,
@@ -39,6 +39,7 @@ from ..attacks import (
     score_inversion,
     train_evaluator,
     train_shadows,
+    untrained_copy,
 )
 from ..data import load_dataset
 from ..data.base import ArrayDataset
@@ -126,28 +127,48 @@ def _train_after_request(model: torch.nn.Module, data: ArrayDataset, s: Settings
 
 # ------------------------------------------------------------------ stage 1: class forgetting and inversion
 class _Inversions:
-    """Model inversions of one class at chosen points, scored by an independent evaluator (none without
-    inversion epochs in the settings)."""
+    """Model inversions of one class at chosen points, by each of the settings' variants, scored against real
+    images and an independent evaluator, with inversions of a never-trained model of the same architecture as
+    the baseline (none without inversion epochs in the settings)."""
 
     def __init__(self, s: Settings, bundle: Any, out: Path, progress: bool | None, device: torch.device) -> None:
         self.s, self.info, self.progress = s, bundle.info, progress
-        self.scores: dict[str, Any] = {}
-        self.images: dict[str, dict[str, torch.Tensor]] = {}
-        self.evaluator = self.mean = None
+        self.scores: dict[str, dict[str, dict[str, Any]]] = {}  # variant -> method -> point -> scores
+        self.baseline: dict[str, dict[str, Any]] = {}  # variant -> scores of the never-trained model's inversions
+        self.images: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+        self._base_inv: dict[str, Any] = {}
+        self.evaluator = self.refs = None
         if s.inversion_epochs:
             self.evaluator = train_evaluator(bundle.train, s.model, cache_dir=out / "cache", progress=progress,
                                              device=device)
-            self.mean = class_mean_image(bundle.train, s.target_class)
+            self.refs = inversion_references(bundle.train, seed=s.seed)
+
+    def _invert(self, model: torch.nn.Module, variant: str) -> Any:
+        s, info = self.s, self.info
+        return invert(model, s.target_class, shape=(info.channels, info.image_size, info.image_size), variant=variant,
+                      iterations=s.inversion_iterations, process_every=s.inversion_process_every,
+                      restarts=s.inversion_restarts, prior=self.refs.mean_image() if variant == "regularised" else None,
+                      seed=s.seed, progress=self.progress)
 
     def __call__(self, method: str, label: str, model: torch.nn.Module) -> None:
         if self.evaluator is None:
             return
-        s, info = self.s, self.info
-        inv = invert(model, s.target_class, shape=(info.channels, info.image_size, info.image_size),
-                     iterations=s.inversion_iterations, process_every=s.inversion_process_every,
-                     restarts=s.inversion_restarts, seed=s.seed, progress=self.progress)
-        self.scores.setdefault(method, {})[label] = score_inversion(inv, self.evaluator, self.mean)
-        self.images.setdefault(method, {})[label] = inv.images
+        for variant in self.s.inversion_variants:
+            if variant not in self._base_inv:  # the same architecture having learned nothing
+                base = self._invert(untrained_copy(model, seed=self.s.seed), variant)
+                self._base_inv[variant] = base
+                self.baseline[variant] = score_inversion(base, self.evaluator, self.refs)
+            inv = self._invert(model, variant)
+            self.scores.setdefault(variant, {}).setdefault(method, {})[label] = score_inversion(
+                inv, self.evaluator, self.refs, baseline=self._base_inv[variant])
+            self.images.setdefault(variant, {}).setdefault(method, {})[label] = inv.images
+
+    def share(self, source: str, method: str, label: str) -> None:
+        """Reuse ``source``'s inversions at ``label`` for ``method`` (the same model, e.g. the fully trained one)."""
+        for variant in self.scores:
+            if label in self.scores[variant].get(source, {}):
+                self.scores[variant].setdefault(method, {})[label] = self.scores[variant][source][label]
+                self.images[variant].setdefault(method, {})[label] = self.images[variant][source][label]
 
     def at_epochs(self, method: str, model: torch.nn.Module) -> Callable[[int], None]:
         def at_end(epoch: int) -> None:
@@ -156,10 +177,19 @@ class _Inversions:
         return at_end
 
     def grids(self, out: Path) -> dict[str, str]:
-        c = self.s.target_class
-        return {method: str(save_grid(out / f"inversion-{method}.png", {**rows, "class mean": self.mean[None]},
-                                      title=f"{method}: inversions of class {c}").name)
-                for method, rows in self.images.items()}
+        """One PNG per variant: a row per method and point, then the never-trained model's and the class mean."""
+        c, names = self.s.target_class, {}
+        for variant, methods in self.images.items():
+            rows = {f"{m}: {label}": imgs for m, points in methods.items() for label, imgs in points.items()
+                    if not (m == "relabel" and label == "trained")}  # the same model as naive's
+            rows["never trained"] = self._base_inv[variant].images
+            rows["class mean"] = self.refs.means[c][None]
+            path = save_grid(out / f"inversion-{variant}.png", rows, title=f"{variant} inversions of class {c}")
+            names[variant] = path.name
+        return names
+
+    def results(self, out: Path) -> dict[str, Any]:
+        return {"inversion": self.scores, "inversion_baseline": self.baseline, "inversion_grids": self.grids(out)}
 
 
 # ------------------------------------------------------------------ stage 1: class forgetting and inversion
@@ -184,8 +214,8 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
     curves = _baseline_curves(s, full, trained_model, sets, inversion, progress)
     curves["amnesiac"], summary = _amnesiac_curve(s, amn, sets, inversion, progress, device)
     summary["kept_examples"] = keep
-    return {"target_class": c, "curves": curves, "amnesiac": summary, "inversion": inversion.scores,
-            "inversion_grids": inversion.grids(out), "full_model_test": evaluate(trained_model, bundle.test, topk=s.topk)}
+    return {"target_class": c, "curves": curves, "amnesiac": summary, **inversion.results(out),
+            "full_model_test": evaluate(trained_model, bundle.test, topk=s.topk)}
 
 
 def _baseline_curves(s: Settings, full: RunDir, trained_model: torch.nn.Module, sets: dict[str, ArrayDataset],
@@ -197,6 +227,8 @@ def _baseline_curves(s: Settings, full: RunDir, trained_model: torch.nn.Module, 
     train = full.training_data()
     retain = train.without_ids(train.ids_of_class(c))
     curves: dict[str, list[dict[str, Any]]] = {}
+    inversion("naive", "trained", trained_model)
+    inversion.share("naive", "relabel", "trained")
     for method in ("naive", "relabel"):
         model = copy.deepcopy(trained_model)
         data = retain
@@ -204,7 +236,6 @@ def _baseline_curves(s: Settings, full: RunDir, trained_model: torch.nn.Module, 
             g = torch.Generator().manual_seed(s.seed + 17)
             forgotten = train.only_ids(train.ids_of_class(c))
             data = ArrayDataset.concat([retain, forgotten.with_labels(wrong_labels(forgotten.targets, num_classes, g))])
-        inversion(method, "trained", model)
         curves[method] = [before] + _train_after_request(model, data, s, sets, epochs=s.post_epochs, seed=s.seed + 1,
                                                          at_epoch_end=inversion.at_epochs(method, model),
                                                          progress=progress)

@@ -124,6 +124,70 @@ def relabel_naive_checks(curves: dict[str, Any], family: str | None) -> list[Che
     return out
 
 
+# Model inversion (Figures 3-6): the paper gives no number ("visual recognition was our best way"); its findings
+# are judged by how much of the trained model's likeness to the class an inversion keeps (class margin over a
+# never-trained model's inversions, see amnesiac.attacks.inversion.pixel_scores).
+INVERSION_KEPT, INVERSION_GONE = 0.5, 0.25  # "still recognisable" keeps >= half; "noise" keeps <= a quarter
+INVERSION_MIN_LIFT = 0.02  # the trained model's class margin must exceed the never-trained model's by this much
+
+
+def _kept(sc: dict[str, Any], trained: dict[str, Any], base: dict[str, Any]) -> float:
+    """The share of the trained model's class-margin lift over the never-trained baseline that ``sc`` keeps."""
+    lift = trained["class_margin"] - base["class_margin"]
+    return (sc["class_margin"] - base["class_margin"]) / lift
+
+
+def _epochs(points: dict[str, Any]) -> list[str]:
+    return [label for label in points if label.startswith("epoch ")]
+
+
+def inversion_checks(cf: dict[str, Any]) -> list[Check]:
+    """Figures 3-6 against the paper's qualitative findings, judged on the regularised variant where it ran."""
+    scores, bases = cf.get("inversion") or {}, cf.get("inversion_baseline") or {}
+    if not scores or not bases:
+        return []
+    variant = "regularised" if "regularised" in scores else next(iter(scores))
+    inv, base, c = scores[variant], bases[variant], cf["target_class"]
+    trained = inv["naive"]["trained"]
+    lift = trained["class_margin"] - base["class_margin"]
+    ev = (f"{variant} inversions of the trained model: {_pct(trained['recognised'])} recognised, class margin "
+          f"{trained['class_margin']:.3f} against {base['class_margin']:.3f} for a never-trained model's")
+    ok = trained["recognised"] >= 0.5 and lift >= INVERSION_MIN_LIFT
+    out = [Check("inversion_trained", f"inversions of the trained model show class {c} (paper: a clear 3)",
+                 HOLDS if ok else NO, ev)]
+    claims = {
+        "naive": ("inversion_naive", "after naive retraining the inversions still show the class at every epoch "
+                  "inverted (paper: recognisable 3s at epochs 1, 5, 10)"),
+        "relabel": ("inversion_relabel", "after relabelling the inversions are noise from the first epoch"),
+        "amnesiac": ("inversion_amnesiac", "after amnesiac unlearning the inversions show next to nothing (paper: a "
+                     "faint hint at epoch 1, nothing at 5 and 10)"),
+    }
+    for method, (key, claim) in claims.items():
+        points = inv.get(method, {})
+        own = points.get("trained", trained)
+        labels = (["after removal"] if "after removal" in points else []) + _epochs(points)
+        if not ok or not labels or own["class_margin"] - base["class_margin"] < INVERSION_MIN_LIFT:
+            out.append(Check(key, claim, NOT_JUDGED, "the trained model's inversions are no more like the class "
+                             "than a never-trained model's, so there is nothing to lose"))
+            continue
+        kept = {label: _kept(points[label], own, base) for label in labels}
+        out.append(Check(key, claim, _inversion_verdict(method, kept), "share of the trained model's likeness kept: " +
+                         ", ".join(f"{label} {100 * v:.0f}%" for label, v in kept.items()) +
+                         f" ({variant} variant; recognisable: >= {100 * INVERSION_KEPT:.0f}%, noise: <= "
+                         f"{100 * INVERSION_GONE:.0f}%)"))
+    return out
+
+
+def _inversion_verdict(method: str, kept: dict[str, float]) -> str:
+    values = list(kept.values())
+    if method == "naive":
+        return HOLDS if min(values) >= INVERSION_KEPT else SHAPE if values[0] >= INVERSION_KEPT else NO
+    if method == "relabel":
+        return HOLDS if max(values) <= INVERSION_GONE else SHAPE if values[-1] <= INVERSION_GONE else NO
+    return HOLDS if max(values) <= INVERSION_KEPT and values[-1] <= INVERSION_GONE else (
+        SHAPE if values[-1] <= INVERSION_GONE else NO)
+
+
 def mia_check(mia: dict[str, Any]) -> Check:
     """Table 1: recall right after the subtraction far below epoch 0, and the strong attacks at the reference."""
     row, ref = mia["table"]["amnesiac"], mia["retrained_reference"]
@@ -193,6 +257,7 @@ def judge(results: dict[str, Any], dataset: str | None) -> list[Check]:
         share = (cf.get("amnesiac") or {}).get("share")
         out.append(amnesiac_check(cf["curves"], share, family))
         out += relabel_naive_checks(cf["curves"], family)
+        out += inversion_checks(cf)
     if results.get("membership_inference"):
         out.append(mia_check(results["membership_inference"]))
     if results.get("figure7"):
