@@ -48,7 +48,8 @@ from ..run import RunDir, TrainConfig, train_run
 from ..training import evaluate, evaluate_all, fit, make_optimizer, num_batches, predict, resolve_device
 from ..unlearn import forget, list_receipts
 from ..unlearn.amnesiac import revert_updates
-from ..unlearn.relabel import wrong_labels
+from ..unlearn.base import METHODS, MethodContext, check_options
+from ..unlearn.request import DeletionRequest
 from ..utils import atomic_write_json, progress_bar
 from .presets import Settings, keep_for_paper_share, settings_for
 
@@ -125,6 +126,19 @@ def _train_after_request(model: torch.nn.Module, data: ArrayDataset, s: Settings
     return history
 
 
+def _registered(method: str, run: RunDir, model: torch.nn.Module, forget_data: ArrayDataset, retain: ArrayDataset,
+                *, kind: str, detail: dict[str, Any], options: dict[str, Any], sets: dict[str, ArrayDataset] | None = None,
+                topk: tuple[int, ...] = (1,), on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
+                progress: bool | None = None) -> list[dict[str, Any]]:
+    """Run the registered ``method`` (naive, relabel, ...) on ``model`` in memory, as :func:`forget` would on a
+    run without a ledger, watching it train (``on_epoch_end(epochs done, model)``); its evaluations, renamed."""
+    request = DeletionRequest(np.sort(forget_data.ids.numpy()), kind, detail)
+    ctx = MethodContext(run, model, request, None, None, retain, forget_data, sets or {},
+                        check_options(method, options), progress, on_epoch_end=on_epoch_end, topk=topk)
+    history = METHODS.get(method)(ctx).history
+    return _rename([h for h in history if h["epoch"] > 0])
+
+
 # ------------------------------------------------------------------ stage 1: class forgetting and inversion
 class _Inversions:
     """Model inversions of one class at chosen points, by each of the settings' variants, scored against real
@@ -170,10 +184,11 @@ class _Inversions:
                 self.scores[variant].setdefault(method, {})[label] = self.scores[variant][source][label]
                 self.images[variant].setdefault(method, {})[label] = self.images[variant][source][label]
 
-    def at_epochs(self, method: str, model: torch.nn.Module) -> Callable[[int], None]:
-        def at_end(epoch: int) -> None:
+    def at_epochs(self, method: str, model: torch.nn.Module | None = None) -> Callable[..., None]:
+        """A hook inverting ``model`` (or the model it is handed) after the settings' inversion epochs."""
+        def at_end(epoch: int, current: torch.nn.Module | None = None) -> None:
             if epoch in self.s.inversion_epochs:
-                self(method, f"epoch {epoch}", model)
+                self(method, f"epoch {epoch}", current if current is not None else model)
         return at_end
 
     def grids(self, out: Path) -> dict[str, str]:
@@ -222,23 +237,19 @@ def _baseline_curves(s: Settings, full: RunDir, trained_model: torch.nn.Module, 
                      inversion: _Inversions, progress: bool | None) -> dict[str, list[dict[str, Any]]]:
     """Naive retraining and relabelling, each from a copy of the fully trained model."""
     c = s.target_class
-    num_classes = full.bundle().info.num_classes
     before = _point(trained_model, sets, s.topk, 0.0, "before")
     train = full.training_data()
     retain = train.without_ids(train.ids_of_class(c))
     curves: dict[str, list[dict[str, Any]]] = {}
     inversion("naive", "trained", trained_model)
     inversion.share("naive", "relabel", "trained")
-    for method in ("naive", "relabel"):
-        model = copy.deepcopy(trained_model)
-        data = retain
-        if method == "relabel":
-            g = torch.Generator().manual_seed(s.seed + 17)
-            forgotten = train.only_ids(train.ids_of_class(c))
-            data = ArrayDataset.concat([retain, forgotten.with_labels(wrong_labels(forgotten.targets, num_classes, g))])
-        curves[method] = [before] + _train_after_request(model, data, s, sets, epochs=s.post_epochs, seed=s.seed + 1,
-                                                         at_epoch_end=inversion.at_epochs(method, model),
-                                                         progress=progress)
+    forgotten = train.only_ids(train.ids_of_class(c))
+    every = max(1, num_batches(len(retain), s.batch_size) // s.evals_first_epoch)
+    for method in ("naive", "relabel"):  # through the method registry, each on a copy of the trained model
+        curves[method] = [before] + _registered(
+            method, full, copy.deepcopy(trained_model), forgotten, retain, kind="class", detail={"class": c},
+            options={"epochs": s.post_epochs, "eval_every": every}, sets=sets, topk=s.topk, progress=progress,
+            on_epoch_end=inversion.at_epochs(method))
     return curves
 
 
@@ -379,20 +390,20 @@ def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: 
         model = res.model.to(device)
         row["0'"] = attack(model, "amnesiac at 0'")
         row["steps_reverted"] = res.receipt["n_steps_reverted"]
-        data = retain
+        train_as = "naive"  # after the subtraction the paper keeps training on the retained data
     else:
         model = copy.deepcopy(target_model)
         row["0'"] = epoch0
-        data = retain
-        if method == "relabel":
-            g = torch.Generator().manual_seed(s.seed + 23)
-            num_classes = target_run.bundle().info.num_classes
-            data = ArrayDataset.concat([retain, targets.with_labels(wrong_labels(targets.targets, num_classes, g))])
-    opt = make_optimizer("adam", model.parameters(), lr=s.lr)
-    for e in range(s.mia_post_epochs):
-        fit(model, opt, data, epochs=e + 1, start_epoch=e, batch_size=batch, seed=s.seed + 3,
-            progress=progress, desc=f"{method} after request")
-        row[str(e + 1)] = attack(model, f"{method} after epoch {e + 1}")
+        train_as = method
+
+    def after_epoch(epoch: int, current: torch.nn.Module) -> None:
+        row[str(epoch)] = attack(current, f"{method} after epoch {epoch}")
+
+    # through the method registry; relabel gives each target one wrong-labelled copy in place of itself
+    _registered(train_as, target_run, model, targets, retain, kind="ids", detail={},
+                options={"epochs": s.mia_post_epochs, "batch_size": batch, "lr": s.lr,
+                         **({"copies": 1} if train_as == "relabel" else {})},
+                on_epoch_end=after_epoch, progress=progress)
     return row
 
 

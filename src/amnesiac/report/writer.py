@@ -287,7 +287,7 @@ def _inversion_section(cf: dict[str, Any]) -> list[str]:
              "(a blank image scores 0). The baseline is the same architecture never trained, inverted the same way: "
              "it shows what the method and its prior give without any learning. The independent evaluator "
              "(another architecture trained on real data) is a second opinion that adversarial patterns can fool; "
-             "SSIM to the class mean is kept for comparison with earlier reports, but it rewards dark, smooth images.",
+             "SSIM to the class mean is kept for comparison with earlier reports, but it can reward dark, smooth images.",
              ""]
     for variant, methods in cf["inversion"].items():
         base = bases[variant]

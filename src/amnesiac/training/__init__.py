@@ -234,6 +234,7 @@ def fit(
         history.append(rec)
         if on_epoch_end is not None and done == per_epoch:
             on_epoch_end(epoch, rec)
+            model.train()  # a hook that evaluated or attacked the model leaves it in eval mode
         if max_steps is not None and step >= max_steps:
             break
     return history

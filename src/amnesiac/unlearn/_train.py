@@ -94,11 +94,13 @@ def train_method(ctx: MethodContext, out: MethodOutcome, data: ArrayDataset, *, 
     shards = method_shards(ctx, data)
     recorder = ledger_recorder(ctx, ctx.model, optimizer, kind, shards)
     first = recorder.step + 1 if recorder is not None else 0
+    hook = ctx.on_epoch_end
     try:
         out.history += fit(ctx.model, optimizer, data, epochs=epochs, batch_size=int(ctx.option("batch_size", cfg.batch_size)),
                            seed=method_seed(ctx, salt), recorder=recorder, eval_sets=ctx.eval_sets,
                            eval_every_steps=ctx.option("eval_every"), max_steps=int(max_steps) if max_steps else None,
-                           progress=ctx.progress, desc=kind, shards=shards)
+                           progress=ctx.progress, desc=kind, shards=shards, topk=ctx.topk,
+                           on_epoch_end=None if hook is None else (lambda e, _rec: hook(e + 1, ctx.model)))
     finally:
         if recorder is not None:
             recorder.close()

@@ -44,6 +44,8 @@ class MethodContext:
         eval_sets: dict[str, ArrayDataset],
         options: dict[str, Any] | None = None,
         progress: bool | None = None,
+        on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+        topk: tuple[int, ...] = (1,),
     ) -> None:
         self.run = run
         self.model = model
@@ -55,6 +57,10 @@ class MethodContext:
         self.eval_sets = eval_sets
         self.options = dict(options or {})
         self.progress = progress
+        # for experiments that watch a method train: called with (epochs done, model) after each full epoch of
+        # the methods that train; and the top-k accuracies their evaluations add
+        self.on_epoch_end = on_epoch_end
+        self.topk = tuple(topk)
 
     @property
     def retain_data(self) -> ArrayDataset:
