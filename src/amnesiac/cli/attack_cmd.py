@@ -21,7 +21,7 @@ MIA_EXAMPLES = """\
 INVERSION_EXAMPLES = """\
   amnesiac attack inversion runs/digits --class 3 --reference runs/digits-retrain --out attacks/
   amnesiac attack inversion runs/digits --class 3 --variant original --restarts 2 --iterations 300
-  amnesiac attack inversion runs/digits --class 3 --variant regularised --out attacks/
+  amnesiac attack inversion runs/digits --class 3 --variant authors --iterations 1000 --process-every 500
 """
 EXAMPLES = MIA_EXAMPLES + INVERSION_EXAMPLES
 
@@ -59,9 +59,10 @@ def add_parser(sub: Any) -> None:
     inv.add_argument("run", help="run directory whose model is inverted")
     inv.add_argument("--class", dest="class_", type=int, required=True, help="the class to reconstruct")
     inv.add_argument("--reference", default=None, help="run directory of a model retrained without the class")
-    inv.add_argument("--variant", default="paper", choices=["paper", "authors", "original", "regularised"],
-                     help="paper: as the paper's text describes it (default); authors: as the authors' code does it; "
-                          "original: Fredrikson et al.; regularised: total variation and an L2 prior, readable images")
+    inv.add_argument("--variant", default="regularised", choices=["paper", "authors", "original", "regularised"],
+                     help="regularised: total variation and an L2 pull to the data's mean image, images a person can "
+                          "read (default); paper: as the paper's text describes it; authors: as the authors' code "
+                          "does it; original: Fredrikson et al.")
     inv.add_argument("--iterations", type=int, default=600, help="gradient steps per restart (default 600)")
     inv.add_argument("--process-every", type=int, default=200, help="denoise the image every N steps (default 200)")
     inv.add_argument("--restarts", type=int, default=6, help="independent inversions (default 6)")
