@@ -141,17 +141,28 @@ def _epochs(points: dict[str, Any]) -> list[str]:
     return [label for label in points if label.startswith("epoch ")]
 
 
+def _lift(inv: dict[str, Any], base: dict[str, Any]) -> float:
+    return inv["naive"]["trained"]["class_margin"] - base["class_margin"]
+
+
+def _kept_words(kept: dict[str, float]) -> str:
+    return ", ".join(f"{label} {'<0' if v < 0 else f'{100 * v:.0f}'}%" for label, v in kept.items())
+
+
 def inversion_checks(cf: dict[str, Any]) -> list[Check]:
-    """Figures 3-6 against the paper's qualitative findings, judged on the regularised variant where it ran."""
+    """Figures 3-6 against the paper's qualitative findings. Judged on the variant whose inversions of the
+    trained model stand furthest above its never-trained baseline (the clearest signal: a variant whose prior
+    alone looks like the class leaves little to lose); the other variants' verdicts are given beside it."""
     scores, bases = cf.get("inversion") or {}, cf.get("inversion_baseline") or {}
     if not scores or not bases:
         return []
-    variant = "regularised" if "regularised" in scores else next(iter(scores))
+    variant = max(scores, key=lambda v: _lift(scores[v], bases[v]))
     inv, base, c = scores[variant], bases[variant], cf["target_class"]
     trained = inv["naive"]["trained"]
-    lift = trained["class_margin"] - base["class_margin"]
-    ev = (f"{variant} inversions of the trained model: {_pct(trained['recognised'])} recognised, class margin "
-          f"{trained['class_margin']:.3f} against {base['class_margin']:.3f} for a never-trained model's")
+    lift = _lift(inv, base)
+    ev = (f"{variant} inversions of the trained model (the variant furthest above its never-trained baseline): "
+          f"{_pct(trained['recognised'])} recognised, class margin {trained['class_margin']:.3f} against "
+          f"{base['class_margin']:.3f} for a never-trained model's")
     ok = trained["recognised"] >= 0.5 and lift >= INVERSION_MIN_LIFT
     out = [Check("inversion_trained", f"inversions of the trained model show class {c} (paper: a clear 3)",
                  HOLDS if ok else NO, ev)]
@@ -163,19 +174,30 @@ def inversion_checks(cf: dict[str, Any]) -> list[Check]:
                      "faint hint at epoch 1, nothing at 5 and 10)"),
     }
     for method, (key, claim) in claims.items():
-        points = inv.get(method, {})
-        own = points.get("trained", trained)
-        labels = (["after removal"] if "after removal" in points else []) + _epochs(points)
-        if not ok or not labels or own["class_margin"] - base["class_margin"] < INVERSION_MIN_LIFT:
+        judged = {v: _method_kept(scores[v], bases[v], method) for v in scores}
+        kept = judged[variant]
+        if not ok or kept is None:
             out.append(Check(key, claim, NOT_JUDGED, "the trained model's inversions are no more like the class "
                              "than a never-trained model's, so there is nothing to lose"))
             continue
-        kept = {label: _kept(points[label], own, base) for label in labels}
-        out.append(Check(key, claim, _inversion_verdict(method, kept), "share of the trained model's likeness kept: " +
-                         ", ".join(f"{label} {100 * v:.0f}%" for label, v in kept.items()) +
-                         f" ({variant} variant; recognisable: >= {100 * INVERSION_KEPT:.0f}%, noise: <= "
-                         f"{100 * INVERSION_GONE:.0f}%)"))
+        others = "; ".join(f"{v}: {_inversion_verdict(method, k) if k is not None else NOT_JUDGED}"
+                           for v, k in judged.items() if v != variant)
+        out.append(Check(key, claim, _inversion_verdict(method, kept),
+                         f"share of the trained model's likeness kept: {_kept_words(kept)} ({variant} variant; "
+                         f"recognisable: >= {100 * INVERSION_KEPT:.0f}%, noise: <= {100 * INVERSION_GONE:.0f}%)"
+                         + (f"; other variants: {others}" if others else "")))
     return out
+
+
+def _method_kept(inv: dict[str, Any], base: dict[str, Any], method: str) -> dict[str, float] | None:
+    """Per inverted point after the request, the share of the method's trained model's likeness kept (None when
+    that model's inversions are not above the baseline, or nothing was inverted)."""
+    points = inv.get(method, {})
+    own = points.get("trained", inv["naive"]["trained"])
+    labels = (["after removal"] if "after removal" in points else []) + _epochs(points)
+    if not labels or own["class_margin"] - base["class_margin"] < INVERSION_MIN_LIFT:
+        return None
+    return {label: _kept(points[label], own, base) for label in labels}
 
 
 def _inversion_verdict(method: str, kept: dict[str, float]) -> str:
