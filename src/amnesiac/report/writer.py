@@ -205,10 +205,10 @@ def _kept_words(s: dict[str, Any], results: dict[str, Any]) -> str:
     """How many examples of the class the amnesiac run kept, and the share of steps that then held one."""
     summary = (results.get("class_forgetting") or {}).get("amnesiac") or {}
     kept = summary.get("kept_examples", s.get("amnesiac_keep"))
-    words = f"{kept}" if s.get("amnesiac_keep") is not None else f"{kept} (as many as give the paper's ~11% of batches)"
+    why = [] if s.get("amnesiac_keep") is not None else ["as many as give the paper's ~11% of batches"]
     if summary.get("share") is not None:
-        words += f"; {100 * summary['share']:.1f}% of its steps held one"
-    return words
+        why.append(f"{100 * summary['share']:.1f}% of its steps held one")
+    return f"{kept} examples of it" + (f" ({'; '.join(why)})" if why else "")
 
 
 def _setup_section(config: dict[str, Any], results: dict[str, Any]) -> list[str]:
@@ -220,8 +220,8 @@ def _setup_section(config: dict[str, Any], results: dict[str, Any]) -> list[str]
               f"- dataset **{s['dataset']}**, model **{s['model']}**, Adam lr {s['lr']}, batch {s['batch_size']}, "
               f"inputs normalised to [-1, 1], no augmentation",
               f"- {s['epochs']} epochs of training, then {s['post_epochs']} epochs after the deletion request",
-              f"- sensitive class {s['target_class']}; the amnesiac model kept only {_kept_words(s, results)} "
-              "examples of it, with a watch-list ledger of the steps that held one",
+              f"- sensitive class {s['target_class']}; the amnesiac model kept only {_kept_words(s, results)}, "
+              "with a watch-list ledger of the steps that held one",
               f"- membership inference on class {s['mia_class']}, {s['shadows']} shadow models of {s['shadow_epochs']} epochs",
               f"- Figure 7: {s['fig7_runs']} runs x {config['seeds']} seed(s), {s['fig7_epochs']} recorded epoch(s)",
               f"- device: {config.get('device', 'cpu')}"]
