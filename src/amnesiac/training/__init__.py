@@ -230,11 +230,10 @@ def fit(
         rec = {"epoch": epoch + 1 if count and done == per_epoch else epoch + done / per_epoch,
                "step": step, "train_loss": total / max(count, 1)}
         rec.update(evaluate_all(model, eval_sets, topk))
-        model.train()
         history.append(rec)
         if on_epoch_end is not None and done == per_epoch:
             on_epoch_end(epoch, rec)
-            model.train()  # a hook that evaluated or attacked the model leaves it in eval mode
+        model.train()  # evaluating, or a hook that evaluated or attacked the model, left it in eval mode
         if max_steps is not None and step >= max_steps:
             break
     return history
