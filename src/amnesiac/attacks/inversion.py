@@ -10,17 +10,17 @@ Gradient descent on the input towards the target class:
 * ``variant="original"`` (Fredrikson et al.): start from zeros, process after every step, stop when the
   cost has not improved for ``patience`` iterations.
 * ``variant="regularised"``: Adam on -log p_target(x) plus a total-variation penalty and an L2 pull towards a
-  prior image (a flat image of the data's mean pixel value, :meth:`InversionReferences.flat_prior`, when the
-  caller gives it; 0 otherwise), with a pixel of random
-  jitter per step and clamping to [-1, 1]: the penalties keep the image smooth and plausible, so what it
-  shows is what the model holds about the class rather than adversarial noise.
+  prior image (0 unless the caller gives one; the experiments and the CLI give the data's mean image,
+  :meth:`InversionReferences.prior_for`), with a pixel of random jitter per step and clamping to [-1, 1]: the
+  penalties keep the image smooth and plausible, so what it shows is what the model holds about the class
+  rather than adversarial noise.
 
 Every variant runs several restarts. An inversion is scored with numbers that an empty or smooth image cannot
 win (see :func:`score_inversion`): by an independent evaluation classifier trained on real data (another
 architecture and seed than the target), against its score on inversions of a never-trained model of the same
 architecture; and by correlation with real images of every class: the margin of the target class's mean image
 over the best other class's, and how often the nearest real image is of the target class. SSIM to the class's
-mean image is kept for comparison with earlier runs, but it rewards dark, smooth images.
+mean image is kept for comparison with earlier runs, but it can reward dark, smooth images.
 """
 
 from __future__ import annotations
@@ -252,15 +252,19 @@ class InversionReferences:
     labels: torch.Tensor  # (n,)
 
     def mean_image(self) -> torch.Tensor:
-        """The mean image of all classes (each class weighted equally): the regularised variant's prior in the
-        experiments. It has an outline (the data's average), so score inversions against a never-trained
-        model's inversions made with the same prior, which show what the prior alone gives."""
+        """The mean image of all classes (each class weighted equally). It has an outline (the data's average),
+        so score inversions made with it as the prior against a never-trained model's inversions made with the
+        same prior, which show what the prior alone gives."""
         return self.means.mean(0)
 
+    def prior_for(self, variant: str) -> torch.Tensor | None:
+        """The prior the experiments and the CLI give :func:`invert`: the mean image for ``regularised`` (the
+        only variant that reads one), None for the others."""
+        return self.mean_image() if variant == "regularised" else None
+
     def flat_prior(self) -> torch.Tensor:
-        """An image of each channel's mean pixel value: the regularised variant's prior. It carries no shape;
-        a shaped prior (say the mean image of all classes) would leak an outline into the inversions of a model
-        that learned nothing."""
+        """An image of each channel's mean pixel value: a prior without shape, for a caller who wants none of
+        the data's outline in the inversions (the mean image leaks one into a never-trained model's)."""
         return self.means.mean(dim=(0, 2, 3), keepdim=True)[0].expand_as(self.means[0]).clone()
 
 
@@ -274,7 +278,7 @@ def inversion_references(data: Any, *, per_class: int = 100, seed: int = 0) -> I
         idx = torch.nonzero(targets == k).flatten()
         if len(idx) == 0:
             raise ConfigError(f"no training image of class {k} to judge inversions against")
-        means.append(data[idx][0].mean(0))
+        means.append(class_mean_image(data, k))
         picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     chosen = torch.sort(torch.cat(picks)).values
     x, y, _ = data[chosen]
@@ -325,7 +329,7 @@ def score_inversion(inv: Inversion, evaluator: nn.Module, refs: InversionReferen
 
     ``baseline``: inversions of the same class from a never-trained model of the same architecture; the
     evaluator's confidence on them is what a model that learned nothing yields, and ``confidence_lift`` is the
-    confidence above it. ``ssim_to_class_mean`` is kept for comparison, but it rewards blank, smooth images."""
+    confidence above it. ``ssim_to_class_mean`` is kept for comparison, but it can reward blank, smooth images."""
     probs = _evaluator_probs(evaluator, inv.images)
     pred = probs.argmax(1)
     mean = refs.means[inv.target]

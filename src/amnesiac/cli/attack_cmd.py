@@ -224,7 +224,7 @@ def run_inversion(args: argparse.Namespace) -> int:
     def inv_of(model: Any) -> Any:
         return invert(model, args.class_, shape=shape, variant=args.variant, iterations=args.iterations,
                       process_every=args.process_every, restarts=args.restarts, lr=args.lr, seed=args.seed,
-                      prior=refs.mean_image() if args.variant == "regularised" else None, progress=progress)
+                      prior=refs.prior_for(args.variant), progress=progress)
 
     baseline = inv_of(untrained_copy(models["run"], seed=args.seed))  # the architecture having learned nothing
     scores = {"never trained": score_inversion(baseline, evaluator, refs)}

@@ -121,7 +121,7 @@ def _measure(args: argparse.Namespace, out: Path, bundle: Any, models: dict[str,
             f"{report.results[n][attack]['auc']:.3f} [{report.results[n][attack]['auc_ci95'][0]:.2f}, "
             f"{report.results[n][attack]['auc_ci95'][1]:.2f}]" for n in models])
     inv = [score_inversion(invert(m, c, shape=(1, 8, 8), variant="regularised", iterations=400, restarts=4,
-                                  prior=refs.mean_image(), seed=args.seed), evaluator, refs)["recognised"]
+                                  prior=refs.prior_for("regularised"), seed=args.seed), evaluator, refs)["recognised"]
            for m in models.values()]
     rows.append([f"inversions of class {c} recognised"] + inv)
     lira = {n: report.results[n]["lira"]["auc"] for n in models}

@@ -161,7 +161,7 @@ class _Inversions:
         s, info = self.s, self.info
         return invert(model, s.target_class, shape=(info.channels, info.image_size, info.image_size), variant=variant,
                       iterations=s.inversion_iterations, process_every=s.inversion_process_every,
-                      restarts=s.inversion_restarts, prior=self.refs.mean_image() if variant == "regularised" else None,
+                      restarts=s.inversion_restarts, prior=self.refs.prior_for(variant),
                       seed=s.seed, progress=self.progress)
 
     def __call__(self, method: str, label: str, model: torch.nn.Module) -> None:
