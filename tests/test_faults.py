@@ -173,6 +173,8 @@ def _bad_inputs(run: Path, tmp: Path) -> list[tuple[list[str], str]]:
         (["attack", "mia", r, "--target-class", "3", "--attacks", "logreg", "--attack-option", "logreg.fold=3"],
          "Did you mean 'folds'"),
         (["attack", "inversion", r, "--class", "3", "--reference", str(tmp / "nowhere")], "not a run directory"),
+        (["attack", "inversion", r, "--class", "3", "--iterations", "0"], "--iterations must be at least 1, got 0"),
+        (["attack", "inversion", r, "--class", "3", "--lr", "nan"], "--lr must be a positive step size, got nan"),
     ]
 
 

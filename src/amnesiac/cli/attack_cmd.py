@@ -196,6 +196,16 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _check_inversion_args(args: argparse.Namespace) -> None:
+    """Refuse bad numbers at once, before the evaluator trains, not after."""
+    for flag, value in (("--iterations", args.iterations), ("--restarts", args.restarts),
+                        ("--process-every", args.process_every)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise ConfigError(f"--lr must be a positive step size, got {args.lr}")
+
+
 def run_inversion(args: argparse.Namespace) -> int:
 
     from ..attacks import (
@@ -208,6 +218,7 @@ def run_inversion(args: argparse.Namespace) -> int:
     )
     from ..run import RunDir
     from ..utils import atomic_write_json
+    _check_inversion_args(args)
     run = RunDir.open(args.run)
     cfg = run.config
     bundle = run.bundle()
