@@ -37,3 +37,54 @@ def test_forgetting_quality_quick_covers_every_method_and_scenario(tmp_path):
     assert summary["one class"]["amnesiac + repair"]["undone"][0] > 0
     table = fq.render(payload, "fq.json")
     assert table.count("| retrain |") == len(fq.SCENARIOS) and fq.BEGIN in table and fq.END in table
+
+
+def _shard_bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import shard_ledger
+    finally:
+        sys.path.pop(0)
+    return shard_ledger
+
+
+def _shard_payload(seeds, *, threads, date, stream=True):
+    """The shape `benchmarks/shard_ledger.py` saves, with made-up figures: merging is bookkeeping, not measurement."""
+    names = ["random (every-step ledger)", "shards of 1 batch", "shards of 10 batches", "shards of 1% of the data"]
+    row = {"test_acc": 0.9, "ledger_bytes": 2**20, "blobs": 10, "train_s": 1.0, "forget_latency_s": 0.1}
+    mia = {w: {"loss_auc": 0.5, "lira_auc": 0.5} for w in ("stream", "retrained", "original")}
+    one = {"test_acc": 0.88, "time_over_retrain": 0.1, "mia": mia, "recommendations": {"amnesiac": 1},
+           "timeline": [{"requests": 1, "test_acc": 0.88}]}
+    per_seed = [{"seed": s, "tradeoff": {n: dict(row) for n in names},
+                 "stream": {"retrained_test_acc": 0.9, "shards of 1 batch": one, "random (every-step ledger)": one,
+                            "subjects": {**one, "retrained_test_acc": 0.9}} if stream else None} for s in seeds]
+    settings = {"batch_size": 64, "dataset": "fashion-mnist", "epochs": 2, "non_members": 1000, "overhead": False,
+                "quick": False, "requests": 1, "seeds": len(seeds), "first_seed": seeds[0], "shadows": 4,
+                "subject_size": 10, "tradeoff_only": not stream}
+    return {"settings": settings, "per_seed": per_seed, "wall_s": 60.0 * len(seeds),
+            "machine": {"cpu_count": 2, "torch": "2", "torch_threads": threads, "date": date}}
+
+
+def test_shard_ledger_merge_joins_seeds_and_refuses_what_it_cannot_account_for():
+    sl = _shard_bench()
+    first = _shard_payload([0], threads=2, date="2026-11-28 21:00:00")
+    for key in ("first_seed", "tradeoff_only"):  # an earlier version of the script did not save these
+        del first["settings"][key]
+    merged = sl.merge([first,
+                       _shard_payload([2, 1], threads=1, date="2026-12-04 17:00:00")])
+    assert [r["seed"] for r in merged["per_seed"]] == [0, 1, 2] and merged["settings"]["seeds"] == 3
+    assert [p["torch_threads"] for p in merged["merged_from"]] == [2, 1] and merged["wall_s"] == 180.0
+    again = sl.merge([merged, _shard_payload([3], threads=1, date="2026-12-05 10:00:00")])  # parts stay listed
+    assert [p["seeds"] for p in again["merged_from"]] == [[0], [2, 1], [3]]
+    text = sl.render({**merged, "tradeoff_only": _shard_payload([1, 2], threads=2, date="x", stream=False)["per_seed"]},
+                     "shard_ledger.json")
+    assert "3 seed(s)" in text and "measured the trade-off only" not in text  # the full runs supersede those seeds
+    assert "seed(s) 2, 1: 2026-12-04, 1 torch thread(s)" in text and "mean ± sd over 3 seed(s)" in text
+    with pytest.raises(SystemExit, match="seed 0 is in two files"):
+        sl.merge([_shard_payload([0], threads=2, date="a"), _shard_payload([0, 1], threads=2, date="b")])
+    with pytest.raises(SystemExit, match="trade-off only"):
+        sl.merge([_shard_payload([0], threads=2, date="a"), _shard_payload([1], threads=2, date="b", stream=False)])
+    other = _shard_payload([1], threads=2, date="b")
+    other["settings"]["epochs"] = 3
+    with pytest.raises(SystemExit, match="settings differ"):
+        sl.merge([_shard_payload([0], threads=2, date="a"), other])
