@@ -140,3 +140,31 @@ def test_inversions_are_judged_on_the_variant_clearest_above_its_baseline_with_t
     assert "other variants: leaky: no" in checks["inversion_relabel"].evidence
     assert "epoch 1 10%, epoch 3 0%" in checks["inversion_relabel"].evidence
     assert "furthest above its never-trained baseline" in checks["inversion_trained"].evidence
+
+
+def _mia(naive: list[float], relabel: list[float], *, signal: float = 0.8) -> dict:
+    """A membership stage's table: the paper's attack's recall per epoch (0, 0', 1, 2, 3), strong attacks' AUCs."""
+    def row(recalls: list[float], amnesiac: bool = False) -> dict:
+        keys = ["0", "0'", "1", "2", "3"]
+        return {k: {"shokri-paper": {"recall": r}, "shadow": {"auc": signal if k == "0" else 0.5},
+                    "lira": {"auc": signal if k == "0" or (k != "0'" and not amnesiac and r > 0.3) else 0.5}}
+                for k, r in zip(keys, recalls)}
+    return {"membership_inference": {
+        "table": {"naive": row(naive), "relabel": row(relabel), "amnesiac": row([0.9, 0.0, 0.0, 0.0, 0.0], True)},
+        "retrained_reference": {"lira": {"auc": 0.5}}}}
+
+
+def test_table1_rows_of_naive_and_relabel_are_judged_epoch_by_epoch_against_the_papers():
+    as_paper = _by_key(judge(_mia([0.95, 0.95, 0.10, 0.05, 0.0], [0.95, 0.95, 0.0, 0.0, 0.0]), "fashion-mnist"))
+    assert as_paper["table1_naive"].verdict == HOLDS and as_paper["table1_relabel"].verdict == HOLDS
+    assert as_paper["mia_drop"].verdict == HOLDS
+    assert "epoch 1 10.0% (paper 9.2%)" in as_paper["table1_naive"].evidence
+    # naive keeps the targets' membership through every epoch: the paper's finding does not hold
+    kept = _by_key(judge(_mia([0.8, 0.8, 0.75, 0.7, 0.72], [0.8, 0.8, 0.0, 0.0, 0.0]), "fashion-mnist"))
+    assert kept["table1_naive"].verdict == NO and "largest gap +72 points at epoch 3" in kept["table1_naive"].evidence
+    # it fades, but epochs later than the paper's
+    slow = _by_key(judge(_mia([0.8, 0.8, 0.6, 0.3, 0.1], [0.8, 0.8, 0.4, 0.0, 0.0]), "fashion-mnist"))
+    assert slow["table1_naive"].verdict == SHAPE and slow["table1_relabel"].verdict == SHAPE
+    # attacks that see no membership at epoch 0 cannot show it fading
+    blind = _by_key(judge(_mia([0.1, 0.1, 0.0, 0.0, 0.0], [0.1, 0.1, 0.0, 0.0, 0.0], signal=0.52), "fashion-mnist"))
+    assert {blind[k].verdict for k in ("table1_naive", "table1_relabel", "mia_drop")} == {NOT_JUDGED}
