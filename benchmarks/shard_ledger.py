@@ -276,9 +276,10 @@ def render(payload: dict[str, Any], json_name: str) -> str:
 def _render_streams(runs: list[dict[str, Any]]) -> list[str]:
     lines = ["Deletion streams (each request as the planner recommends; repairs as long as the training undone "
              "since the last one), against a model retrained from scratch without the forgotten records:", "",
-             "| stream | requests | test acc at the end | retrained | gap (points) | loss AUC: stream / retrained / original "
-             "| LiRA AUC: stream / retrained / original | time / retrain time | plans |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| stream | requests | test acc at the end | lowest along it | retrained | gap (points) "
+             "| loss AUC: stream / retrained / original | LiRA AUC: stream / retrained / original | time / retrain time "
+             "| plans |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for name in ("shards of 1 batch", "random (every-step ledger)", "subjects"):
         rows = [r["stream"][name] if name != "subjects" else r["stream"]["subjects"] for r in runs]
@@ -295,7 +296,8 @@ def _render_streams(runs: list[dict[str, Any]]) -> list[str]:
                 plans[k] = plans.get(k, 0) + v
         requests = rows[0]["timeline"][-1]["requests"]
         label = "10 subjects, subject-aligned shards" if name == "subjects" else f"1 record each, {name}"
-        lines.append(f"| {label} | {requests} | {_ms(acc)} | {_ms(ref)} | {100 * gap:+.2f} | "
+        lowest = [min(t["test_acc"] for t in x["timeline"]) for x in rows]
+        lines.append(f"| {label} | {requests} | {_ms(acc)} | {_ms(lowest)} | {_ms(ref)} | {100 * gap:+.2f} | "
                      + " / ".join(_ms(mia["loss_auc"][w], fmt=".2f") for w in ("stream", "retrained", "original")) + " | "
                      + " / ".join(_ms(mia["lira_auc"][w], fmt=".2f") for w in ("stream", "retrained", "original"))
                      + f" | {_ms(ratio)} | " + ", ".join(f"{k} {v}" for k, v in sorted(plans.items())) + " |")
