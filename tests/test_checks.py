@@ -147,7 +147,7 @@ def _mia(naive: list[float], relabel: list[float], *, signal: float = 0.8) -> di
     def row(recalls: list[float], amnesiac: bool = False) -> dict:
         keys = ["0", "0'", "1", "2", "3"]
         return {k: {"shokri-paper": {"recall": r}, "shadow": {"auc": signal if k == "0" else 0.5},
-                    "lira": {"auc": signal if k == "0" or (k != "0'" and not amnesiac and r > 0.3) else 0.5}}
+                    "lira": {"auc": signal if k == "0" or (k != "0'" and not amnesiac and (r or 0) > 0.3) else 0.5}}
                 for k, r in zip(keys, recalls)}
     return {"membership_inference": {
         "table": {"naive": row(naive), "relabel": row(relabel), "amnesiac": row([0.9, 0.0, 0.0, 0.0, 0.0], True)},
@@ -168,3 +168,6 @@ def test_table1_rows_of_naive_and_relabel_are_judged_epoch_by_epoch_against_the_
     # attacks that see no membership at epoch 0 cannot show it fading
     blind = _by_key(judge(_mia([0.1, 0.1, 0.0, 0.0, 0.0], [0.1, 0.1, 0.0, 0.0, 0.0], signal=0.52), "fashion-mnist"))
     assert {blind[k].verdict for k in ("table1_naive", "table1_relabel", "mia_drop")} == {NOT_JUDGED}
+    # a recall the attack could not compute is not taken for the paper's 0%
+    undefined = _mia([0.8, 0.8, None, None, None], [0.8, 0.8, 0.0, 0.0, 0.0])
+    assert _by_key(judge(undefined, "fashion-mnist"))["table1_naive"].verdict == NOT_JUDGED

@@ -255,10 +255,12 @@ def table1_check(mia: dict[str, Any], method: str) -> Check:
     claim = _TABLE1_CLAIMS[method]
     epochs = [k for k in row if k not in ("0", "0'") and k in paper]
     signal = max(row["0"][a]["auc"] for a in ("shadow", "lira"))
-    recall = {k: row[k]["shokri-paper"]["recall"] or 0.0 for k in ["0", *epochs]}
+    recall = {k: row[k]["shokri-paper"]["recall"] for k in ["0", *epochs]}
     ev = "recall " + ", ".join(f"epoch {k} {_pct(recall[k])} (paper {_pct(paper[k])})" for k in ["0", *epochs])
     if not epochs:
         return Check(f"table1_{method}", claim, NOT_JUDGED, ev + "; no epoch of training after the request")
+    if any(v is None for v in recall.values()):  # an undefined recall is not a recall of 0
+        return Check(f"table1_{method}", claim, NOT_JUDGED, ev + "; the recall is undefined at some epoch")
     last = epochs[-1]
     ev += f"; LiRA AUC at epoch {last} {row[last]['lira']['auc']:.2f}, {ref['lira']['auc']:.2f} on the retrained reference"
     if signal < MIA_SIGNAL:
