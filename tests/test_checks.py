@@ -171,3 +171,6 @@ def test_table1_rows_of_naive_and_relabel_are_judged_epoch_by_epoch_against_the_
     # a recall the attack could not compute is not taken for the paper's 0%
     undefined = _mia([0.8, 0.8, None, None, None], [0.8, 0.8, 0.0, 0.0, 0.0])
     assert _by_key(judge(undefined, "fashion-mnist"))["table1_naive"].verdict == NOT_JUDGED
+    no_recall = _mia([0.8, 0.8, 0.1, 0.0, 0.0], [0.8, 0.8, 0.0, 0.0, 0.0])
+    no_recall["membership_inference"]["table"]["amnesiac"]["0'"]["shokri-paper"]["recall"] = None
+    assert _by_key(judge(no_recall, "fashion-mnist"))["mia_drop"].verdict == NOT_JUDGED

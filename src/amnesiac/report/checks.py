@@ -231,7 +231,9 @@ def mia_check(mia: dict[str, Any]) -> Check:
     if signal < MIA_SIGNAL:
         return Check("mia_drop", claim, NOT_JUDGED, ev + f"; the attacks have no membership signal at epoch 0 "
                      f"(best AUC {signal:.2f})")
-    dropped = (r0p or 0) < 0.5 * (r0 or 0)
+    if r0 is None or r0p is None:  # an undefined recall is not a recall of 0
+        return Check("mia_drop", claim, NOT_JUDGED, ev + "; the recall is undefined at epoch 0 or 0'")
+    dropped = r0p < 0.5 * r0
     at_reference = abs(lira0p - lira_ref) <= 0.05
     verdict = HOLDS if dropped and at_reference else SHAPE if dropped or lira0p < lira0 - 0.05 else NO
     return Check("mia_drop", claim, verdict, ev + ("" if at_reference else
