@@ -219,21 +219,27 @@ def class_forgetting(s: Settings, out: Path, data_dir: str | None, progress: boo
 def _baseline_curves(s: Settings, full: RunDir, trained_model: torch.nn.Module, sets: dict[str, ArrayDataset],
                      inversion: _Inversions, progress: bool | None) -> dict[str, list[dict[str, Any]]]:
     """Naive retraining and relabelling, each from a copy of the fully trained model."""
-    c = s.target_class
     before = _point(trained_model, sets, s.topk, 0.0, "before")
-    train = full.training_data()
-    retain = train.without_ids(train.ids_of_class(c))
     curves: dict[str, list[dict[str, Any]]] = {}
     inversion("naive", "trained", trained_model)
     inversion.share("naive", "relabel", "trained")
-    forgotten = train.only_ids(train.ids_of_class(c))
-    every = max(1, num_batches(len(retain), s.batch_size) // s.evals_first_epoch)
-    for method in ("naive", "relabel"):  # through the method registry, each on a copy of the trained model
-        curves[method] = [before] + _registered(
-            method, full, copy.deepcopy(trained_model), forgotten, retain, kind="class", detail={"class": c},
-            options={"epochs": s.post_epochs, "eval_every": every}, sets=sets, topk=s.topk, progress=progress,
-            on_epoch_end=inversion.at_epochs(method))
+    for method in ("naive", "relabel"):  # each on a copy of the trained model
+        curves[method] = [before] + _class_curve(method, full, copy.deepcopy(trained_model), s, sets,
+                                                 inversion.at_epochs(method), progress)
     return curves
+
+
+def _class_curve(method: str, run: RunDir, model: torch.nn.Module, s: Settings, sets: dict[str, ArrayDataset],
+                 on_epoch_end: Callable[..., None], progress: bool | None) -> list[dict[str, Any]]:
+    """``model`` trained on after a request to forget the settings' class from ``run``, by the registered
+    ``method``, evaluated finely (the settings' points per epoch) and watched by ``on_epoch_end``."""
+    c = s.target_class
+    train = run.training_data()
+    retain, forgotten = train.without_ids(train.ids_of_class(c)), train.only_ids(train.ids_of_class(c))
+    every = max(1, num_batches(len(retain), s.batch_size) // s.evals_first_epoch)
+    return _registered(method, run, model, forgotten, retain, kind="class", detail={"class": c},
+                       options={"epochs": s.post_epochs, "eval_every": every}, sets=sets, topk=s.topk,
+                       progress=progress, on_epoch_end=on_epoch_end)
 
 
 def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inversion: _Inversions,
@@ -258,14 +264,9 @@ def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inv
     model = result.model.to(device)
     after = _point(model, sets, s.topk, 0.0, "after removal (0')")
     inversion("amnesiac", "after removal", model)
-    train = amn.training_data()
-    retain, forgotten = train.without_ids(train.ids_of_class(c)), train.only_ids(train.ids_of_class(c))
-    every = max(1, num_batches(len(retain), s.batch_size) // s.evals_first_epoch)
     # training on after the subtraction is the registry's naive retraining, as for the other curves and Table 1
-    curve = [amn_before, after] + _registered(
-        "naive", amn, model, forgotten, retain, kind="class", detail={"class": c},
-        options={"epochs": s.post_epochs, "eval_every": every}, sets=sets, topk=s.topk, progress=progress,
-        on_epoch_end=inversion.at_epochs("amnesiac"))
+    curve = [amn_before, after] + _class_curve("naive", amn, model, s, sets, inversion.at_epochs("amnesiac"),
+                                               progress)
     n = result.receipt["n_steps_reverted"]
     return curve, {"steps_reverted": n, "total_steps": total_steps, "share": n / max(total_steps, 1),
                    "forget_seconds": forget_seconds}
