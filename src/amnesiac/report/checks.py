@@ -218,11 +218,16 @@ def _inversion_verdict(method: str, kept: dict[str, float]) -> str:
         SHAPE if values[-1] <= INVERSION_GONE else NO)
 
 
+def _signal(row: dict[str, Any]) -> float:
+    """The strong attacks' best AUC on the trained model (epoch 0): whether there is membership to lose."""
+    return max(row["0"][a]["auc"] for a in ("shadow", "lira"))
+
+
 def mia_check(mia: dict[str, Any]) -> Check:
     """Table 1: recall right after the subtraction far below epoch 0, and the strong attacks at the reference."""
     row, ref = mia["table"]["amnesiac"], mia["retrained_reference"]
     r0, r0p = row["0"]["shokri-paper"]["recall"], row["0'"]["shokri-paper"]["recall"]
-    signal = max(row["0"][a]["auc"] for a in ("shadow", "lira"))
+    signal = _signal(row)
     lira0, lira0p, lira_ref = row["0"]["lira"]["auc"], row["0'"]["lira"]["auc"], ref["lira"]["auc"]
     paper0, paper0p = PAPER_MIA["0"], PAPER_MIA["0'"]
     ev = (f"recall {_pct(r0)} at epoch 0, {_pct(r0p)} at 0' (paper: {_pct(paper0)} and {_pct(paper0p)}); "
@@ -256,7 +261,7 @@ def table1_check(mia: dict[str, Any], method: str) -> Check:
     paper = PAPER_TABLE1[method]
     claim = _TABLE1_CLAIMS[method]
     epochs = [k for k in row if k not in ("0", "0'") and k in paper]
-    signal = max(row["0"][a]["auc"] for a in ("shadow", "lira"))
+    signal = _signal(row)
     recall = {k: row[k]["shokri-paper"]["recall"] for k in ["0", *epochs]}
     ev = "recall " + ", ".join(f"epoch {k} {_pct(recall[k])} (paper {_pct(paper[k])})" for k in ["0", *epochs])
     if not epochs:
