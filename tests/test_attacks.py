@@ -157,7 +157,7 @@ def digits_without_3():
 @pytest.mark.parametrize("variant", ["paper", "regularised"])
 def test_inversion_of_a_learned_class_is_recognised_and_of_an_unseen_class_is_not(digits_without_3, variant):
     b, model, evaluator, refs = digits_without_3
-    prior = refs.mean_image() if variant == "regularised" else None
+    prior = refs.prior_for(variant)  # what the experiments and the CLI give each variant
 
     def score(c):
         return score_inversion(invert(model, c, shape=(1, 8, 8), variant=variant, iterations=400, process_every=200,
