@@ -11,6 +11,7 @@ _API = {
     "LedgerStore": "amnesiac.ledger",
     "forget_records": "amnesiac.unlearn.library",
     "Deletion": "amnesiac.unlearn.library",
+    "plan_deletion": "amnesiac.unlearn.library",
     "TrainConfig": "amnesiac.config",
     "train_run": "amnesiac.run",
     "RunDir": "amnesiac.run",

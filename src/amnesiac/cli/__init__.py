@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -56,13 +57,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that closed the pipe is met here, not at exit
+        return code
     except (PendingChangeError, TrainingFailedError) as err:  # not bad input: busy, awaiting recovery, or failed
-        print(f"amnesiac {args.command}: {err}", file=sys.stderr)
+        print(f"amnesiac {args.command}: {in_flags(str(err))}", file=sys.stderr)
         return 1
     except AmnesiacError as err:
-        print(f"amnesiac {args.command}: error: {err}", file=sys.stderr)
+        print(f"amnesiac {args.command}: error: {in_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `amnesiac receipts --json | head`: the reader left; end quietly
+        _quiet_stdout()
+        return 141
+
+
+# library parameters as the command line spells them (library errors name parameters; the CLI shows its flags)
+_FLAGS = [
+    (re.compile(r"\bmethod='([\w-]+)'"), r"--method \1"),
+    (re.compile(r"\bforce=True\b"), "--force"),
+    (re.compile(r"\bkeep_artifacts=True\b"), "--keep-artifacts"),
+    (re.compile(r"\bdry_run=True\b"), "--dry-run"),
+    (re.compile(r"\bnproc=(\d+)"), r"--nproc \1"),
+    (re.compile(r"\boversubscribe=True\b"), "--oversubscribe"),
+]
+
+
+def in_flags(message: str) -> str:
+    """A library message with its parameter names replaced by this command line's flags.
+
+    >>> in_flags("Use method='relabel', or force=True to subtract the updates anyway")
+    'Use --method relabel, or --force to subtract the updates anyway'
+    """
+    for pattern, flag in _FLAGS:
+        message = pattern.sub(flag, message)
+    return message
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so Python's exit-time flush raises nothing."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -57,7 +57,7 @@ def add_parser(sub: Any) -> None:
                           description="Model inversion: reconstruct what the model holds about a class.",
                           epilog="examples:\n" + INVERSION_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     inv.add_argument("run", help="run directory whose model is inverted")
-    inv.add_argument("--class", dest="class_", type=int, required=True, help="the class to reconstruct")
+    inv.add_argument("--class", dest="class_", type=int, required=True, metavar="CLASS", help="the class to reconstruct")
     inv.add_argument("--reference", default=None, help="run directory of a model retrained without the class")
     inv.add_argument("--variant", default="regularised", choices=["paper", "authors", "original", "regularised"],
                      help="regularised: total variation and an L2 pull to the data's mean image, images a person can "

@@ -24,21 +24,32 @@ def add_parser(sub: Any) -> None:
                                   "models with the same attacks.", examples=EXAMPLES)
     p.add_argument("--out", required=True, help="directory for the runs (created; an earlier demo's output there is "
                                                 "replaced, anything else is refused)")
-    p.add_argument("--class", dest="class_", type=int, default=3, help="the class to forget (default 3)")
+    p.add_argument("--class", dest="class_", type=int, default=3, metavar="CLASS", help="the class to forget (default 3)")
     p.add_argument("--keep", type=int, default=17,
                    help="training examples of that class, drawn at random (default 17: at batch 8 they touch about "
                         "10%% of the steps, as the paper's 100 threes did at batch 64)")
     p.add_argument("--batch-size", type=int, default=8, help="training batch size (default 8)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training and the request (default 0)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="PyTorch threads (default 1: the table is then the same on every CPU; with more threads "
+                        "sums run in another order and the last digits, and a borderline inversion, can change)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ConfigError
     from ..run import TrainConfig, train_run
     from ..unlearn import forget
+    from ..utils import usable_cores
 
+    cores = usable_cores()
+    if not 1 <= args.threads <= cores:
+        raise ConfigError(f"--threads must lie in 1..{cores} (the cores this process may use), got {args.threads}")
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     out = _fresh_out(Path(args.out))
     progress = False if args.no_progress else None

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     what = p.add_argument_group("what to forget (exactly one)")
     what.add_argument("--ids", default=None, help="sample ids, e.g. 17,42,100-120")
     what.add_argument("--ids-file", default=None, help="file of sample ids (JSON list, or one per line)")
-    what.add_argument("--class", dest="class_", type=int, default=None, help="every training example of this class")
+    what.add_argument("--class", dest="class_", type=int, default=None, metavar="CLASS", help="every training example of this class")
     what.add_argument("--subjects", default=None, help="data subjects, comma-separated (needs --subjects-file)")
     p.add_argument("--subjects-file", default=None, help="subject -> ids mapping (JSON object or 'subject,id' CSV)")
     p.add_argument("--method", default="amnesiac", help="unlearning method (see `amnesiac methods`; default amnesiac)")
@@ -156,9 +156,15 @@ def run(args: argparse.Namespace) -> int:
                       "them (as a model never trained on them would); accuracy does not measure forgetting. "
                       f"Membership inference does: amnesiac attack mia {args.run} --target-ids ... --reference RETRAINED")
         undone = "shard sums subtracted" if r.get("ledger_kind") == "shards" else "steps reverted"
-        print(f"\n{undone} {r['n_steps_reverted']}; repair steps {r['optimizer_steps']}; "
+        trained = "repair steps" if r["method"] == "amnesiac" else f"{r['method']} training steps"
+        print(f"\n{undone} {r['n_steps_reverted']}; {trained} {r['optimizer_steps']}; "
               f"update blobs destroyed {r['destroyed']['update_blobs']}"
               + ("  [KEPT FOR RESEARCH: deletion incomplete]" if r["kept_for_research"] else ""))
+        plan = result.plan
+        if r["method"] == "amnesiac" and not r["optimizer_steps"] and plan is not None \
+                and plan.recommendation == "amnesiac+repair":
+            print("note: the planner recommended a repair and none ran; next time add --repair-epochs 1 (or "
+                  "--repair-steps N). Until a deletion repairs, later requests count this one's share too")
         print(f"model          {r['model_hash_before'][:16]} -> {r['model_hash_after'][:16]}")
         print(f"took           {r['timings_s']['total']:.2f} s (method {r['timings_s']['method']:.2f} s)")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, LedgerError
+from ..errors import ConfigError, LedgerError, PendingChangeError
 from .common import add_subparser, emit_json
 
 EXAMPLES = """\
@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> None:
                         description="The disk a ledger would take, before training.", epilog="examples:\n" + '  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --batch-size 64\n  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --watch 100 --dtype float16\n  amnesiac ledger estimate --model resnet18 --dataset mnist --epochs 10 --dtype float16 --shards 100\n', formatter_class=argparse.RawDescriptionHelpFormatter)
     est.add_argument("--model", required=True)
     est.add_argument("--dataset", required=True)
-    est.add_argument("--epochs", type=int, required=True)
+    est.add_argument("--epochs", type=int, required=True, help="passes over the training data")
     est.add_argument("--batch-size", type=int, default=64)
     est.add_argument("--watch", type=int, default=None, help="size of the watch-list (record only steps that hold one)")
     est.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -71,15 +71,23 @@ TRAIN_SIZES = {"digits": 1438, "mnist": 60000, "fashion-mnist": 60000, "cifar10"
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..ledger import human_bytes  # noqa: F401
+    from ..ledger import (
+        human_bytes,  # noqa: F401
+        is_bare_ledger,
+        reading_ledger,
+    )
     from ..run import RunDir
 
-    run = RunDir.open(args.run)
-    with run.reading():
-        if not run.has_ledger():
-            raise LedgerError(f"{run.path} has no ledger (it was trained with --record none)")
-        with run.open_ledger() as store:
+    if is_bare_ledger(args.run):  # a ledger recorded from your own loop
+        with reading_ledger(args.run) as store:
             s = store.summary()
+    else:
+        run = RunDir.open(args.run)
+        with run.reading():
+            if not run.has_ledger():
+                raise LedgerError(run.no_ledger_reason())
+            with run.open_ledger() as store:
+                s = store.summary()
     if args.json:
         emit_json(s)
         return 0
@@ -105,26 +113,28 @@ def run_info(args: argparse.Namespace) -> int:
 def _bare_ledger_audit(path: Path, *, deep: bool, progress: bool | None) -> Any:
     """The audit of a ledger recorded from your own loop (no run directory around it): everything in it;
     the model is checked against the head when you forget (``forget_records``), not here."""
-    from ..ledger import LedgerStore
+    from ..ledger import reading_ledger
     from ..run import RunAudit
 
     rep = RunAudit(ledger=None)
     try:
-        with LedgerStore.open(path) as store:
+        with reading_ledger(path, interrupted_ok=True) as store:  # a deletion in flight: "being changed"
             rep.ledger = store.verify(deep=deep, progress=progress)
         rep.checks.append("a ledger without a run directory: manifest, index, initial weights and blobs")
+    except PendingChangeError:
+        raise
     except LedgerError as err:
         rep.problems.append(str(err))
     return rep
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..ledger import human_bytes  # noqa: F401
+    from ..ledger import is_bare_ledger
     from ..run import RunDir
 
     progress = False if args.no_progress else None
     where = Path(args.run)
-    if (where / "manifest.json").is_file() and not (where / "config.json").exists():
+    if is_bare_ledger(where):
         rep = _bare_ledger_audit(where, deep=args.deep, progress=progress)  # a ledger from your own loop
     else:
         run = RunDir.open(args.run)
@@ -138,7 +148,7 @@ def run_verify(args: argparse.Namespace) -> int:
                        "orphans": led.orphans, "problems": led.problems, "unchecked_rows": led.unchecked_rows}})
         return 0 if rep.ok else 1
     if led is None and not rep.problems:
-        print(f"{where}: no ledger (trained with --record none); config checked")
+        print(f"{RunDir.open(where).no_ledger_reason()}; config checked")
         return 0
     if led is not None:
         what = f"{led.checked} stored updates read and checked" if args.deep else f"{led.recorded} recorded updates present"
@@ -162,9 +172,22 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_recover(args: argparse.Namespace) -> int:
-    from ..ledger import human_bytes  # noqa: F401
+    from ..ledger import (
+        LedgerStore,
+        human_bytes,  # noqa: F401
+        is_bare_ledger,
+    )
     from ..run import RunDir
 
+    if is_bare_ledger(args.run):  # a ledger of your own loop: complete a deletion that died after committing
+        from ..unlearn.library import finish_interrupted_deletion
+
+        with LedgerStore.open(args.run, writable=True) as store:
+            done = finish_interrupted_deletion(store)
+        print(f"{args.run}: nothing to recover" if done is None else
+              f"{args.run}: the interrupted deletion had committed; it is now complete"
+              + (f" ({done['target']} holds the new model)" if done.get("target") else ""))
+        return 0
     run = RunDir.open(args.run)
     with run.lock(wait=False, recover=False):
         outcome = run.finish_pending_commit()

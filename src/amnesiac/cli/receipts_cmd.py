@@ -10,9 +10,11 @@ from .common import add_subparser, emit_json, table
 
 def add_parser(sub: Any) -> None:
     p = add_subparser(sub, "receipts", help="list the deletion receipts of a run",
-                      description="List every deletion carried out on a run, from its audit log.",
-                      examples="  amnesiac receipts runs/digits\n  amnesiac receipts runs/digits --json\n")
-    p.add_argument("run", help="run directory")
+                      description="List every deletion carried out on a run (or a ledger of your own loop), from "
+                                  "its audit log, numbered from 1 (--json also gives each its audit-log entry, id).",
+                      examples="  amnesiac receipts runs/digits\n  amnesiac receipts runs/digits --json\n"
+                               "  amnesiac receipts my-ledger/            # a ledger from your own loop\n")
+    p.add_argument("run", help="run directory, or a ledger directory recorded from your own loop")
     p.add_argument("--json", action="store_true", help="print the full receipts as JSON")
     p.set_defaults(func=run)
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for r in receipts:
         after = (r.get("evaluation") or {}).get("after", {})
-        rows.append([r["id"], r["time"], r["method"], describe_request(r["request"]),
+        rows.append([r["number"], r["time"], r["method"], describe_request(r["request"]),
                      r["n_steps_reverted"], r["optimizer_steps"], f"{r['model_hash_before'][:10]}->{r['model_hash_after'][:10]}",
                      after.get("forget", ""), after.get("test", "")])
     print(table(rows, ["#", "time", "method", "request", "reverted", "repair", "model", "forget acc", "test acc"]))

@@ -40,13 +40,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-dir", default=None, help="directory holding the dataset files")
     p.add_argument("--download", action="store_true", help="download missing MNIST/Fashion-MNIST files (checksums verified)")
     p.add_argument("--model", default=d.model, help=f"architecture (default {d.model}; see `amnesiac models`)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training data (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"records per optimizer step (default {d.batch_size})")
     p.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZERS)} (default {d.optimizer}, as in the paper)")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
     p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"L2 penalty (default {d.weight_decay})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seeds initialisation and batch order: the same seed gives the same weights on CPU (default {d.seed})")
     p.add_argument("--limit-class", type=_limit, action="append", default=[], metavar="C:N",
                    help="keep only the first N training examples of class C (repeatable)")
     p.add_argument("--eval-class", type=int, default=None, help="also report test accuracy on this class and on the rest")
@@ -72,9 +73,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train on N processes with DistributedDataParallel (gloo on CPU, nccl on GPUs, one per "
                         "process); one ledger, written by rank 0 with each step's global batch")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="allow --nproc above the number of CPU cores (at most four processes per core)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
+    _PARSER.append(p)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -100,15 +104,56 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     ).validate()
 
 
+# flags that set the recipe (config.json); on --resume the run's own recipe holds, so giving one is refused
+RECIPE_FLAGS = {"dataset": "dataset", "data_dir": "data_dir", "download": "download", "model": "model",
+                "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr",
+                "momentum": "momentum", "weight_decay": "weight_decay", "seed": "seed", "limit_class": None,
+                "eval_class": "eval_class", "record": "record", "watch_ids": None, "watch_class": "watch_class",
+                "ledger_dtype": "ledger_dtype", "no_buffers": None, "batching": "batching",
+                "shard_size": "shard_size", "shards": "num_shards", "shard_by_subject": None, "overwrite": None}
+
+
+def check_resume_flags(args: argparse.Namespace, config: TrainConfig) -> None:
+    """On --resume: a recipe flag that would change the run's recipe is refused, naming each (never ignored).
+    A flag equal to what the run already has is accepted."""
+    defaults = vars(_defaults())
+    changed = []
+    for name, field in RECIPE_FLAGS.items():
+        value = getattr(args, name)
+        if value == defaults[name]:
+            continue
+        if field is not None and getattr(config, field) == value:
+            continue
+        flag = "--" + name.replace("_", "-")
+        has = f" (the run has {getattr(config, field)!r})" if field is not None else ""
+        changed.append(f"{flag} {value if not isinstance(value, bool) else ''}".rstrip() + has)
+    if changed:
+        raise ConfigError("--resume continues the run with its own recipe (config.json); these flags would change "
+                          f"it and are not applied: {'; '.join(changed)}. Drop them, or train a new run with another "
+                          "--out (or --overwrite)")
+
+
+_PARSER: list[argparse.ArgumentParser] = []  # the train subparser, kept by add_parser for its defaults
+
+
+def _defaults() -> argparse.Namespace:
+    return _PARSER[-1].parse_args(["--out", "-"])
+
+
 def run(args: argparse.Namespace) -> int:
     from ..run import RunDir, train_run
 
-    config = RunDir.open(args.out).config if args.resume else config_from_args(args)
+    if args.resume:
+        config = RunDir.open(args.out).config
+        check_resume_flags(args, config)
+    else:
+        config = config_from_args(args)
     if args.nproc != 1:
         from ..run import train_run_distributed
 
         result = train_run_distributed(config, args.out, nproc=args.nproc, resume=args.resume,
-                                       overwrite=args.overwrite, device=args.device)
+                                       overwrite=args.overwrite, device=args.device,
+                                       oversubscribe=args.oversubscribe)
     else:
         result = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
                            progress=False if args.no_progress else None, device=args.device)

@@ -116,6 +116,9 @@ def make_shards(ids: np.ndarray | Sequence[int], *, shard_size: int | None = Non
         shard_size = -(-ids_a.size // num_shards)
     if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
         raise ConfigError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if shard_size > ids_a.size:
+        raise ConfigError(f"shard_size {shard_size} is more than the {ids_a.size} records to shard; a shard holds at "
+                          f"most every record (shard_size <= {ids_a.size})")
     g = torch.Generator().manual_seed(int(seed) * 7_919 + 17)
     groups: list[np.ndarray] = []
     rest = ids_a

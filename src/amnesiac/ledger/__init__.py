@@ -5,7 +5,7 @@ See :class:`Recorder` (attaches to an optimizer) and :class:`LedgerStore` (the d
 
 from .estimate import StorageEstimate, estimate_for_model, estimate_storage, human_bytes, watched_step_probability
 from .recorder import Recorder, tracked_state
-from .store import FORMAT_VERSION, STORAGE_DTYPES, LedgerStore, StepRecord, VerifyReport
+from .store import FORMAT_VERSION, STORAGE_DTYPES, LedgerStore, StepRecord, VerifyReport, is_bare_ledger, reading_ledger
 
 __all__ = [
     "FORMAT_VERSION",
@@ -18,6 +18,8 @@ __all__ = [
     "estimate_for_model",
     "estimate_storage",
     "human_bytes",
+    "is_bare_ledger",
+    "reading_ledger",
     "tracked_state",
     "watched_step_probability",
 ]

@@ -104,3 +104,10 @@ def _shard_blob(name: str) -> tuple[int, int] | None:
     if ext != "safetensors" or len(shard) != 12 or not shard.isdigit() or len(gen) != 8 or not gen.isdigit():
         return None
     return int(shard), int(gen)
+
+
+# what a library deletion (forget_records) still has to do after its commit point, kept in the ledger's sealed
+# metadata as JSON (the new model file to rename, the updates to destroy); "" when nothing is pending
+PENDING_DELETION = "pending_deletion"
+# the lock file in a ledger directory: held by the library path while it changes the ledger; readers take it shared
+LEDGER_LOCK = ".commit.lock"

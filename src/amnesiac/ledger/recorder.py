@@ -55,6 +55,7 @@ from torch import nn
 
 from ..data.shards import ShardMap
 from ..errors import ConfigError, RecorderError
+from ..utils.ids import as_id_array
 from .blob import BlobBuffer, Layout
 from .store import STORAGE_DTYPES, LedgerStore
 
@@ -340,7 +341,7 @@ class Recorder:
         """Declare the sample ids feeding the coming optimizer step (micro-batches accumulate)."""
         if self._closed:
             raise RecorderError("this recorder is closed; create a new one to keep recording")
-        arr = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+        arr = as_id_array(ids, "recorder.batch(ids)", error=RecorderError)
         if arr.size == 0:
             raise RecorderError("recorder.batch() was given no sample ids; every step must name the samples it used")
         if self.policy == "shards":

@@ -46,9 +46,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..errors import ConfigError, LedgerCorruptError, LedgerError
+from ..errors import ConfigError, LedgerCorruptError, LedgerError, PendingChangeError
 from ..faults import point as fault_point
-from ..utils import atomic_write_bytes, fsync_dir
+from ..utils import atomic_write_bytes, fsync_dir, shared_lock_unless_busy
 from .blob import (
     CHECKSUMS,
     BlobBuffer,
@@ -60,6 +60,8 @@ from .blob import (
     write_blob,
 )
 from .format import (  # noqa: F401  (StepRecord, VerifyReport and the checksums are re-exported)
+    LEDGER_LOCK,
+    PENDING_DELETION,
     StepRecord,
     VerifyReport,
     _blob_step,
@@ -120,6 +122,20 @@ def _damage_is_corruption(path: Path) -> Iterator[None]:
         if isinstance(err, sqlite3.OperationalError) and ("locked" in str(err) or "busy" in str(err)):
             raise
         raise LedgerCorruptError(f"the ledger index {path} is damaged ({err}); nothing was changed") from None
+
+
+def _check_sqlite_header(index: Path) -> None:
+    """Refuse an index that is not an SQLite file before SQLite opens it: opening an empty (or truncated to
+    nothing) file would write a new, empty database into it, silently replacing the damage with a lie."""
+    try:
+        with open(index, "rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        raise LedgerCorruptError(f"the ledger index {index} cannot be read ({err})") from None
+    if head != b"SQLite format 3\x00":
+        what = "is empty (0 bytes)" if not head else "does not start with SQLite's header"
+        raise LedgerCorruptError(f"the ledger index {index} {what}; it is damaged. Nothing was changed: restore "
+                                 "the file from a backup, or retrain")
 
 
 class _Cursor(sqlite3.Cursor):
@@ -213,6 +229,7 @@ class LedgerStore:
                 )
             if not index.is_file():
                 raise LedgerCorruptError(f"the ledger index {index} is not a file")
+            _check_sqlite_header(index)  # SQLite would write a fresh header into an empty file
         uri = f"file:{quote(str(index.resolve()))}?mode={'rwc' if create else 'rw'}"
         try:
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, factory=_Connection)
@@ -270,6 +287,7 @@ class LedgerStore:
         if tmp.exists():
             shutil.rmtree(tmp)
         (tmp / "blobs").mkdir(parents=True)
+        (tmp / LEDGER_LOCK).touch()  # made now, so readers that take it never create a file
         full = {"format_version": FORMAT_VERSION, "created": time.time(), "row_sums": True, **manifest}
         raw = (json.dumps(full, indent=2, sort_keys=True, default=str) + "\n").encode()
         conn = cls._connect(tmp, create=True)
@@ -348,6 +366,9 @@ class LedgerStore:
         rows = {r[0]: r[5] for r in raw_rows if isinstance(r[0], int)}
         sound = {r[0] for r in raw_rows if isinstance(r[0], int) and self._row_problem(r) is None}
         generation = self.shard_generation()
+        # numbered blobs are judged against the sealed head, never against what the index happens to list: a
+        # row deleted or re-keyed by damage must not make a committed update look like an uncommitted write
+        committed = self.committed_step()
         for entry in (self.path / "blobs").iterdir():
             if entry.name.endswith(".tmp") and entry.name.startswith("."):
                 entry.unlink(missing_ok=True)
@@ -362,7 +383,9 @@ class LedgerStore:
             step = _blob_step(entry.name)
             if step is None or entry.name == rows.get(step):
                 continue  # not ours, or accounted for: verify reports the former
-            if step > last or (step in rows and rows[step] is None):
+            never_committed = committed is not None and step > max(last, committed)
+            destroyed = step in sound and rows[step] is None
+            if never_committed or destroyed:
                 entry.unlink(missing_ok=True)  # a write that never committed, or a committed destruction
 
     def close(self) -> None:
@@ -630,6 +653,7 @@ class LedgerStore:
         from_table = sorted({int(r[0]) for r in rows})
         if not cross_check:
             return from_table
+        self._check_numbering()
         from_rows = self.scan_steps_holding(wanted)
         if from_rows != from_table:
             odd = sorted(set(from_rows) ^ set(from_table))
@@ -638,6 +662,27 @@ class LedgerStore:
                 f"table and the steps' own rows disagree on step(s) {', '.join(map(str, odd[:20]))}. The index is "
                 "damaged; nothing was changed. Run `amnesiac ledger verify` for a full report.", odd)
         return from_table
+
+    def _check_numbering(self) -> None:
+        """Steps are numbered without gaps, up to at least the last committed one: an index that
+        lost rows (deleted or re-keyed by damage) cannot say which steps saw a record, so it raises."""
+        if self.kind == "shards":
+            return
+        with self._lock:
+            count, low, high = self._conn.execute("SELECT COUNT(*), MIN(step), MAX(step) FROM steps").fetchone()
+        committed = self.committed_step()
+        if committed is None:
+            raise LedgerCorruptError(f"the metadata of {self.path / 'index.sqlite'} fails its checksum; which steps "
+                                     "were committed cannot be known. Nothing was changed")
+        lost = []
+        if count and high - low + 1 != count:
+            lost.append(f"its step numbers {low}..{high} have gaps ({count} rows)")
+        if (high or 0) < committed:
+            lost.append(f"steps {(high or 0) + 1}..{committed} were committed but have no row")
+        if lost:
+            raise LedgerCorruptError(f"the ledger index {self.path / 'index.sqlite'} lost rows: {'; '.join(lost)}. "
+                                     "A deletion could miss steps that saw the records; nothing was changed. Run "
+                                     "`amnesiac ledger verify` for a full report")
 
     def scan_steps_holding(self, ids: np.ndarray) -> list[int]:
         """Steps whose own row (checksum checked) holds any of ``ids``: a full scan, no id table."""
@@ -786,7 +831,7 @@ class LedgerStore:
         def work(cur: sqlite3.Cursor) -> tuple[int, list[str]]:
             self._rewrite_rows(cur, steps, state="reverted")
             superseded = self._fold_pending(cur)
-            self._upsert_meta(cur, {"head_hash": new_hash, **(extra_meta or {})})
+            self._upsert_meta(cur, {"head_hash": new_hash, **(extra_meta or {}), **self._committed(cur)})
             event_id = self._insert_event(cur, event.get("kind", "forget"), event)
             cur.executemany("INSERT OR IGNORE INTO forgotten (sample_id, event) VALUES (?, ?)",
                             ((int(i), event_id) for i in forgotten_ids))
@@ -806,10 +851,30 @@ class LedgerStore:
 
         def work(cur: sqlite3.Cursor) -> list[str]:
             superseded = self._fold_pending(cur)
-            self._upsert_meta(cur, meta)
+            self._upsert_meta(cur, {**meta, **self._committed(cur)})
             return superseded
 
         self._after_fold(self._write(work, durable=True))
+
+    def _committed(self, cur: sqlite3.Cursor) -> dict[str, int]:
+        """Inside a head commit: the highest step the commit covers, sealed with the metadata. It is how the
+        cleanup knows that a blob whose index row is gone was committed (index damage, reported and kept) and
+        not a write that never committed (removed)."""
+        if self.kind == "shards":
+            return {}
+        return {"committed_step": int(cur.execute("SELECT MAX(step) FROM steps").fetchone()[0] or 0)}
+
+    def committed_step(self) -> int | None:
+        """The highest step a head commit covered, read from the sealed metadata (``head_step`` for ledgers
+        from before this was recorded); None when the metadata fails its checksum, so nothing can be known
+        committed or not by number."""
+        with self._lock:
+            meta = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        values = dict(meta)
+        if values.get("meta_sum") is not None and meta_checksum(meta) != values["meta_sum"]:
+            return None
+        found = [int(v) for k in ("committed_step", "head_step") if (v := values.get(k)) and str(v).isdigit()]
+        return max(found) if found else 0
 
     def forgotten_ids(self) -> np.ndarray:
         """Every sample id a committed deletion removed (they are never trained on again)."""
@@ -977,3 +1042,28 @@ class LedgerStore:
             (self.path / "blobs" / blob).unlink(missing_ok=True)
         if superseded:
             fsync_dir(self.path / "blobs")
+
+
+def is_bare_ledger(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a ledger directory of its own (recorded from your own loop), not a run directory."""
+    p = Path(path)
+    return (p / "manifest.json").is_file() and not (p / "config.json").exists()
+
+
+@contextmanager
+def reading_ledger(path: str | os.PathLike[str], *, interrupted_ok: bool = False) -> Iterator[LedgerStore]:
+    """A ledger of your own loop opened for reading, as a run's readers are: the ledger's lock held shared for
+    the block, so :func:`amnesiac.forget_records` cannot change it meanwhile. Raises
+    :class:`~amnesiac.errors.PendingChangeError` while a deletion is changing it, or (unless
+    ``interrupted_ok``) when a deletion died after its commit point and awaits completion. Changes nothing."""
+    path = Path(path)
+    with shared_lock_unless_busy(path / LEDGER_LOCK) as free:
+        if not free:
+            raise PendingChangeError(f"the ledger {path} is being changed right now (a deletion); try again when it "
+                                     "finishes")
+        with LedgerStore.open(path) as store:
+            if store.get_meta(PENDING_DELETION) and not interrupted_ok:
+                raise PendingChangeError(
+                    f"a deletion on the ledger {path} died after its commit point; the next forget_records completes "
+                    f"it, or run `amnesiac ledger recover {path}` to do it now")
+            yield store

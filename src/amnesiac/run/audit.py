@@ -36,11 +36,19 @@ def audit_run(run: RunDir, *, deep: bool = False, progress: bool | None = None) 
     """Audit a run: ledger (manifest, index, initial state, blobs), model against the head, pending journal;
     with ``deep`` every blob is read and, when every applied step is stored, initial + sum of the updates
     must equal the model."""
+    with run.reading(interrupted_ok=True):  # a change in flight: PendingChangeError ("being changed"), no diagnosis
+        return _audit_committed(run, deep=deep, progress=progress)
+
+
+def _audit_committed(run: RunDir, *, deep: bool, progress: bool | None) -> RunAudit:
     out = RunAudit(ledger=None)
     if (run.path / JOURNAL).exists():
         out.problems.append(f"an interrupted change is pending ({JOURNAL}); run `amnesiac ledger recover {run.path}`")
     if (run.path / NEXT_MODEL).exists() and not (run.path / JOURNAL).exists():
         out.problems.append(f"{NEXT_MODEL} is left over without a journal")
+    for tmp in run.leftover_writes():
+        out.problems.append(f"{tmp.name} is left over from a write that a crash interrupted (not a committed file); "
+                            f"the next command that takes the run's lock removes it (`amnesiac ledger recover {run.path}`)")
     try:
         _ = run.config  # reading it validates it
         out.checks.append("config.json")

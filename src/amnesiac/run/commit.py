@@ -98,9 +98,11 @@ def _is_committed(run: RunDir, store: LedgerStore | None, journal: dict[str, Any
         return False
 
 
-def recover(run: RunDir) -> str | None:
+def recover(run: RunDir, *, log_rollback: bool = True) -> str | None:
     """Resolve an interrupted change (call with the run's lock held); returns ``"rolled-forward"``,
-    ``"rolled-back"`` or None when there was nothing to do."""
+    ``"rolled-back"`` or None when there was nothing to do. Each outcome goes to the audit log, except a
+    roll-back that dropped nothing from the ledger when ``log_rollback`` is False (a refused request
+    aborting its own change: nothing happened to record)."""
     jpath = run.path / JOURNAL
     nxt = run.path / NEXT_MODEL
     journal = read_journal(run)
@@ -111,6 +113,7 @@ def recover(run: RunDir) -> str | None:
     try:
         store = run.open_ledger(writable=True) if run.has_ledger() else None
         try:
+            dropped = 0
             if _is_committed(run, store, journal, nxt):
                 if nxt.is_file():
                     os.replace(nxt, run.model_path)
@@ -120,12 +123,12 @@ def recover(run: RunDir) -> str | None:
             else:
                 nxt.unlink(missing_ok=True)
                 if store is not None and journal.get("base_last_step") is not None:
-                    store.truncate_after(int(journal["base_last_step"]))
+                    dropped = store.truncate_after(int(journal["base_last_step"]))
                 new_opt = journal.get("keep_optimizer_step")
                 if new_opt is not None:  # the new epoch's optimizer state belongs to the model that lost
                     run.optimizer_path(int(new_opt)).unlink(missing_ok=True)
                 outcome = "rolled-back"
-            if store is not None:
+            if store is not None and (log_rollback or outcome == "rolled-forward" or dropped):
                 store.add_event("recover", {"journal": journal.get("kind", "forget"), "outcome": outcome})
         finally:
             if store is not None:
@@ -151,8 +154,9 @@ def begin_change(run: RunDir, *, old_hash: str, store: LedgerStore | None, kind:
 
 
 def abort_change(run: RunDir) -> None:
-    """Undo a change that failed before its commit point (the same as recovering after a crash)."""
-    recover(run)
+    """Undo a change that failed before its commit point (the same as recovering after a crash; logged only
+    when it had recorded ledger steps that are now dropped)."""
+    recover(run, log_rollback=False)
 
 
 def commit_model(

@@ -32,9 +32,18 @@ from ..errors import ConfigError, TrainingFailedError
 from ..faults import point as fault_point
 from ..ledger.distributed import DistributedRecorder
 from ..training import evaluate_sets, fit, make_optimizer
-from ..utils import seeded
+from ..utils import seeded, usable_cores
 from .rundir import RunDir, evaluation_sets, select_training_data, shard_map_for
-from .train import TrainResult, _complete_on_resume, _finish_recording, _restore, _resume_point, _start_recording
+from .train import (
+    TrainResult,
+    _complete_on_resume,
+    _finish_recording,
+    _restore,
+    _resume_point,
+    _start_recording,
+    check_recipe,
+    new_run_dir,
+)
 
 TIMEOUT_S = float(os.environ.get("AMNESIAC_DDP_TIMEOUT", "120"))
 
@@ -46,18 +55,44 @@ def _free_port() -> int:
 
 
 def train_run_distributed(config: TrainConfig, out: str | os.PathLike[str], *, nproc: int, resume: bool = False,
-                          overwrite: bool = False, device: str | None = None) -> TrainResult:
-    """Train ``config`` into the run directory ``out`` on ``nproc`` processes (see the module's docstring)."""
-    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
-        raise ConfigError(f"nproc must be a positive integer, got {nproc!r}")
-    config.validate()
+                          overwrite: bool = False, device: str | None = None,
+                          oversubscribe: bool = False) -> TrainResult:
+    """Train ``config`` into the run directory ``out`` on ``nproc`` processes (see the module's docstring).
+
+    ``nproc`` is checked against the machine before anything starts: at most one process per GPU, and on
+    CPU at most one per core this process may use, unless ``oversubscribe=True``."""
     cuda = device not in (None, "cpu")
-    if cuda and torch.cuda.device_count() < nproc:
-        raise ConfigError(f"--nproc {nproc} on {device} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
+    check_nproc(nproc, cuda=cuda, device=device, oversubscribe=oversubscribe)
+    config.validate()
     if resume:
         config = RunDir.open(out).config
-    else:
-        RunDir.create(out, config, overwrite=overwrite)  # written once, before any rank starts
+        return _spawn(config, out, nproc=nproc, resume=True, cuda=cuda)
+    bundle = check_recipe(config)
+    with new_run_dir(out, config, overwrite=overwrite, bundle=bundle):  # written once, before any rank starts
+        return _spawn(config, out, nproc=nproc, resume=False, cuda=cuda)
+
+
+def check_nproc(nproc: Any, *, cuda: bool, device: str | None, oversubscribe: bool = False) -> None:
+    """Refuse a process count the machine cannot hold, before any process starts."""
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ConfigError(f"nproc must be a positive integer, got {nproc!r}")
+    if cuda:
+        if torch.cuda.device_count() < nproc:
+            raise ConfigError(f"nproc={nproc} on {device} needs {nproc} GPUs; this machine has "
+                              f"{torch.cuda.device_count()}")
+        return
+    cores = usable_cores()
+    if nproc > cores and not oversubscribe:
+        raise ConfigError(f"nproc={nproc} processes on CPU, but this process may use {cores} core(s); each process "
+                          f"trains a copy of the model and loads the data. Use nproc={cores} or fewer, or "
+                          "oversubscribe=True if you mean it")
+    if nproc > 4 * cores:
+        raise ConfigError(f"nproc={nproc} is more than four processes per core ({cores} core(s)); even with "
+                          "oversubscribe=True that many would exhaust the machine")
+
+
+def _spawn(config: TrainConfig, out: str | os.PathLike[str], *, nproc: int, resume: bool, cuda: bool) -> TrainResult:
+    """Start the ranks on a run directory that exists and wait for them."""
     result_file = Path(out) / ".distributed-result.json"
     result_file.unlink(missing_ok=True)
     context = mp.spawn(_worker, args=(nproc, _free_port(), config.to_dict(), str(out), resume, bool(cuda),
@@ -125,7 +160,7 @@ def _train_rank(rank: int, nproc: int, config: TrainConfig, run: RunDir, resume:
         bundle = run.bundle()
         train_data = select_training_data(bundle.train, config)
         _check_split(len(train_data), config.batch_size, nproc)
-        shards = shard_map_for(config, train_data.ids.numpy())
+        shards = shard_map_for(config, train_data.ids.numpy(), known=bundle.train.ids.numpy())
         model = run.new_model().to(device)
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
                                    weight_decay=config.weight_decay)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +26,7 @@ from ..errors import ConfigError, LedgerCorruptError, LedgerError, PendingChange
 from ..faults import point as fault_point
 from ..ledger import LedgerStore
 from ..models import build_model
-from ..utils import atomic_write_json, model_hash, model_state
+from ..utils import atomic_write_json, model_hash, model_state, shared_lock_unless_busy, wait_for_lock
 from .checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from .commit import COMMIT_LOCK, JOURNAL, begin_change, commit_model, recover
 
@@ -52,11 +53,23 @@ def select_training_data(train: ArrayDataset, config: TrainConfig) -> ArrayDatas
     return data
 
 
-def shard_map_for(config: TrainConfig, ids: Any) -> ShardMap | None:
-    """The shards ``config`` asks for over the training ids (None with random batching)."""
+def shard_map_for(config: TrainConfig, ids: Any, *, known: Any = None) -> ShardMap | None:
+    """The shards ``config`` asks for over the training ids (None with random batching). ``known``: every
+    record id of the dataset's training split; a subject map naming any other id is refused (records the
+    recipe leaves out, such as excluded ids, are allowed and ignored)."""
     if config.batching != "shards":
         return None
     subjects = read_subject_map(config.shard_subjects) if config.shard_subjects else None
+    if subjects is not None and not subjects:
+        raise ConfigError(f"the subject map {config.shard_subjects} names no data subject; shard by subject needs "
+                          "at least one (subject -> record ids)")
+    if subjects and known is not None:
+        named = np.fromiter((int(i) for v in subjects.values() for i in v), dtype=np.int64)
+        strangers = np.setdiff1d(named, np.asarray(known, dtype=np.int64))
+        if strangers.size:
+            raise ConfigError(f"the subject map {config.shard_subjects} names {strangers.size} id(s) that are not "
+                              f"training records of {config.dataset}: {', '.join(map(str, strangers[:10].tolist()))}"
+                              f"; every id must be a record of the training split")
     size = config.shard_size if (config.shard_size or config.num_shards) else config.batch_size
     return make_shards(ids, shard_size=None if config.num_shards else size, num_shards=config.num_shards,
                        subjects=subjects, seed=config.seed)
@@ -94,9 +107,12 @@ class RunDir:
             raise RunDirError(f"{path} is a file, not a directory; choose a directory for --out")
         if path.exists() and any(path.iterdir()):
             if not overwrite:
+                unfinished = (path / "config.json").is_file() and not (path / "model.safetensors").exists()
                 raise RunDirError(
-                    f"{path} already exists and is not empty; choose a new --out, pass --overwrite to replace "
-                    f"it, or --resume to continue its training"
+                    f"{path} already exists and is not empty"
+                    + (" (a run whose training stopped before its first epoch ended: no model yet)" if unfinished
+                       else "") + "; choose a new --out, pass --overwrite to replace it, or --resume to continue "
+                    "its training"
                 )
             if not (path / "config.json").is_file():
                 raise RunDirError(f"{path} is not a run directory (no config.json); --overwrite replaces only a run "
@@ -108,6 +124,7 @@ class RunDir:
                         continue
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         path.mkdir(parents=True, exist_ok=True)
+        (path / COMMIT_LOCK).touch()  # made now, so the readers that take it never create a file
         run = cls(path)
         run.write_config(config)
         return run
@@ -272,6 +289,19 @@ class RunDir:
             raise LedgerCorruptError(f"{p} holds ledger files but its manifest.json is missing; the ledger is damaged")
         return False
 
+    def no_ledger_reason(self) -> str:
+        """Why this run has no ledger, from what its config asked for and what it holds."""
+        try:
+            record = self.config.record
+        except RunDirError:
+            record = None
+        if record == "none":
+            return f"{self.path} has no ledger (it was trained with --record none)"
+        if not self.model_path.exists():
+            return (f"{self.path} has no ledger yet: its training (--record {record}) stopped before creating one, "
+                    f"and before its first epoch; run `amnesiac train --resume --out {self.path}` to train it")
+        return f"{self.path} has no ledger, although its config asks for --record {record}: it was removed"
+
     def open_ledger(self, *, writable: bool = False, check_manifest: bool = True) -> LedgerStore:
         """Open the run's ledger; ``writable`` only with the run's lock held."""
         return LedgerStore.open(self.ledger_path, writable=writable, check_manifest=check_manifest)
@@ -285,12 +315,15 @@ class RunDir:
         """
         fh = open(self.path / ".lock", "a+")
         try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except OSError as err:
-                if err.errno in (errno.EAGAIN, errno.EACCES):
-                    raise RunDirError(f"{self.path} is in use by another amnesiac process") from None
-                raise
+            if wait:
+                wait_for_lock(fh, f"the lock of {self.path} (another amnesiac process is training or forgetting)")
+            else:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as err:
+                    if err.errno in (errno.EAGAIN, errno.EACCES):
+                        raise RunDirError(f"{self.path} is in use by another amnesiac process") from None
+                    raise
             if recover:
                 self.finish_pending_commit()
             yield
@@ -298,45 +331,44 @@ class RunDir:
             fh.close()
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self, *, interrupted_ok: bool = False) -> Iterator[None]:
         """For commands that only read (info, verify, receipts, attacks): see committed state or nothing.
 
-        Raises :class:`PendingChangeError` while a change is being committed, or when an interrupted one
-        awaits recovery; readers never complete, roll back or delete anything themselves.
+        Holds the run's commit lock shared for the block, so no change commits while it reads. Raises
+        :class:`PendingChangeError` while a change is being committed, or (unless ``interrupted_ok``, for the
+        audit, which reports it) when an interrupted one awaits recovery. Readers never complete, roll back,
+        create or delete anything themselves.
         """
-        try:
-            fh = open(self.path / COMMIT_LOCK, "a+")
-        except OSError:  # a read-only copy of a run: nobody can be committing to it; the journal still counts
-            fh = open(os.devnull)
-        try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as err:
-                if err.errno in (errno.EAGAIN, errno.EACCES):
-                    raise PendingChangeError(
-                        f"{self.path} is being changed right now (a forget, or the end of a training epoch); "
-                        "try again when that command finishes") from None
-                raise
-            if (self.path / JOURNAL).exists():
+        with shared_lock_unless_busy(self.path / COMMIT_LOCK) as free:
+            if not free:
+                raise PendingChangeError(
+                    f"{self.path} is being changed right now (a forget, or the end of a training epoch); "
+                    "try again when that command finishes")
+            if (self.path / JOURNAL).exists() and not interrupted_ok:
                 raise PendingChangeError(
                     f"{self.path} holds an interrupted change (its journal {JOURNAL} is still there): a training or "
                     "forget died before finishing. The next command that takes the run's lock completes or rolls it "
                     f"back; run `amnesiac ledger recover {self.path}` to do it now")
             yield
-        finally:
-            fh.close()
 
     def finish_pending_commit(self) -> str | None:
         """Complete or roll back a model change interrupted by a crash (see amnesiac.run.commit)."""
         outcome = recover(self)
         for tmp in self.path.glob(".ledger.*.creating"):  # a ledger whose creation a crash interrupted
             shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in self.leftover_writes():  # a file write (model, optimizer, config) a crash interrupted
+            tmp.unlink(missing_ok=True)
         try:  # the lock holder also removes the leftovers a crash explains (a reader never does)
             if self.has_ledger():
                 LedgerStore.open(self.ledger_path, writable=True).close()
         except LedgerError:
             pass  # a damaged ledger: the command that needs it reports the damage when it opens it
         return outcome
+
+    def leftover_writes(self) -> list[Path]:
+        """Temporary files of atomic writes in the run directory that a crash interrupted (``.NAME.*.tmp``):
+        never a committed file; the next holder of the run's lock removes them."""
+        return sorted(p for p in self.path.glob(".*.tmp") if p.is_file())
 
     def audit(self, *, deep: bool = False, progress: bool | None = None) -> RunAudit:
         """Check the whole run: the ledger's own audit plus the model against the head (see :class:`RunAudit`)."""

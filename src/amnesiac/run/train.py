@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..data import DataBundle, load_dataset
 from ..data.base import ArrayDataset
 from ..data.shards import ShardMap
 from ..errors import ConfigError, RunDirError
@@ -84,13 +87,54 @@ def train_run(
     config.validate()
     if resume:
         run = RunDir.open(out)
-        config = run.config  # the run's own recipe wins; the CLI passes it through
-    else:
-        run = RunDir.create(out, config, overwrite=overwrite)
+        config = run.config  # the run's own recipe wins; the CLI refuses flags that would change it
+        return _train_into(run, config, resume=True, progress=progress, eval_every_steps=eval_every_steps,
+                           device=device)
+    bundle = check_recipe(config)  # a recipe refused now leaves no folder behind
+    with new_run_dir(out, config, overwrite=overwrite, bundle=bundle) as run:
+        return _train_into(run, config, resume=False, progress=progress, eval_every_steps=eval_every_steps,
+                           device=device)
+
+
+def check_recipe(config: TrainConfig) -> DataBundle:
+    """Everything in ``config`` that can be refused before a run directory exists: the dataset loads, the
+    selection leaves records, the shards (or subject map) fit them. Returns the loaded data."""
+    bundle = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download)
+    train_data = select_training_data(bundle.train, config)
+    if len(train_data) == 0:
+        raise ConfigError(f"the recipe leaves no training records of {config.dataset} (limit_class/exclude_ids)")
+    shard_map_for(config, train_data.ids.numpy(), known=bundle.train.ids.numpy())
+    evaluation_sets(bundle, config.eval_class)
+    return bundle
+
+
+@contextlib.contextmanager
+def new_run_dir(out: str | os.PathLike[str], config: TrainConfig, *, overwrite: bool,
+                bundle: DataBundle | None = None) -> Iterator[RunDir]:
+    """Create the run directory ``out`` for the block; if the block fails before the first epoch committed
+    (no model file yet), remove what it made, so a refused or failed training leaves no folder behind (an
+    empty folder that was there before is left empty)."""
+    existed = Path(out).is_dir()
+    run = RunDir.create(out, config, overwrite=overwrite)
+    run._bundle = bundle
+    try:
+        yield run
+    except BaseException:
+        if not run.model_path.exists():
+            for entry in list(run.path.iterdir()):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if not existed:
+                run.path.rmdir()
+        raise
+
+
+def _train_into(run: RunDir, config: TrainConfig, *, resume: bool, progress: bool | None,
+                eval_every_steps: int | None, device: str | None) -> TrainResult:
+    """The training of :func:`train_run`, into a run directory that exists."""
     with run.lock(wait=False), seeded(config.seed):
         bundle = run.bundle()
         train_data = select_training_data(bundle.train, config)
-        shards = shard_map_for(config, train_data.ids.numpy())
+        shards = shard_map_for(config, train_data.ids.numpy(), known=bundle.train.ids.numpy())
         eval_sets = evaluation_sets(bundle, config.eval_class)
         model = run.new_model().to(resolve_device(device))
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr,

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from torch import nn
 from ..data.base import ArrayDataset
 from ..errors import LedgerError, ModelMismatchError, RunDirError
 from ..faults import point as fault_point
-from ..ledger import LedgerStore
+from ..ledger import LedgerStore, is_bare_ledger, reading_ledger
 from ..run import RunDir
 from ..run.commit import abort_change, begin_change, commit_model
 from ..training import evaluate_sets
@@ -131,26 +133,52 @@ def forget(
     impl, options = METHODS.get(method), check_options(method, dict(options or {}))
     creates_run = bool(getattr(impl, "creates_run", False))
     what = {"ids": ids, "class_": class_, "subjects": subjects, "subject_map": subject_map}
+    copy = None
     if out is not None and not creates_run and not dry_run:
         run, out = _planned_copy(run, out, method, thresholds, what, force), None
-    with run.lock(wait=True):
+        copy = run.path
+    with _copy_kept_only_if_changed(copy) as keep, run.lock(wait=True):
         store = run.open_ledger(writable=True) if run.has_ledger() else None
         try:
             job = _start(run, store, method, impl, options, model, progress, time.perf_counter())
             _plan(job, thresholds or Thresholds(), **what)
-            if dry_run:
-                return _dry_run(job)
-            _guard(job, force)
-            if job.new_ids.size == 0 and (job.plan is None or not job.plan.to_revert):
-                return ForgetResult(job.plan, None, job.current,
-                                    message="every requested record was already forgotten; nothing changed")
-            _prepare_data(job, evaluate_after)
-            if creates_run:
-                return _run_creating_method(job, out)
-            return _apply(job, keep_artifacts)
+            result = _dry_run(job) if dry_run else _serve(job, force, evaluate_after, creates_run, out, keep_artifacts)
+            if copy is not None and result.receipt is None:
+                keep[0] = False
+                result.message += f" (no copy written to {copy})"
+            return result
         finally:
             if store is not None:
                 store.close()  # closing twice is harmless (_apply closes it before a rollback)
+
+
+def _serve(job: _Job, force: bool, evaluate_after: bool, creates_run: bool, out: str | None,
+           keep_artifacts: bool) -> ForgetResult:
+    """The planned request carried out: refused past the planner's advice unless forced, nothing done when
+    every record was already forgotten, otherwise the method run and committed."""
+    _guard(job, force)
+    if job.new_ids.size == 0 and (job.plan is None or not job.plan.to_revert):
+        return ForgetResult(job.plan, None, job.current,
+                            message="every requested record was already forgotten; nothing changed")
+    _prepare_data(job, evaluate_after)
+    if creates_run:
+        return _run_creating_method(job, out)
+    return _apply(job, keep_artifacts)
+
+
+@contextlib.contextmanager
+def _copy_kept_only_if_changed(copy: Path | None) -> Iterator[list[bool]]:
+    """The ``out`` copy a deletion works on stays only if the deletion changed it: a failed or refused request,
+    or one with nothing to do, leaves no folder behind (the block sets ``keep[0] = False`` for the latter)."""
+    keep = [True]
+    try:
+        yield keep
+    except BaseException:
+        keep[0] = False
+        raise
+    finally:
+        if copy is not None and not keep[0]:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 def _guard(job: _Job, force: bool) -> None:
@@ -180,7 +208,7 @@ def _start(run: RunDir, store: LedgerStore | None, method: str, impl: Any, optio
     """Check that the run's model is the one its ledger describes (and ``model``, if given, is that model)."""
     if getattr(impl, "needs_ledger", False) and store is None:
         raise LedgerError(
-            f"method {method!r} needs the run's ledger, but {run.path} was trained with --record none; "
+            f"method {method!r} needs the run's ledger, but {run.no_ledger_reason()}; "
             "use --method retrain, relabel, naive, finetune or gradient-ascent"
         )
     current = run.load_model()
@@ -298,12 +326,10 @@ def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
 
 def _copy_run(run: RunDir, out: str) -> RunDir:
     """Copy a run directory (model, ledger and all) so a method can work on the copy."""
-    import shutil
-
     dest = Path(out)
     check_out_dir(dest, source=run.path)
     with run.lock(wait=True):
-        shutil.copytree(run.path, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock", ".commit.lock"))
+        shutil.copytree(run.path, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
     return RunDir.open(dest)
 
 
@@ -358,11 +384,19 @@ def _append_plain_receipt(run: RunDir, receipt: dict[str, Any]) -> None:
     atomic_write_json(path, existing)
 
 
-def list_receipts(run: RunDir | str) -> list[dict[str, Any]]:
-    """Every deletion receipt of a run, oldest first."""
+def list_receipts(run: RunDir | str | Path) -> list[dict[str, Any]]:
+    """Every deletion receipt of a run (or of a ledger directory recorded from your own loop), oldest first,
+    each with its ``number`` (1, 2, ...) beside its audit-log entry ``id``."""
+    if not isinstance(run, RunDir) and is_bare_ledger(run):
+        with reading_ledger(run) as store:
+            return [{**r, "number": k} for k, r in enumerate(store.events("forget"), 1)]
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    return [{**r, "number": k} for k, r in enumerate(_run_receipts(run), 1)]
+
+
+def _run_receipts(run: RunDir) -> list[dict[str, Any]]:
     import json
 
-    run = run if isinstance(run, RunDir) else RunDir.open(run)
     out: list[dict[str, Any]] = []
     with run.reading():
         if run.has_ledger():

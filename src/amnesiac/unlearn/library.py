@@ -26,6 +26,7 @@ model you train, save and serve yourself:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -36,14 +37,16 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..errors import LedgerError, ModelMismatchError
+from ..config import Thresholds
+from ..errors import ConfigError, LedgerCorruptError, LedgerError, ModelMismatchError
+from ..faults import point as fault_point
 from ..ledger import LedgerStore
-from ..ledger.format import file_checksum
+from ..ledger.format import LEDGER_LOCK, PENDING_DELETION, file_checksum
 from ..run.checkpoint import save_tensors
-from ..utils import fsync_dir, model_hash, model_state
+from ..utils import as_id_array, exclusive_lock, fsync_dir, model_hash, model_state
 from .amnesiac import undo_steps
 from .base import MethodOutcome
-from .planner import AMNESIAC_SERVES, Plan, Thresholds, make_plan, refuse_unless_forced
+from .planner import AMNESIAC_SERVES, Plan, make_plan, refuse_unless_forced
 from .receipts import build_receipt
 from .request import DeletionRequest, resolve_request
 
@@ -73,48 +76,175 @@ def forget_records(
     In order: ``model`` must be the ledger's head (:meth:`LedgerStore.mark_head`); the plan finds every step
     that saw a requested record (the index cross-checked, so a damaged one refuses); every stored update is
     verified, summed in float32 and subtracted; the ledger commits (steps reverted, new head, receipt in the
-    audit log, ids marked forgotten) in one durable transaction; then the reverted updates, which still
-    encode the deleted records, are destroyed (``keep_artifacts`` keeps them, and the receipt says so).
+    audit log, ids marked forgotten) in one durable transaction; then the new model file is renamed into
+    place and the reverted updates, which still encode the deleted records, are destroyed
+    (``keep_artifacts`` keeps them, and the receipt says so). ``ids``: a list, NumPy integer array or
+    integer tensor, as :meth:`Recorder.batch` takes them.
 
-    ``save_to``: a path to save the new model to, crash-safely: the file is written aside first and renamed
-    into place once the ledger has committed, so the ledger never names a model that is not on disk. Without
-    it, save the returned model yourself and call ``ledger.mark_head(model, model_file=...)`` if you want its
-    file checked. Repair, if you want one, is your own loop with a ``Recorder(kind="repair")`` attached,
-    then ``mark_head`` again. One process writes a ledger at a time. Where the planner recommends another
-    method (the request touches more than ``thresholds.repair_max_share`` of the steps), it raises
-    :class:`~amnesiac.errors.PlanRefusedError` and changes nothing, unless ``force``.
+    ``save_to``: a path to save the new model to, crash-safely: the file is written aside first
+    (``save_to.next``), the ledger commits, then the file is renamed into place. A process that dies after
+    the commit leaves the rest to the next ``forget_records`` on this ledger (or ``amnesiac ledger recover
+    LEDGER``), which renames the file and destroys the updates first; so ``save_to`` and the ledger always
+    end up agreeing. Without it, save the returned model yourself and call ``ledger.mark_head(model,
+    model_file=...)`` if you want its file checked. Repair, if you want one, is your own loop with a
+    ``Recorder(kind="repair")`` attached, then ``mark_head`` again. One process writes a ledger at a time.
+
+    Where the planner recommends another method (the request touches more than
+    ``thresholds.repair_max_share`` of the steps), it raises :class:`~amnesiac.errors.PlanRefusedError`
+    and changes nothing, unless ``force=True``. :func:`plan_deletion` gives the same plan without changing
+    anything.
     """
     t_start = time.perf_counter()
+    _check_model(model)
+    wanted = as_id_array(ids, "ids")
+    _check_thresholds(thresholds)
+    target = _check_save_to(save_to)
     opened = not isinstance(ledger, LedgerStore)
     store = LedgerStore.open(ledger, writable=True) if opened else ledger
     try:
-        current = _check_head(store, model)
-        request: DeletionRequest = resolve_request(store.all_ids(), np.zeros(0), num_classes=0,
-                                                   ids=np.asarray(ids, dtype=np.int64) if isinstance(ids, np.ndarray) else ids)
-        plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
-        refuse_unless_forced(plan, force=force)  # a share that would wreck the model needs force=True
-        done = undo_steps(model, store, plan, progress=progress)
-        outcome = MethodOutcome(model=model, steps_reverted=list(plan.to_revert),
-                                details={"update_norm": done.pop("update_norm"),
-                                         "clamped_running_var": done.pop("clamped_running_var")}, timings=done)
-        new_hash = model_hash(model)
-        destroy = [] if keep_artifacts else sorted(set(plan.to_revert))
-        receipt = _library_receipt(store, request, plan, outcome, current, new_hash, destroyed={
-            "update_blobs": len(destroy), "optimizer_state": False, "previous_model": save_to is not None},
-            timings={**done, "total": time.perf_counter() - t_start}, kept=bool(keep_artifacts))
-        extra: dict[str, Any] = {"head_step": store.get_meta("head_step")}
-        nxt = _save_aside(model, save_to, new_hash, extra) if save_to is not None else None
-        store.commit_revert(plan.to_revert, new_hash=new_hash, event=receipt, forgotten_ids=request.ids.tolist(),
-                            extra_meta=extra)
-        if nxt is not None:
-            os.replace(nxt, save_to)
-            fsync_dir(Path(save_to).parent)
-        if destroy:
-            store.delete_blobs(destroy)
-        return Deletion(model, plan, receipt)
+        with exclusive_lock(store.path / LEDGER_LOCK, f"the ledger {store.path} (another process is changing it)"):
+            recovered = finish_interrupted_deletion(store)
+            current = _check_head(store, model, recovered)
+            request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
+            plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
+            refuse_unless_forced(plan, force=force, api="forget_records")
+            receipt = _subtract_and_commit(model, store, request, plan, current, target=target,
+                                           keep_artifacts=keep_artifacts, progress=progress, t_start=t_start)
+            return Deletion(model, plan, receipt)
     finally:
         if opened:
             store.close()
+
+
+def _subtract_and_commit(model: nn.Module, store: LedgerStore, request: DeletionRequest, plan: Plan, current: str, *,
+                         target: Path | None, keep_artifacts: bool, progress: bool | None,
+                         t_start: float) -> dict[str, Any]:
+    """Subtract the planned updates, write the new model aside, commit (the head, the receipt and what is left
+    to do in one transaction), then rename and destroy. Returns the receipt."""
+    done = undo_steps(model, store, plan, progress=progress)
+    outcome = MethodOutcome(model=model, steps_reverted=list(plan.to_revert),
+                            details={"update_norm": done.pop("update_norm"),
+                                     "clamped_running_var": done.pop("clamped_running_var")}, timings=done)
+    new_hash = model_hash(model)
+    destroy = [] if keep_artifacts else sorted(set(plan.to_revert))
+    receipt = _library_receipt(store, request, plan, outcome, current, new_hash, destroyed={
+        "update_blobs": len(destroy), "optimizer_state": False, "previous_model": target is not None},
+        timings={**done, "total": time.perf_counter() - t_start}, kept=bool(keep_artifacts))
+    extra: dict[str, Any] = {"head_step": store.get_meta("head_step")}
+    pending: dict[str, Any] = {"destroy": destroy}
+    if target is not None:
+        pending.update(next=str(_save_aside(model, target, new_hash, extra)), target=str(target))
+        fault_point("library:after-next")
+    store.commit_revert(plan.to_revert, new_hash=new_hash, event=receipt, forgotten_ids=request.ids.tolist(),
+                        extra_meta={**extra, PENDING_DELETION: json.dumps(pending)})
+    fault_point("library:after-ledger")
+    _finish(store, pending)
+    return receipt
+
+
+def plan_deletion(
+    ledger: LedgerStore | str | os.PathLike[str],
+    ids: Sequence[int] | np.ndarray,
+    *,
+    thresholds: Thresholds | None = None,
+) -> Plan:
+    """The plan :func:`forget_records` would follow for ``ids``, changing nothing (the ledger is opened
+    read-only when given as a path): the steps touched, their share of training, what earlier deletions
+    left unrepaired, and the recommendation with its reason.
+
+    >>> import tempfile, torch
+    >>> from amnesiac import LedgerStore, plan_deletion
+    >>> store = LedgerStore.create(tempfile.mkdtemp() + "/ledger", manifest={})
+    >>> for step in range(1, 101):
+    ...     store.put_step(step, epoch=0, ids=[step], update={"w": torch.ones(1)})
+    >>> plan = plan_deletion(store, [7])
+    >>> plan.to_revert, plan.share, plan.recommendation
+    ([7], 0.01, 'amnesiac')
+    """
+    wanted = as_id_array(ids, "ids")
+    _check_thresholds(thresholds)
+    opened = not isinstance(ledger, LedgerStore)
+    store = LedgerStore.open(ledger) if opened else ledger
+    try:
+        request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
+        return make_plan(store, request.ids.tolist(), thresholds=thresholds)
+    finally:
+        if opened:
+            store.close()
+
+
+def finish_interrupted_deletion(ledger: LedgerStore) -> dict[str, Any] | None:
+    """Complete a :func:`forget_records` that died after its commit point: rename the new model file into
+    place and destroy the reverted updates. Returns what was completed (None when nothing was pending).
+    Call it with the ledger open writable, from the only process writing it (``forget_records`` does).
+
+    The new model file is renamed only when its checksum is the one the ledger committed; otherwise
+    :class:`~amnesiac.errors.LedgerCorruptError` names it and nothing is changed.
+    """
+    raw = ledger.get_meta(PENDING_DELETION)
+    if not raw:
+        return None
+    try:
+        pending = json.loads(raw)
+        if not isinstance(pending, dict) or not isinstance(pending.get("destroy"), list):
+            raise ValueError("not an object with a list of steps to destroy")
+    except ValueError as err:
+        raise LedgerCorruptError(f"the pending deletion recorded in {ledger.path} is damaged ({err}); nothing was "
+                                 "changed") from None
+    nxt = Path(pending["next"]) if pending.get("next") else None
+    if nxt is not None:
+        target, want = Path(pending["target"]), ledger.get_meta("head_file_sum")
+        if nxt.is_file() and file_checksum(nxt) != want:
+            raise LedgerCorruptError(f"{nxt} should hold the model an interrupted deletion committed, but its checksum "
+                                     "is not the one the ledger recorded; nothing was changed")
+        if not nxt.is_file() and not (target.is_file() and file_checksum(target) == want):
+            raise LedgerCorruptError(f"an interrupted deletion committed the model it wrote to {nxt}, but neither "
+                                     f"{nxt} nor {target} holds it now; restore it from a backup")
+    _finish(ledger, pending)
+    ledger.add_event("recover", {"journal": "forget_records", "outcome": "rolled-forward",
+                                 "model_file": pending.get("target")})
+    return pending
+
+
+def _finish(store: LedgerStore, pending: dict[str, Any]) -> None:
+    """After the commit point: the new model file into place, the reverted updates destroyed, then the record
+    of what was pending cleared (each step is safe to repeat)."""
+    if pending.get("next"):
+        nxt, target = Path(pending["next"]), Path(pending["target"])
+        if nxt.is_file():
+            os.replace(nxt, target)
+            fsync_dir(target.parent)
+        fault_point("library:after-rename")
+    if pending["destroy"]:
+        store.delete_blobs(pending["destroy"])
+        fault_point("library:after-destroy")
+    store.set_meta(durable=True, **{PENDING_DELETION: ""})
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model: expected the torch.nn.Module the ledger describes, got {type(model).__name__}")
+
+
+def _check_thresholds(thresholds: Any) -> None:
+    if thresholds is not None and not isinstance(thresholds, Thresholds):
+        raise ConfigError(f"thresholds: expected amnesiac.config.Thresholds (or None for the defaults), got "
+                          f"{type(thresholds).__name__} {str(thresholds)[:40]!r}")
+
+
+def _check_save_to(save_to: Any) -> Path | None:
+    """``save_to`` checked before anything changes: a file path whose folder exists (or None)."""
+    if save_to is None:
+        return None
+    if not isinstance(save_to, (str, os.PathLike)):
+        raise ConfigError(f"save_to: expected a file path, got {type(save_to).__name__} {str(save_to)[:40]!r}")
+    target = Path(save_to)
+    if not target.parent.is_dir():
+        raise ConfigError(f"save_to: the folder {target.parent} does not exist; create it first")
+    for p in (target, target.with_name(target.name + ".next")):
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"save_to: {p} exists and is not a file (a directory?); give a file path")
+    return target
 
 
 def _library_receipt(store: LedgerStore, request: DeletionRequest, plan: Plan, outcome: MethodOutcome, old: str,
@@ -128,16 +258,23 @@ def _library_receipt(store: LedgerStore, request: DeletionRequest, plan: Plan, o
         **({"forced": True} if plan.recommendation not in AMNESIAC_SERVES else {}))
 
 
-def _check_head(store: LedgerStore, model: nn.Module) -> str:
-    """The model's hash, which must be the ledger's head."""
+def _check_head(store: LedgerStore, model: nn.Module, recovered: dict[str, Any] | None = None) -> str:
+    """The model's hash, which must be the ledger's head (``recovered``: an interrupted deletion just completed,
+    whose model the caller may not have loaded yet)."""
     head = store.get_meta("head_hash")
     if head is None:
         raise LedgerError(f"the ledger at {store.path} names no model yet; after training call "
                           "ledger.mark_head(model) so deletions apply to that model only")
     current = model_hash(model)
     if current != head:
+        hint = ""
+        if recovered is not None:
+            where = recovered.get("target")
+            hint = (". An earlier forget_records on this ledger had committed and then died; it was completed now"
+                    + (f": {where} holds the ledger's head model, load it from there" if where else
+                       " (it was not saved to a file: the head is the model that call returned)"))
         raise ModelMismatchError(f"the model given (hash {current[:16]}) is not the model the ledger describes "
-                                 f"(head {head[:16]}); its stored updates no longer apply to it")
+                                 f"(head {head[:16]}); its stored updates no longer apply to it{hint}")
     return current
 
 

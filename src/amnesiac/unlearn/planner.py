@@ -64,15 +64,26 @@ ALTERNATIVES = {"retrain": "retrain from scratch without the records: exact, at 
 AMNESIAC_SERVES = ("amnesiac", "amnesiac+repair", "nothing")
 
 
-def refuse_unless_forced(plan: Plan, *, force: bool) -> None:
+def refuse_unless_forced(plan: Plan, *, force: bool, api: str = "forget") -> None:
     """Amnesiac unlearning only where the planner recommends it: otherwise raise
-    :class:`~amnesiac.errors.PlanRefusedError` (nothing changes) unless ``force``."""
+    :class:`~amnesiac.errors.PlanRefusedError` (nothing changes) unless ``force``.
+
+    The refusal's advice names what the caller can use: ``api="forget"`` (the run-directory workflow, whose
+    ``method=`` runs the alternative; the CLI maps it to ``--method`` and ``--force``) or
+    ``api="forget_records"`` (your own loop: the library cannot retrain a model it did not train, so the
+    advice is ``force=True``, retraining in your loop, or recording so that requests stay small)."""
     if force or plan.recommendation in AMNESIAC_SERVES or plan.missing:
         return  # missing updates: the subtraction itself refuses, naming the steps, and force cannot help
-    raise PlanRefusedError(
-        f"the planner recommends {plan.recommendation}, not amnesiac: {plan.reason}. Nothing was changed. Use "
-        f"--method {plan.recommendation} (the API: method={plan.recommendation!r}), or --force (force=True) to "
-        "subtract the updates anyway")
+    head = f"the planner recommends {plan.recommendation}, not amnesiac: {plan.reason}. Nothing was changed."
+    if api == "forget_records":
+        raise PlanRefusedError(
+            f"{head} Choices: force=True subtracts the updates anyway (then repair in your loop with a "
+            "Recorder(kind='repair') and mark_head); or retrain your model without these records in your own "
+            "loop. To keep later requests small, record with shards (policy='shards', each record's steps confined "
+            "to one shard), subject-aligned shards (make_shards(subjects=...)) or fewer epochs per ledger; "
+            "amnesiac.plan_deletion(ledger, ids) shows a plan without changing anything (README: 'Keeping "
+            "deletions cheap')")
+    raise PlanRefusedError(f"{head} Use method={plan.recommendation!r}, or force=True to subtract the updates anyway")
 
 
 @dataclass

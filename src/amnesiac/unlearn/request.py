@@ -17,6 +17,7 @@ import numpy as np
 from ..data.shards import read_subject_map  # noqa: F401  (re-exported: the CLI and API read maps here)
 from ..errors import RequestError, did_you_mean
 from ..utils.hashing import hash_ids  # noqa: F401  (re-exported: receipts use it)
+from ..utils.ids import as_id_array
 
 
 @dataclass(frozen=True)
@@ -108,14 +109,6 @@ def _subjects_ids(subjects: Sequence[str], subject_map: Mapping[str, Sequence[in
 
 
 def _id_array(ids: Sequence[int] | np.ndarray | None) -> np.ndarray:
-    """The requested ids as a sorted unique int64 array; booleans, floats and out-of-range values refused."""
-    if isinstance(ids, np.ndarray):
-        return np.unique(ids.astype(np.int64, copy=False))
-    values = list(ids or [])
-    bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
-    if bad:
-        raise RequestError(f"sample ids must be integers; got {bad[0]!r} ({type(bad[0]).__name__})")
-    try:
-        return np.unique(np.asarray(values, dtype=np.int64))
-    except OverflowError:
-        raise RequestError("a sample id is out of range; ids are integers from 0 to 2**63-1") from None
+    """The requested ids as a sorted unique int64 array (:func:`amnesiac.utils.as_id_array`: the recorder's
+    validator), refused as a :class:`RequestError`."""
+    return np.unique(as_id_array(ids if ids is not None else [], "ids", error=RequestError))

@@ -22,6 +22,60 @@ def _id_value(token: str) -> int:
     return value
 
 
+def as_id_array(ids: Any, where: str = "ids", *, error: type[Exception] | None = None) -> np.ndarray:
+    """Sample ids in any form a caller holds them, as a flat int64 array (order and repeats kept): a list,
+    tuple, range or set of integers, a NumPy integer array, or a PyTorch integer tensor (any device). The one
+    validator behind ``Recorder.batch``, ``forget_records`` and deletion requests, so each accepts the same.
+
+    Refused with ``error`` (default :class:`~amnesiac.errors.ConfigError`) naming what was given: a bare
+    number (wrap it in a list), strings, mappings, booleans, floats (even ``900.0``: an id is never rounded),
+    and values outside 0..2**63-1.
+
+    >>> as_id_array([3, 1, 3]).tolist()
+    [3, 1, 3]
+    >>> as_id_array(np.array([900.7]))
+    Traceback (most recent call last):
+    ...
+    amnesiac.errors.ConfigError: ids: sample ids must be integers; got an array of float64 (900.7 would be rounded)
+    """
+    from ..errors import ConfigError
+
+    err = error or ConfigError
+    kind = type(ids).__name__
+    if hasattr(ids, "detach") and hasattr(ids, "dtype"):  # a torch tensor, without importing torch here
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or str(ids.dtype) == "torch.bool":
+            raise err(f"{where}: sample ids must be integers; got a tensor of {ids.dtype}")
+        ids = ids.detach().cpu().numpy()
+    if isinstance(ids, (bool, int, float, np.generic)):
+        raise err(f"{where}: expected a sequence of sample ids, got the single {kind} {ids!r}; wrap it in a list: [{ids!r}]")
+    if isinstance(ids, (str, bytes, dict)) or hasattr(ids, "keys") or ids is None:
+        raise err(f"{where}: expected a sequence of integer sample ids (list, NumPy array or tensor), got {kind} "
+                  f"{str(ids)[:40]!r}")
+    if isinstance(ids, np.ndarray):
+        if ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer):
+            first = ids.reshape(-1)[:1].tolist()
+            shown = f" ({first[0]!r} would be rounded)" if first and isinstance(first[0], float) else ""
+            raise err(f"{where}: sample ids must be integers; got an array of {ids.dtype}{shown}")
+        if ids.size and ids.dtype.kind == "u" and int(ids.max()) > _ID_MAX:
+            raise err(f"{where}: a sample id is out of range; ids are integers from 0 to 2**63-1")
+        arr = ids.astype(np.int64, copy=False).reshape(-1)
+    else:
+        try:
+            values = list(ids)
+        except TypeError:
+            raise err(f"{where}: expected a sequence of integer sample ids, got {kind} {str(ids)[:40]!r}") from None
+        bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise err(f"{where}: sample ids must be integers; got {bad[0]!r} ({type(bad[0]).__name__})")
+        try:
+            arr = np.asarray(values, dtype=np.int64).reshape(-1)
+        except OverflowError:
+            raise err(f"{where}: a sample id is out of range; ids are integers from 0 to 2**63-1") from None
+    if arr.size and int(arr.min()) < 0:
+        raise err(f"{where}: sample ids are integers from 0 to 2**63-1; got {int(arr.min())}")
+    return arr
+
+
 def parse_ids(text: str) -> np.ndarray:
     """Parse ``"1,2,5-7"`` into a sorted-as-given int64 array; refuse anything else with a clear error.
 
