@@ -38,6 +38,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import ConfigError, RecorderError
+from ..utils.ids import as_id_array
 from .recorder import Recorder
 from .store import LedgerStore
 
@@ -81,7 +82,7 @@ class DistributedRecorder:
     @contextmanager
     def batch(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> Iterator[DistributedRecorder]:
         """This rank's ids for the coming step (an empty slice is allowed: a short last global batch)."""
-        arr = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+        arr = as_id_array(ids, "recorder.batch(ids)", error=RecorderError)
         parts: list[Any] = [None] * self.world
         dist.all_gather_object(parts, arr.tolist(), group=self.group)
         everything = np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
