@@ -55,6 +55,9 @@ def main(folder: str, epochs: int = 2) -> dict | None:
                     torch.nn.functional.cross_entropy(ddp(x), y).backward()
                     optimizer.step()
                     optimizer.zero_grad()
+    # DDP holds the process group: drop it now, so the group's threads end at destroy_process_group below and
+    # not later, when main() returns (a C++ "terminate called without an active exception" then aborted a rank)
+    del ddp
     receipt = None
     if rank == 0:
         store.mark_head(model)  # the trained model is the ledger's head
