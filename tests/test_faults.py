@@ -18,6 +18,7 @@ import pytest
 
 from amnesiac.cli import main
 from amnesiac.faults import POINTS
+from amnesiac.ledger import verify_ledger
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.unlearn import forget
 from amnesiac.utils import model_hash
@@ -267,11 +268,11 @@ def test_a_ledger_from_before_row_checksums_is_read_and_upgraded_by_its_writer(r
     (run.ledger_path / "manifest.json").write_text(json.dumps(manifest))
     assert main(["ledger", "info", str(run.path)]) == 0  # readers work and change nothing
     store = run.open_ledger()
-    report = store.verify(progress=False)
+    report = verify_ledger(store, progress=False)
     store.close()
     assert report.unchecked_rows == report.steps > 0 and not report.bad
     assert all("older amnesiac" in p for p in report.problems)  # said, not hidden
     assert forget(run, ids=[17], evaluate_after=False, progress=False).receipt is not None  # the writer upgrades
     store = run.open_ledger()
-    assert store._has_row_sum and not store.verify(progress=False).bad
+    assert store._has_row_sum and not verify_ledger(store, progress=False).bad
     store.close()

@@ -7,7 +7,7 @@ import torch
 
 from amnesiac.cli import main
 from amnesiac.errors import LedgerCorruptError, MissingUpdatesError, ModelMismatchError, RequestError
-from amnesiac.ledger import tracked_state
+from amnesiac.ledger import tracked_state, verify_ledger
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.run.commit import JOURNAL, NEXT_MODEL
 from amnesiac.unlearn import forget, list_receipts
@@ -38,7 +38,7 @@ def _consistent(run: RunDir) -> str:
     store = run.open_ledger()
     try:
         assert model_hash(run.load_model()) == store.get_meta("head_hash")
-        assert store.verify(progress=False).ok
+        assert verify_ledger(store, progress=False).ok
         assert not (run.path / JOURNAL).exists() and not (run.path / NEXT_MODEL).exists()
         return store.get_meta("head_hash")
     finally:

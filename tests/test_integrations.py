@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from amnesiac import LedgerStore
+from amnesiac.ledger import verify_ledger
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -92,7 +93,7 @@ def test_lightning_callback_records_every_step_with_its_batch_and_forgets(tmp_pa
     want = sorted(r.step for r in steps if set(r.ids.tolist()) & set(forget))
     assert deletion.receipt["steps_reverted"] == want
     store.close()
-    assert LedgerStore.open(tmp_path / "ledger").verify(deep=True).ok
+    assert verify_ledger(LedgerStore.open(tmp_path / "ledger"), deep=True).ok
 
 
 def test_lightning_gradient_accumulation_gives_each_step_the_ids_of_its_batches(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from amnesiac.errors import ConfigError, LedgerCorruptError, LedgerError, RecorderError
-from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, tracked_state
+from amnesiac.ledger import LedgerStore, Recorder, estimate_for_model, tracked_state, verify_ledger
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.training import batches, fit
 from conftest import kill_when
@@ -235,7 +235,7 @@ def test_damaged_blob_is_detected_by_step(tmp_path, tiny_data, tiny_net, damage)
     with pytest.raises(LedgerCorruptError, match="step 3") as err:
         store.load_update(3)
     assert err.value.steps == [3]
-    report = store.verify(progress=False)
+    report = verify_ledger(store, progress=False)
     assert not report.ok and list(report.bad) == [3] and report.checked == 4
 
 
@@ -331,14 +331,14 @@ def test_only_a_writable_open_removes_leftovers_and_only_those_a_crash_explains(
     (blobs / "notes.txt").write_bytes(b"the user's")  # not the ledger's: never deleted
     everything = sorted(p.name for p in blobs.iterdir())
     reader = LedgerStore.open(tmp_path / "ledger")  # a reader changes nothing
-    report = reader.verify(progress=False)
+    report = verify_ledger(reader, progress=False)
     reader.close()
     assert sorted(p.name for p in blobs.iterdir()) == everything
     assert "000000000099.safetensors" in report.orphans and any("notes.txt" in p for p in report.problems)
     writer = LedgerStore.open(tmp_path / "ledger", writable=True)
     assert sorted(p.name for p in blobs.iterdir()) == ["000000000001.safetensors", "000000000002.safetensors", "notes.txt"]
     (blobs / "notes.txt").unlink()
-    assert writer.verify(progress=False).ok
+    assert verify_ledger(writer, progress=False).ok
 
 
 def test_a_missing_index_is_an_error_and_nothing_is_deleted(tmp_path, tiny_data, tiny_net):
@@ -430,7 +430,7 @@ def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path
     with run.lock():
         pass  # what the next command does first: finish or roll back, remove explained leftovers
     store = run.open_ledger()
-    report = store.verify(progress=False)
+    report = verify_ledger(store, progress=False)
     assert report.ok and report.orphans == []
     assert store.get_meta("training_complete") == "0"
     steps = [r.step for r in store.iter_steps()]
@@ -443,7 +443,7 @@ def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path
     run.write_config(cfg)
     result = train_run(cfg, out, resume=True, progress=False)
     store = run.open_ledger()
-    assert store.verify(progress=False).ok
+    assert verify_ledger(store, progress=False).ok
     assert store.last_step() == 90 * cfg.epochs and store.get_meta("training_complete") == "1"
     if record == "all":
         back = _subtract_all(result.model, store)
@@ -512,7 +512,7 @@ def test_a_failed_write_rolls_back_and_the_store_stays_usable(tmp_path):
     store.set_meta(head_hash="x")  # the connection is not stuck inside a transaction
     store.put_step(2, epoch=0, ids=[3], update=None)
     assert store.steps_for_ids([3], cross_check=True) == [2] and store.get_meta("head_hash") == "x"
-    assert store.verify(progress=False).ok
+    assert verify_ledger(store, progress=False).ok
 
 
 def test_flush_makes_steps_durable_with_fsync(tmp_path, tiny_data, tiny_net, monkeypatch):

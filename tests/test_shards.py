@@ -21,7 +21,7 @@ import torch
 from amnesiac.cli import main
 from amnesiac.data import ShardBatchSampler, ShardMap, load_dataset, make_shards, shard_batch_order
 from amnesiac.errors import ConfigError, RecorderError
-from amnesiac.ledger import LedgerStore, Recorder
+from amnesiac.ledger import LedgerStore, Recorder, verify_ledger
 from amnesiac.ledger.sums import norm_of, sum_updates
 from amnesiac.models import build_model
 from amnesiac.run import RunDir, TrainConfig, train_run
@@ -145,7 +145,7 @@ def test_a_ten_epoch_shard_ledger_is_the_size_of_a_one_epoch_one(tmp_path):
         blobs = sorted((store.path / "blobs").iterdir())
         assert len(blobs) == 12  # one sum per shard; no version left behind
         sizes.append(sum(p.stat().st_size for p in blobs))
-        assert store.verify(deep=True).ok
+        assert verify_ledger(store, deep=True).ok
     # equal up to the generation number in each blob's header
     assert abs(sizes[0] - sizes[1]) <= 12 * 16, sizes
 

@@ -64,7 +64,7 @@ def add_parser(sub: Any) -> None:
     est.add_argument("--no-buffers", action="store_true")
     est.add_argument("--json", action="store_true", help="print the result as JSON")
     est.set_defaults(func=run_estimate)
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    p.set_defaults(func=lambda args: _help(p))
 
 
 TRAIN_SIZES = {"digits": 1438, "mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000}
@@ -113,13 +113,13 @@ def run_info(args: argparse.Namespace) -> int:
 def _bare_ledger_audit(path: Path, *, deep: bool, progress: bool | None) -> Any:
     """The audit of a ledger recorded from your own loop (no run directory around it): everything in it;
     the model is checked against the head when you forget (``forget_records``), not here."""
-    from ..ledger import reading_ledger
+    from ..ledger import reading_ledger, verify_ledger
     from ..run import RunAudit
 
     rep = RunAudit(ledger=None)
     try:
         with reading_ledger(path, interrupted_ok=True) as store:  # a deletion in flight: "being changed"
-            rep.ledger = store.verify(deep=deep, progress=progress)
+            rep.ledger = verify_ledger(store, deep=deep, progress=progress)
         rep.checks.append("a ledger without a run directory: manifest, index, initial weights and blobs")
     except PendingChangeError:
         raise
@@ -230,4 +230,10 @@ def run_estimate(args: argparse.Namespace) -> int:
         print(f"  shard ledger       {shards} stored sums, whatever the epochs; up to {human_bytes(est.peak_bytes)} "
               "during an epoch (old and new sums until its commit)")
         print(f"  every-step ledger  {human_bytes(every.total_bytes)} ({every.total_bytes / est.total_bytes:.0f} times more)")
+    return 0
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    """The subcommand named without an action: its help, exit 0."""
+    parser.print_help()
     return 0

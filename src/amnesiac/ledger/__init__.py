@@ -3,6 +3,7 @@
 See :class:`Recorder` (attaches to an optimizer) and :class:`LedgerStore` (the durable record).
 """
 
+from .audit import verify_ledger
 from .estimate import StorageEstimate, estimate_for_model, estimate_storage, human_bytes, watched_step_probability
 from .recorder import Recorder, tracked_state
 from .store import FORMAT_VERSION, STORAGE_DTYPES, LedgerStore, StepRecord, VerifyReport, is_bare_ledger, reading_ledger
@@ -21,5 +22,6 @@ __all__ = [
     "is_bare_ledger",
     "reading_ledger",
     "tracked_state",
+    "verify_ledger",
     "watched_step_probability",
 ]

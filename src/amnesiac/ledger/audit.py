@@ -1,6 +1,6 @@
 """The ledger's own audit: everything in ``RUN/ledger`` that can be checked without the model.
 
-Used by :meth:`LedgerStore.verify`; the run-level audit (``amnesiac ledger verify``) adds the model, the
+:func:`verify_ledger` is the entry point; the run-level audit (``amnesiac ledger verify``) adds the model, the
 pending journal and the reconstruction check. Every finding is collected, never raised, so one report
 lists all damage at once.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,13 +26,23 @@ from .format import (
     file_checksum,
     meta_checksum,
 )
-
-if TYPE_CHECKING:
-    from .store import LedgerStore
+from .store import LedgerStore
 
 
-def audit_store(store: LedgerStore, *, deep: bool = True, progress: bool | None = None) -> VerifyReport:
-    """Every check of :meth:`LedgerStore.verify`, each finding collected in one report."""
+def verify_ledger(store: LedgerStore, *, deep: bool = True, progress: bool | None = None) -> VerifyReport:
+    """Audit a ledger directory: manifest, index integrity and self-consistency, initial state, blobs; each
+    finding collected in one report, never raised.
+
+    ``deep`` reads and checks every stored blob (and the initial weights' hash); without it blobs are only
+    checked for presence and size. The run-level audit (:func:`amnesiac.run.audit_run`) adds the model, the
+    pending journal and, with every step stored, the reconstruction check.
+
+    >>> import tempfile, torch
+    >>> store = LedgerStore.create(tempfile.mkdtemp() + "/ledger", manifest={})
+    >>> store.put_step(1, epoch=0, ids=[3], update={"w": torch.ones(2)})
+    >>> verify_ledger(store).ok
+    True
+    """
     report = VerifyReport()
     _check_manifest(store, report)
     _check_sqlite(store, report)

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..errors import LedgerCorruptError, LedgerError, RunDirError
-from ..ledger import LedgerStore
+from ..ledger import LedgerStore, verify_ledger
 from ..ledger.store import file_checksum
 from ..ledger.sums import sum_updates
 from ..utils import state_hash
 from .checkpoint import load_tensors
-from .commit import JOURNAL, NEXT_MODEL
-
-if TYPE_CHECKING:
-    from .rundir import RunDir
+from .layout import JOURNAL, NEXT_MODEL, RunFiles
 
 
 @dataclass
@@ -32,7 +29,7 @@ class RunAudit:
         return not self.problems and (self.ledger is None or self.ledger.ok)
 
 
-def audit_run(run: RunDir, *, deep: bool = False, progress: bool | None = None) -> RunAudit:
+def audit_run(run: RunFiles, *, deep: bool = False, progress: bool | None = None) -> RunAudit:
     """Audit a run: ledger (manifest, index, initial state, blobs), model against the head, pending journal;
     with ``deep`` every blob is read and, when every applied step is stored, initial + sum of the updates
     must equal the model."""
@@ -40,7 +37,7 @@ def audit_run(run: RunDir, *, deep: bool = False, progress: bool | None = None) 
         return _audit_committed(run, deep=deep, progress=progress)
 
 
-def _audit_committed(run: RunDir, *, deep: bool, progress: bool | None) -> RunAudit:
+def _audit_committed(run: RunFiles, *, deep: bool, progress: bool | None) -> RunAudit:
     out = RunAudit(ledger=None)
     if (run.path / JOURNAL).exists():
         out.problems.append(f"an interrupted change is pending ({JOURNAL}); run `amnesiac ledger recover {run.path}`")
@@ -68,7 +65,7 @@ def _audit_committed(run: RunDir, *, deep: bool, progress: bool | None) -> RunAu
     if store is None:
         return out
     with store:
-        out.ledger = store.verify(deep=deep, progress=progress)
+        out.ledger = verify_ledger(store, deep=deep, progress=progress)
         out.checks.append("manifest, index rows and id table, initial weights, "
                           + ("every stored update's checksum" if deep else "presence and size of stored updates"))
         head, head_sum = store.get_meta("head_hash"), store.get_meta("head_file_sum")

@@ -22,44 +22,24 @@ state stands. A run without a ledger commits at the rename instead. Named crash 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from ..errors import RunDirError
 from ..faults import point as fault_point
+from ..ledger import LedgerStore
+from ..ledger.format import file_checksum
 from ..utils import atomic_write_json, fsync_dir, model_hash, model_state
 from .checkpoint import save_tensors
-
-if TYPE_CHECKING:
-    from ..ledger import LedgerStore
-    from .rundir import RunDir
-
-JOURNAL = ".commit.json"
-NEXT_MODEL = "model.next.safetensors"
-COMMIT_LOCK = ".commit.lock"
+from .layout import COMMIT_LOCK, JOURNAL, NEXT_MODEL, RunFiles  # noqa: F401  (the names are this protocol's)
 
 
-def _hold_commit_lock(run: RunDir) -> None:
-    if getattr(run, "_commit_fh", None) is None:
-        fh = open(run.path / COMMIT_LOCK, "a+")
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        run._commit_fh = fh  # type: ignore[attr-defined]
-
-
-def _release_commit_lock(run: RunDir) -> None:
-    fh = getattr(run, "_commit_fh", None)
-    if fh is not None:
-        fh.close()  # closing drops the flock
-        run._commit_fh = None  # type: ignore[attr-defined]
-
-
-def read_journal(run: RunDir) -> dict[str, Any] | None:
+def read_journal(run: RunFiles) -> dict[str, Any] | None:
     """The pending journal, or None. A damaged journal raises RunDirError naming it."""
     jpath = run.path / JOURNAL
     if not jpath.exists():
@@ -74,7 +54,7 @@ def read_journal(run: RunDir) -> dict[str, Any] | None:
     return journal
 
 
-def _cleanup(run: RunDir, store: LedgerStore | None, journal: dict[str, Any]) -> None:
+def _cleanup(run: RunFiles, store: LedgerStore | None, journal: dict[str, Any]) -> None:
     if store is not None and journal.get("destroy_steps"):
         store.delete_blobs(journal["destroy_steps"])
         fault_point("commit:after-destroy")
@@ -85,7 +65,7 @@ def _cleanup(run: RunDir, store: LedgerStore | None, journal: dict[str, Any]) ->
                 p.unlink(missing_ok=True)
 
 
-def _is_committed(run: RunDir, store: LedgerStore | None, journal: dict[str, Any], nxt: Path) -> bool:
+def _is_committed(run: RunFiles, store: LedgerStore | None, journal: dict[str, Any], nxt: Path) -> bool:
     if journal.get("new_hash") is None:  # died before commit_model began
         return False
     if store is not None:
@@ -98,7 +78,7 @@ def _is_committed(run: RunDir, store: LedgerStore | None, journal: dict[str, Any
         return False
 
 
-def recover(run: RunDir, *, log_rollback: bool = True) -> str | None:
+def recover(run: RunFiles, *, log_rollback: bool = True) -> str | None:
     """Resolve an interrupted change (call with the run's lock held); returns ``"rolled-forward"``,
     ``"rolled-back"`` or None when there was nothing to do. Each outcome goes to the audit log, except a
     roll-back that dropped nothing from the ledger when ``log_rollback`` is False (a refused request
@@ -109,7 +89,7 @@ def recover(run: RunDir, *, log_rollback: bool = True) -> str | None:
     if journal is None:
         nxt.unlink(missing_ok=True)
         return None
-    _hold_commit_lock(run)
+    run.commit_lock.hold()
     try:
         store = run.open_ledger(writable=True) if run.has_ledger() else None
         try:
@@ -136,15 +116,15 @@ def recover(run: RunDir, *, log_rollback: bool = True) -> str | None:
         jpath.unlink(missing_ok=True)
         fsync_dir(run.path)
     finally:
-        _release_commit_lock(run)
+        run.commit_lock.release()
     return outcome
 
 
-def begin_change(run: RunDir, *, old_hash: str, store: LedgerStore | None, kind: str = "forget",
+def begin_change(run: RunFiles, *, old_hash: str, store: LedgerStore | None, kind: str = "forget",
                  truncate_on_rollback: bool = True) -> dict[str, Any]:
     """Take the commit lock and write the journal that lets :func:`recover` undo a change that dies before
     its commit point (``truncate_on_rollback``: drop the ledger steps recorded after this point)."""
-    _hold_commit_lock(run)
+    run.commit_lock.hold()
     journal = {"kind": kind, "old_hash": old_hash, "new_hash": None,
                "base_last_step": store.last_step() if store is not None and truncate_on_rollback else None}
     atomic_write_json(run.path / JOURNAL, journal)
@@ -153,14 +133,14 @@ def begin_change(run: RunDir, *, old_hash: str, store: LedgerStore | None, kind:
     return journal
 
 
-def abort_change(run: RunDir) -> None:
+def abort_change(run: RunFiles) -> None:
     """Undo a change that failed before its commit point (the same as recovering after a crash; logged only
     when it had recorded ledger steps that are now dropped)."""
     recover(run, log_rollback=False)
 
 
 def commit_model(
-    run: RunDir,
+    run: RunFiles,
     model: nn.Module,
     *,
     old_hash: str,
@@ -177,11 +157,9 @@ def commit_model(
 
     ``ledger_commit(new_hash, file_checksum)`` performs step 3 (one durable ledger transaction).
     """
-    from ..ledger.store import file_checksum
-
     new_hash = new_hash or model_hash(model)
     jpath = run.path / JOURNAL
-    _hold_commit_lock(run)
+    run.commit_lock.hold()
     try:
         journal = read_journal(run) or {"kind": kind, "old_hash": old_hash, "base_last_step": None}
         journal.update({"new_hash": new_hash, "destroy_steps": [int(s) for s in destroy_steps],
@@ -201,5 +179,5 @@ def commit_model(
         jpath.unlink(missing_ok=True)
         fsync_dir(run.path)
     finally:
-        _release_commit_lock(run)
+        run.commit_lock.release()
     return new_hash

@@ -11,7 +11,7 @@ import platform
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,16 +22,15 @@ from ..config import TrainConfig
 from ..data import DataBundle, load_dataset
 from ..data.base import ArrayDataset
 from ..data.shards import ShardMap, make_shards, read_subject_map
-from ..errors import ConfigError, LedgerCorruptError, LedgerError, PendingChangeError, RunDirError
+from ..errors import ConfigError, LedgerError, RunDirError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore
 from ..models import build_model
-from ..utils import atomic_write_json, model_hash, model_state, shared_lock_unless_busy, wait_for_lock
+from ..utils import atomic_write_json, model_hash, model_state, wait_for_lock
+from .audit import RunAudit, audit_run
 from .checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
-from .commit import COMMIT_LOCK, JOURNAL, begin_change, commit_model, recover
-
-if TYPE_CHECKING:
-    from .audit import RunAudit
+from .commit import begin_change, commit_model, recover
+from .layout import COMMIT_LOCK, RunFiles
 
 
 def select_training_data(train: ArrayDataset, config: TrainConfig) -> ArrayDataset:
@@ -87,11 +86,12 @@ def evaluation_sets(bundle: DataBundle, eval_class: int | None) -> dict[str, Arr
     return sets
 
 
-class RunDir:
-    """A run directory: config, model, optimizer state, metrics and ledger of one model."""
+class RunDir(RunFiles):
+    """A run directory: config, model, optimizer state, metrics and ledger of one model (the files and the
+    readers' view are :class:`~amnesiac.run.layout.RunFiles`; this adds data, models, locking and commits)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self._bundle: DataBundle | None = None
 
     # ----------------------------------------------------------------- creation and opening
@@ -147,31 +147,6 @@ class RunDir:
             "python": platform.python_version(),
         })
 
-    # ----------------------------------------------------------------- paths
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / "model.safetensors"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.path / "ledger"
-
-    @property
-    def config(self) -> TrainConfig:
-        try:
-            raw = json.loads(self.config_path.read_bytes().decode("utf-8"))
-            return TrainConfig.from_dict(raw["config"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise RunDirError(f"cannot read {self.config_path}: {err}") from None
-
     # ----------------------------------------------------------------- data and model
     def bundle(self) -> DataBundle:
         """The run's dataset (loaded once)."""
@@ -193,24 +168,6 @@ class RunDir:
         """A freshly initialised model of the run's architecture (uses the global torch RNG)."""
         info = self.bundle().info
         return build_model(self.config.model, in_channels=info.channels, num_classes=info.num_classes, image_size=info.image_size)
-
-    def _check_model_file(self) -> None:
-        if not self.model_path.exists():
-            raise RunDirError(f"{self.model_path} is missing; the run has not finished an epoch yet")
-        if not self.model_path.is_file():
-            raise RunDirError(f"{self.model_path} should be the model file but is a {'directory' if self.model_path.is_dir() else 'special file'}")
-
-    def model_meta(self) -> dict[str, Any]:
-        """Epoch, step and hash stored with the current model (reads the file's header only)."""
-        from safetensors import safe_open
-
-        self._check_model_file()
-        try:
-            with safe_open(str(self.model_path), framework="pt") as fh:
-                meta = fh.metadata() or {}
-            return {k: json.loads(v) for k, v in meta.items()}
-        except Exception as err:  # safetensors raises several types for a bad header
-            raise RunDirError(f"{self.model_path} is not a readable safetensors file ({err})") from None
 
     def load_model(self) -> nn.Module:
         """The run's current model, weights loaded (built on the meta device: no wasted initialisation)."""
@@ -237,9 +194,6 @@ class RunDir:
         h = model_hash(model)
         save_tensors(self.model_path, model_state(model), {**meta, "hash": h})
         return h
-
-    def optimizer_path(self, step: int) -> Path:
-        return self.path / f"optimizer-{step:012d}.safetensors"
 
     def commit_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, store: LedgerStore | None, *,
                      epoch: int, step: int) -> str:
@@ -274,38 +228,6 @@ class RunDir:
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         atomic_write_json(self.metrics_path, records)
 
-    # ----------------------------------------------------------------- ledger
-    def has_ledger(self) -> bool:
-        """Whether the run keeps a ledger. A ledger folder that is damaged (a file in its place, or an index
-        without its manifest) raises instead of passing for a run trained without one."""
-        p = self.ledger_path
-        if not p.exists():
-            return False
-        if not p.is_dir():
-            raise LedgerCorruptError(f"{p} should be the run's ledger directory but is a file; the ledger is damaged")
-        if (p / "manifest.json").exists():
-            return True
-        if any(p.iterdir()):
-            raise LedgerCorruptError(f"{p} holds ledger files but its manifest.json is missing; the ledger is damaged")
-        return False
-
-    def no_ledger_reason(self) -> str:
-        """Why this run has no ledger, from what its config asked for and what it holds."""
-        try:
-            record = self.config.record
-        except RunDirError:
-            record = None
-        if record == "none":
-            return f"{self.path} has no ledger (it was trained with --record none)"
-        if not self.model_path.exists():
-            return (f"{self.path} has no ledger yet: its training (--record {record}) stopped before creating one, "
-                    f"and before its first epoch; run `amnesiac train --resume --out {self.path}` to train it")
-        return f"{self.path} has no ledger, although its config asks for --record {record}: it was removed"
-
-    def open_ledger(self, *, writable: bool = False, check_manifest: bool = True) -> LedgerStore:
-        """Open the run's ledger; ``writable`` only with the run's lock held."""
-        return LedgerStore.open(self.ledger_path, writable=writable, check_manifest=check_manifest)
-
     # ----------------------------------------------------------------- locking and commits
     @contextlib.contextmanager
     def lock(self, *, wait: bool = True, recover: bool = True) -> Iterator[None]:
@@ -330,27 +252,6 @@ class RunDir:
         finally:
             fh.close()
 
-    @contextlib.contextmanager
-    def reading(self, *, interrupted_ok: bool = False) -> Iterator[None]:
-        """For commands that only read (info, verify, receipts, attacks): see committed state or nothing.
-
-        Holds the run's commit lock shared for the block, so no change commits while it reads. Raises
-        :class:`PendingChangeError` while a change is being committed, or (unless ``interrupted_ok``, for the
-        audit, which reports it) when an interrupted one awaits recovery. Readers never complete, roll back,
-        create or delete anything themselves.
-        """
-        with shared_lock_unless_busy(self.path / COMMIT_LOCK) as free:
-            if not free:
-                raise PendingChangeError(
-                    f"{self.path} is being changed right now (a forget, or the end of a training epoch); "
-                    "try again when that command finishes")
-            if (self.path / JOURNAL).exists() and not interrupted_ok:
-                raise PendingChangeError(
-                    f"{self.path} holds an interrupted change (its journal {JOURNAL} is still there): a training or "
-                    "forget died before finishing. The next command that takes the run's lock completes or rolls it "
-                    f"back; run `amnesiac ledger recover {self.path}` to do it now")
-            yield
-
     def finish_pending_commit(self) -> str | None:
         """Complete or roll back a model change interrupted by a crash (see amnesiac.run.commit)."""
         outcome = recover(self)
@@ -365,15 +266,8 @@ class RunDir:
             pass  # a damaged ledger: the command that needs it reports the damage when it opens it
         return outcome
 
-    def leftover_writes(self) -> list[Path]:
-        """Temporary files of atomic writes in the run directory that a crash interrupted (``.NAME.*.tmp``):
-        never a committed file; the next holder of the run's lock removes them."""
-        return sorted(p for p in self.path.glob(".*.tmp") if p.is_file())
-
     def audit(self, *, deep: bool = False, progress: bool | None = None) -> RunAudit:
         """Check the whole run: the ledger's own audit plus the model against the head (see :class:`RunAudit`)."""
-        from .audit import audit_run
-
         return audit_run(self, deep=deep, progress=progress)
 
 
