@@ -58,7 +58,8 @@ def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
 def auc(scores: Any, labels: Any) -> float:
     """Area under the ROC curve (ties count one half), equal to scikit-learn's ``roc_auc_score``."""
     fpr, tpr, _ = roc_curve(scores, labels)
-    return float(np.trapezoid(tpr, fpr) if hasattr(np, "trapezoid") else np.trapz(tpr, fpr))
+    area = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # noqa: B009  (NumPy 2 renamed trapz)
+    return float(area(tpr, fpr))
 
 
 def tpr_at_fpr(scores: Any, labels: Any, max_fpr: float) -> dict[str, float]:
@@ -86,7 +87,7 @@ def best_balanced_accuracy(scores: Any, labels: Any) -> dict[str, float]:
     return {"balanced_accuracy": float(bal[i]), "threshold": float(thr[i])}
 
 
-def threshold_stats(scores: Any, labels: Any, threshold: float) -> dict[str, float]:
+def threshold_stats(scores: Any, labels: Any, threshold: float) -> dict[str, float | None]:
     """Recall, precision and FPR when ``score >= threshold`` is called a member. Precision is None (not
     NaN) when the threshold calls nothing a member: it is undefined, not zero.
 

@@ -73,7 +73,7 @@ def add_parser(sub: Any) -> None:
     inv.add_argument("--json", action="store_true", help="print the result as JSON")
     inv.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
     inv.set_defaults(func=run_inversion)
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    p.set_defaults(func=lambda args: _help(p))
 
 
 def _targets(args: argparse.Namespace, run: RunDir):
@@ -265,4 +265,10 @@ def run_inversion(args: argparse.Namespace) -> int:
           f"untrained, inverted the same way")
     if args.out:
         print(f"\nimages: {result['png']}")
+    return 0
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    """The subcommand named without an action: its help, exit 0."""
+    parser.print_help()
     return 0

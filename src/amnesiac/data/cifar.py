@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DatasetError
 
-LAYOUTS = {
+LAYOUTS: dict[str, dict[str, Any]] = {
     "cifar10": {
         "folder": "cifar-10-batches-py",
         "archive": "cifar-10-python.tar.gz",

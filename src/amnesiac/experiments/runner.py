@@ -140,11 +140,18 @@ class _Inversions:
                                              device=device)
             self.refs = inversion_references(bundle.train, seed=s.seed)
 
+    @property
+    def _references(self) -> Any:
+        """The real images inversions are scored against (made with the evaluator; only used when it exists)."""
+        if self.refs is None:
+            raise RuntimeError("inversion references are made with the evaluator; this stage has none")
+        return self.refs
+
     def _invert(self, model: torch.nn.Module, variant: str) -> Any:
         s, info = self.s, self.info
         return invert(model, s.target_class, shape=(info.channels, info.image_size, info.image_size), variant=variant,
                       iterations=s.inversion_iterations, process_every=s.inversion_process_every,
-                      restarts=s.inversion_restarts, prior=self.refs.prior_for(variant),
+                      restarts=s.inversion_restarts, prior=self._references.prior_for(variant),
                       seed=s.seed, progress=self.progress)
 
     def __call__(self, method: str, label: str, model: torch.nn.Module) -> None:
@@ -154,10 +161,10 @@ class _Inversions:
             if variant not in self._base_inv:  # the same architecture having learned nothing
                 base = self._invert(untrained_copy(model, seed=self.s.seed), variant)
                 self._base_inv[variant] = base
-                self.baseline[variant] = score_inversion(base, self.evaluator, self.refs)
+                self.baseline[variant] = score_inversion(base, self.evaluator, self._references)
             inv = self._invert(model, variant)
             self.scores.setdefault(variant, {}).setdefault(method, {})[label] = score_inversion(
-                inv, self.evaluator, self.refs, baseline=self._base_inv[variant])
+                inv, self.evaluator, self._references, baseline=self._base_inv[variant])
             self.images.setdefault(variant, {}).setdefault(method, {})[label] = inv.images
 
     def share(self, source: str, method: str, label: str) -> None:
@@ -171,7 +178,10 @@ class _Inversions:
         """A hook inverting ``model`` (or the model it is handed) after the settings' inversion epochs."""
         def at_end(epoch: int, current: torch.nn.Module | None = None) -> None:
             if epoch in self.s.inversion_epochs:
-                self(method, f"epoch {epoch}", current if current is not None else model)
+                chosen = current if current is not None else model
+                if chosen is None:
+                    raise ValueError("at_epochs: give a model, or call the hook with the model to invert")
+                self(method, f"epoch {epoch}", chosen)
         return at_end
 
     def grids(self, out: Path) -> dict[str, str]:
@@ -181,7 +191,7 @@ class _Inversions:
             rows = {f"{m}: {label}": imgs for m, points in methods.items() for label, imgs in points.items()
                     if not (m == "relabel" and label == "trained")}  # the same model as naive's
             rows["never trained"] = self._base_inv[variant].images
-            rows["class mean"] = self.refs.means[c][None]
+            rows["class mean"] = self._references.means[c][None]
             path = save_grid(out / f"inversion-{variant}.png", rows, title=f"{variant} inversions of class {c}")
             names[variant] = path.name
         return names
@@ -261,13 +271,14 @@ def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inv
     result = forget(amn, class_=c, method="amnesiac", evaluate_after=False, progress=progress, force=True,
                     out=str(copy))
     forget_seconds = time.perf_counter() - t
-    model = result.model.to(device)
+    forgotten, receipt = _applied(result)
+    model = forgotten.to(device)
     after = _point(model, sets, s.topk, 0.0, "after removal (0')")
     inversion("amnesiac", "after removal", model)
     # training on after the subtraction is the registry's naive retraining, as for the other curves and Table 1
     curve = [amn_before, after] + _class_curve("naive", amn, model, s, sets, inversion.at_epochs("amnesiac"),
                                                progress)
-    n = result.receipt["n_steps_reverted"]
+    n = receipt["n_steps_reverted"]
     return curve, {"steps_reverted": n, "total_steps": total_steps, "share": n / max(total_steps, 1),
                    "forget_seconds": forget_seconds}
 
@@ -375,9 +386,10 @@ def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: 
         # Table 1 subtracts the targets' steps whatever their share (the paper's experiment): past the planner
         res = forget(target_run, ids=targets.ids.tolist(), method="amnesiac", evaluate_after=False,
                      out=str(copy_dir), progress=progress, force=True)
-        model = res.model.to(device)
+        forgotten, receipt = _applied(res)
+        model = forgotten.to(device)
         row["0'"] = attack(model, "amnesiac at 0'")
-        row["steps_reverted"] = res.receipt["n_steps_reverted"]
+        row["steps_reverted"] = receipt["n_steps_reverted"]
         train_as = "naive"  # after the subtraction the paper keeps training on the retained data
     else:
         model = copy.deepcopy(target_model)
@@ -543,3 +555,10 @@ def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_di
     atomic_write_json(out / "results.json", results)
     write_report(out, config, results)
     return results
+
+
+def _applied(result: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model and receipt of a forget that changed the model (every forced request of these stages does)."""
+    if result.model is None or result.receipt is None:
+        raise RuntimeError(f"the deletion changed nothing ({result.message}); this stage needs its result")
+    return result.model, result.receipt

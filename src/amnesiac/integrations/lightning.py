@@ -52,6 +52,7 @@ class AmnesiacCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.store is None:
+            assert not isinstance(self.ledger, LedgerStore)  # a store given at construction is self.store
             self.store = LedgerStore.create(self.ledger, initial=pl_module.state_dict(),
                                             manifest={"storage_dtype": self.recorder_options.get("dtype", "float32")})
         optimizer = trainer.optimizers[self.optimizer_index]

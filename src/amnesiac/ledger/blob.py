@@ -132,10 +132,10 @@ class BlobBuffer:
 
     def payload(self) -> memoryview:
         """The exact bytes of the file (header and data)."""
-        return memoryview(self.buffer.numpy())[: self.size]
+        return self.buffer.numpy().data[: self.size]
 
     def padded(self) -> memoryview:
-        return memoryview(self.buffer.numpy())
+        return self.buffer.numpy().data
 
 
 def write_blob(path: Path, blob: BlobBuffer, *, fsync: bool = False, direct: bool = True) -> None:
@@ -206,7 +206,7 @@ def read_file_aligned(path: Path) -> tuple[torch.Tensor, int]:
     raw = torch.empty(padded + ALIGN, dtype=torch.uint8)
     start = (-raw.data_ptr()) % ALIGN
     buf = raw[start : start + padded]
-    view = memoryview(buf.numpy())
+    view = buf.numpy().data
     fd = -1
     try:
         if hasattr(os, "O_DIRECT"):

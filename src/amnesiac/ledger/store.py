@@ -139,11 +139,11 @@ def _check_sqlite_header(index: Path) -> None:
 
 
 class _Cursor(sqlite3.Cursor):
-    def execute(self, *args: Any) -> _Cursor:  # type: ignore[override]
+    def execute(self, *args: Any) -> _Cursor:
         with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
             return super().execute(*args)
 
-    def executemany(self, *args: Any) -> _Cursor:  # type: ignore[override]
+    def executemany(self, *args: Any) -> _Cursor:
         with _damage_is_corruption(self.connection.index_path):  # type: ignore[attr-defined]
             return super().executemany(*args)
 
@@ -167,18 +167,18 @@ class _Connection(sqlite3.Connection):
 
     index_path: Path
 
-    def cursor(self, factory: Any = _Cursor) -> Any:  # type: ignore[override]
+    def cursor(self, factory: Any = _Cursor) -> Any:
         return super().cursor(factory)
 
-    def execute(self, *args: Any) -> Any:  # type: ignore[override]
+    def execute(self, *args: Any) -> Any:
         with _damage_is_corruption(self.index_path):
             return self.cursor().execute(*args)
 
-    def executemany(self, *args: Any) -> Any:  # type: ignore[override]
+    def executemany(self, *args: Any) -> Any:
         with _damage_is_corruption(self.index_path):
             return self.cursor().executemany(*args)
 
-    def executescript(self, script: str) -> Any:  # type: ignore[override]
+    def executescript(self, script: str) -> Any:
         with _damage_is_corruption(self.index_path):
             return super().executescript(script)
 
@@ -559,7 +559,7 @@ class LedgerStore:
         now, text = time.time(), json.dumps(payload, sort_keys=True, default=str)
         cur.execute("INSERT INTO events (time, kind, payload, sum) VALUES (?, ?, ?, ?)",
                     (now, kind, text, event_checksum(now, kind, text)))
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Audit-log entries, oldest first, optionally of one kind; a damaged entry raises."""
@@ -599,7 +599,7 @@ class LedgerStore:
         if rsum is None:
             return None if not self._has_row_sum or self.manifest.get("row_sums") is not True else "its checksum is missing"
         try:
-            expected = row_checksum(step, epoch, kind, ids, recorded, blob, digest, nbytes, state, created)
+            expected = row_checksum(step, epoch, kind, bytes(ids), recorded, blob, digest, nbytes, state, created)
         except (TypeError, ValueError):
             return "a field has the wrong type"
         return None if expected == rsum else "its checksum does not match its fields"
@@ -744,7 +744,7 @@ class LedgerStore:
             raise LedgerCorruptError(f"the update of step {rec.step} is missing ({path})", [rec.step]) from None
         except OSError as err:
             raise LedgerCorruptError(f"the update of step {rec.step} cannot be read ({err})", [rec.step]) from None
-        payload = memoryview(buf.numpy())[:size]
+        payload = buf.numpy().data[:size]
         if rec.checksum is None or size != rec.nbytes or not verify_checksum(payload, rec.checksum):
             raise LedgerCorruptError(
                 f"the update of step {rec.step} does not match its checksum ({path}: {size} bytes, "
@@ -755,7 +755,7 @@ class LedgerStore:
     def read_blob(self, rec: StepRecord) -> bytes:
         """The raw bytes of a step's blob, checked against its checksum."""
         buf, size = self._read_verified(rec)
-        return bytes(memoryview(buf.numpy())[:size])
+        return bytes(buf.numpy().data[:size])
 
     def load_update(self, step: int | StepRecord) -> dict[str, torch.Tensor]:
         """The update of one step, verified against its checksum (tensors share one buffer, no copies)."""
@@ -765,7 +765,7 @@ class LedgerStore:
             return tensors_from_buffer(buf, size)
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
             try:
-                return st_load(bytes(memoryview(buf.numpy())[:size]))
+                return st_load(bytes(buf.numpy().data[:size]))
             except Exception:
                 raise LedgerCorruptError(f"the update of step {rec.step} cannot be decoded ({err})", [rec.step]) from None
 
@@ -807,17 +807,6 @@ class LedgerStore:
         if held:
             fsync_dir(self.path / "blobs")
         return len(held)
-
-    def verify(self, *, progress: bool | None = None, deep: bool = True) -> VerifyReport:
-        """Audit the ledger directory: manifest, index integrity and self-consistency, initial state, blobs.
-
-        ``deep`` reads and checks every stored blob (and the initial weights' hash); without it blobs are
-        only checked for presence and size. The run-level audit (:meth:`amnesiac.run.RunDir.audit`) adds the
-        model, the pending journal and, with every step stored, the reconstruction check.
-        """
-        from .audit import audit_store
-
-        return audit_store(self, deep=deep, progress=progress)
 
     def commit_revert(self, steps: Sequence[int], *, new_hash: str, event: dict[str, Any],
                       forgotten_ids: Sequence[int] = (), extra_meta: dict[str, Any] | None = None) -> int:

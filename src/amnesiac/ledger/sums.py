@@ -49,4 +49,4 @@ def sum_updates(store: LedgerStore, steps: Iterable[int], *, progress: bool | No
 
 def norm_of(tensors: dict[str, torch.Tensor]) -> float:
     """Euclidean norm over every tensor together."""
-    return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors.values()))) if tensors else 0.0
+    return float(torch.sqrt(torch.stack([(t.float() ** 2).sum() for t in tensors.values()]).sum())) if tensors else 0.0

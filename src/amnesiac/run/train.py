@@ -139,7 +139,8 @@ def _train_into(run: RunDir, config: TrainConfig, *, resume: bool, progress: boo
         model = run.new_model().to(resolve_device(device))
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr,
                                    momentum=config.momentum, weight_decay=config.weight_decay)
-        start_epoch, start_step, history = 0, 0, []
+        start_epoch, start_step = 0, 0
+        history: list[dict[str, Any]] = []
         if resume and run.model_path.exists():
             start_epoch, start_step, history = _resume_point(run)
             if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)

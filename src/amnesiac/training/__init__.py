@@ -78,7 +78,7 @@ def batches(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if shards is not None:
         for positions in shard_batch_order(shards, _ids_of(data), batch_size=batch_size, seed=seed, epoch=epoch):
-            yield data[torch.as_tensor(positions)]  # type: ignore[index]
+            yield data[torch.as_tensor(positions)]
         return
     n = len(data)  # type: ignore[arg-type]
     order = torch.randperm(n, generator=_epoch_generator(seed, epoch)) if shuffle else torch.arange(n)

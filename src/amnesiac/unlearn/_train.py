@@ -40,8 +40,7 @@ def method_shards(ctx: MethodContext, data: ArrayDataset) -> ShardMap | None:
     for r in rows:
         if r.step in standing_steps:
             continue
-        rest = r.ids[np.isin(r.ids, wanted)]
-        rest = [i for i in rest.tolist() if i not in assigned]
+        rest = [i for i in r.ids[np.isin(r.ids, wanted)].tolist() if i not in assigned]
         if rest:
             assigned.update(dict.fromkeys(rest, nxt))
             nxt += 1

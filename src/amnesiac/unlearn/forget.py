@@ -83,10 +83,11 @@ class _Job:
     working: nn.Module
     progress: bool | None
     t_start: float
-    request: DeletionRequest | None = None
-    plan: Plan | None = None
-    new_ids: np.ndarray | None = None
-    forget_data: ArrayDataset | None = None
+    # set by _plan, before any stage reads them
+    request: DeletionRequest = field(init=False)
+    plan: Plan | None = None  # None for a run without a ledger
+    new_ids: np.ndarray = field(init=False)
+    forget_data: ArrayDataset = field(init=False)
     retain: Any = None
     sets: dict[str, ArrayDataset] = field(default_factory=dict)
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -97,7 +98,7 @@ class _Job:
 def forget(
     run: RunDir | str,
     *,
-    ids: Sequence[int] | None = None,
+    ids: Sequence[int] | np.ndarray | None = None,
     class_: int | None = None,
     subjects: Sequence[str] | None = None,
     subject_map: Mapping[str, Sequence[int]] | None = None,
@@ -252,7 +253,7 @@ def _plan(job: _Job, thresholds: Thresholds, **what: Any) -> None:
 def _dry_run(job: _Job) -> ForgetResult:
     """The plan, with the size of the update a deletion would subtract against the model's."""
     plan = job.plan
-    if plan is not None and plan.to_revert and not plan.missing:
+    if job.store is not None and plan is not None and plan.to_revert and not plan.missing:
         plan.update_norm = norm_of(sum_updates(job.store, plan.to_revert, progress=job.progress))
         plan.model_norm = norm_of({k: v for k, v in job.current.state_dict().items() if v.is_floating_point()})
     return ForgetResult(plan, None, None, dry_run=True, message="dry run: nothing changed")

@@ -26,10 +26,11 @@ model you train, save and serve yourself:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,7 @@ def forget_records(
     wanted = as_id_array(ids, "ids")
     _check_thresholds(thresholds)
     target = _check_save_to(save_to)
-    opened = not isinstance(ledger, LedgerStore)
-    store = LedgerStore.open(ledger, writable=True) if opened else ledger
-    try:
+    with _opened(ledger, writable=True) as store:
         with exclusive_lock(store.path / LEDGER_LOCK, f"the ledger {store.path} (another process is changing it)"):
             recovered = finish_interrupted_deletion(store)
             current = _check_head(store, model, recovered)
@@ -111,9 +110,19 @@ def forget_records(
             receipt = _subtract_and_commit(model, store, request, plan, current, target=target,
                                            keep_artifacts=keep_artifacts, progress=progress, t_start=t_start)
             return Deletion(model, plan, receipt)
+
+
+@contextlib.contextmanager
+def _opened(ledger: LedgerStore | str | os.PathLike[str], *, writable: bool = False) -> Iterator[LedgerStore]:
+    """The store itself, or the ledger at a path opened for the block (and closed after it)."""
+    if isinstance(ledger, LedgerStore):
+        yield ledger
+        return
+    store = LedgerStore.open(ledger, writable=writable)
+    try:
+        yield store
     finally:
-        if opened:
-            store.close()
+        store.close()
 
 
 def _subtract_and_commit(model: nn.Module, store: LedgerStore, request: DeletionRequest, plan: Plan, current: str, *,
@@ -163,14 +172,9 @@ def plan_deletion(
     """
     wanted = as_id_array(ids, "ids")
     _check_thresholds(thresholds)
-    opened = not isinstance(ledger, LedgerStore)
-    store = LedgerStore.open(ledger) if opened else ledger
-    try:
+    with _opened(ledger) as store:
         request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
         return make_plan(store, request.ids.tolist(), thresholds=thresholds)
-    finally:
-        if opened:
-            store.close()
 
 
 def finish_interrupted_deletion(ledger: LedgerStore) -> dict[str, Any] | None:

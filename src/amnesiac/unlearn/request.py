@@ -41,7 +41,7 @@ def resolve_request(
     labels: np.ndarray,
     *,
     num_classes: int,
-    ids: Sequence[int] | None = None,
+    ids: Sequence[int] | np.ndarray | None = None,
     class_: int | None = None,
     subjects: Sequence[str] | None = None,
     subject_map: Mapping[str, Sequence[int]] | None = None,
