@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         subjects_file.write_text(json.dumps(subjects))
         for epochs in args.epochs:
             for name, extra in (("random batching (every step)", {}),
-                                ("one-batch shards", {"batching": "shards"}),
+                                ("one-batch shards", {"batching": "shards", "shard_size": 64}),
                                 ("subject-aligned shards", {"batching": "shards", "shard_subjects": str(subjects_file)})):
                 out = Path(tmp) / f"{epochs}-{len(rows)}"
                 cfg = TrainConfig(dataset="digits", model="small-cnn", epochs=epochs, batch_size=64, **extra)

@@ -103,3 +103,29 @@ def test_a_forget_on_a_busy_run_says_it_waits(tmp_path):
     watchdog.cancel()
     assert proc.returncode == 0, first + rest
     assert first.startswith("waiting for the lock of") and "got the lock of" in rest
+
+
+@pytest.mark.parametrize("lock_files", ["as made", "removed"])
+def test_readers_leave_a_run_directory_as_they_found_it(tmp_path, lock_files):
+    """Every reader, on a run made today and on one whose lock files are gone (an older amnesiac, a copy): the
+    listing (lock files included) and every file's bytes are unchanged."""
+    import hashlib
+
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    assert main(["forget", str(run), "--ids", "5", "--no-eval", "--no-progress", "--force"]) == 0
+    if lock_files == "removed":
+        for p in run.rglob("*.lock"):
+            p.unlink()
+
+    def listing() -> dict[str, str]:
+        return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+                for p in sorted(run.rglob("*"))}
+
+    before = listing()
+    for argv in (["ledger", "info", str(run)], ["ledger", "verify", str(run), "--deep"], ["receipts", str(run)],
+                 ["attack", "inversion", str(run), "--class", "4", "--iterations", "5", "--restarts", "1",
+                  "--out", str(tmp_path / "a"), "--no-progress"],
+                 ["attack", "mia", str(run), "--target-ids", "0-19", "--attacks", "loss", "--no-progress"]):
+        assert main(argv) == 0, argv
+        assert listing() == before, argv

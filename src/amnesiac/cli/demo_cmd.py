@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(table(rows, ["", "original", "after amnesiac", "retrained (reference)"]))
     print(summary)
     r = result.receipt
+    assert r is not None  # a class request on a fresh run always changes the model
     print(f"\namnesiac reverted {r['n_steps_reverted']} of {r['plan']['total_steps']} steps "
           f"({100 * r['plan']['share']:.1f}%) and repaired with {r['optimizer_steps']} steps; "
           f"receipt in {out / 'forgotten'} (amnesiac receipts {out / 'forgotten'})")
@@ -124,8 +125,8 @@ def _measure(args: argparse.Namespace, out: Path, bundle: Any, models: dict[str,
     refs = inversion_references(bundle.train, seed=args.seed)
     sets = {"test": bundle.test, f"class {c}": bundle.test.subset((bundle.test.targets == c).nonzero().flatten()),
             "other classes": bundle.test.subset((bundle.test.targets != c).nonzero().flatten())}
-    rows = [[f"test accuracy, {label}"] + [evaluate(m, ds)["accuracy"] for m in models.values()]
-            for label, ds in sets.items()]
+    rows: list[list[Any]] = [[f"test accuracy, {label}"] + [evaluate(m, ds)["accuracy"] for m in models.values()]
+                             for label, ds in sets.items()]
     rows.append([f"accuracy on the {len(members)} forgotten records"] + [evaluate(m, members)["accuracy"] for m in models.values()])
     for attack in ("loss", "lira"):
         rows.append([f"membership AUC ({attack}), 95% CI"] + [

@@ -110,19 +110,21 @@ def _number(raw: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..run import RunDir
     from ..unlearn import METHODS, forget, read_subject_map
     from ..utils import parse_ids, read_ids_file
 
     METHODS.get(args.method)
     options = _options(args)
-    ids = None
+    ids: np.ndarray | None = None
     if args.ids is not None:
         ids = parse_ids(args.ids)
     if args.ids_file is not None:
         if ids is not None:
             raise ConfigError("give --ids or --ids-file, not both")
-        ids = read_ids_file(args.ids_file)
+        ids = np.asarray(read_ids_file(args.ids_file), dtype=np.int64)
     subjects = subject_map = None
     if args.subjects is not None:
         subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
@@ -141,6 +143,13 @@ def run(args: argparse.Namespace) -> int:
     if result.plan is not None:
         _print_plan(result.plan)
     print(result.message)
+    if result.receipt:
+        _print_receipt(args, result)
+    return 0
+
+
+def _print_receipt(args: argparse.Namespace, result: Any) -> None:
+    """What the deletion did: accuracies before and after, what was undone and trained, the model's hashes."""
     r = result.receipt
     if r:
         ev = r["evaluation"]
@@ -167,7 +176,6 @@ def run(args: argparse.Namespace) -> int:
                   "--repair-steps N). Until a deletion repairs, later requests count this one's share too")
         print(f"model          {r['model_hash_before'][:16]} -> {r['model_hash_after'][:16]}")
         print(f"took           {r['timings_s']['total']:.2f} s (method {r['timings_s']['method']:.2f} s)")
-    return 0
 
 
 def _print_plan(plan: Any) -> None:

@@ -79,10 +79,11 @@ def refuse_unless_forced(plan: Plan, *, force: bool, api: str = "forget") -> Non
         raise PlanRefusedError(
             f"{head} Choices: force=True subtracts the updates anyway (then repair in your loop with a "
             "Recorder(kind='repair') and mark_head); or retrain your model without these records in your own "
-            "loop. To keep later requests small, record with shards (policy='shards', each record's steps confined "
-            "to one shard), subject-aligned shards (make_shards(subjects=...)) or fewer epochs per ledger; "
-            "amnesiac.plan_deletion(ledger, ids) shows a plan without changing anything (README: 'Keeping "
-            "deletions cheap')")
+            "loop. A request touches about (records x batch size / training records) of the steps, whatever the "
+            "epochs: smaller batches and more data keep requests small, and subject-aligned shards "
+            "(make_shards(subjects=...) with policy='shards') put each data subject's records in one shard, so a "
+            "subject costs one shard. amnesiac.plan_deletion(ledger, ids) shows a plan without changing anything "
+            "(README: 'Keeping deletions cheap')")
     raise PlanRefusedError(f"{head} Use method={plan.recommendation!r}, or force=True to subtract the updates anyway")
 
 
