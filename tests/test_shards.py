@@ -189,7 +189,7 @@ def test_an_uncommitted_sum_is_removed_by_the_next_writer_and_a_foreign_file_is_
     store.close()
     (store.path / "blobs" / "notes.txt").write_text("mine")
     reader = LedgerStore.open(store.path)
-    report = reader.verify()
+    report = verify_ledger(reader)
     assert sorted(report.orphans) == ["000000000002-g00000002.safetensors", "notes.txt"]
     assert [p for p in report.problems if "notes.txt" in p] == report.problems  # only the foreign file is a problem
     reader.close()

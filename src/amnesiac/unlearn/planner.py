@@ -81,7 +81,7 @@ def refuse_unless_forced(plan: Plan, *, force: bool, api: str = "forget") -> Non
             "Recorder(kind='repair') and mark_head); or retrain your model without these records in your own "
             "loop. A request touches about (records x batch size / training records) of the steps, whatever the "
             "epochs: smaller batches and more data keep requests small, and subject-aligned shards "
-            "(make_shards(subjects=...) with policy='shards') put each data subject's records in one shard, so a "
+            "(make_shards(subjects=...) and Recorder(policy='shards')) put each data subject's records in one shard, so a "
             "subject costs one shard. amnesiac.plan_deletion(ledger, ids) shows a plan without changing anything "
             "(README: 'Keeping deletions cheap')")
     raise PlanRefusedError(f"{head} Use method={plan.recommendation!r}, or force=True to subtract the updates anyway")
