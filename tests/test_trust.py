@@ -425,3 +425,21 @@ def test_receipts_of_a_bare_ledger_are_numbered_from_one_and_json_survives_a_clo
     assert listed.returncode == 0 and "\n1 " in listed.stdout
     assert json.loads(subprocess.run([sys.executable, "-m", "amnesiac", "ledger", "info", str(folder / "ledger"),
                                       "--json"], capture_output=True, text=True).stdout)["steps"] == 40
+
+
+def test_a_recorder_queue_larger_than_memory_allows_is_refused_before_anything_attaches(tmp_path, monkeypatch):
+    import amnesiac.ledger.recorder as recorder_module
+
+    model = torch.nn.Linear(64, 64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    store = LedgerStore.create(tmp_path / "ledger", manifest={})
+    monkeypatch.setattr(recorder_module, "available_memory", lambda: 4 * 2**20)  # a machine with 4 MiB free
+    with pytest.raises(ConfigError, match=r"queue_size=1000 could hold .* use queue_size=\d+ or less"):
+        Recorder(model, opt, store, queue_size=1000)
+    model(torch.randn(2, 64)).sum().backward()
+    opt.step()  # no hook of the refused recorder is left on the optimizer
+    with Recorder(model, opt, store, queue_size=4) as rec:  # what fits is accepted
+        with rec.batch([1, 2]):
+            model(torch.randn(2, 64)).sum().backward()
+            opt.step()
+    store.close()

@@ -42,6 +42,7 @@ Rules, each tested:
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import weakref
@@ -193,6 +194,27 @@ class _Writer(threading.Thread):
             raise RecorderError(f"the ledger writer failed: {self.error!r}") from self.error
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the machine has available now (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_queue_memory(live: dict[str, torch.Tensor], buffer_bytes: int, queue_size: int) -> None:
+    """Refuse a ``queue_size`` whose worst case (``queue_size + 2`` float32 snapshots of the tracked state and
+    ``queue_size + 1`` update buffers) would take more than half the memory available now, before any is taken."""
+    snapshot = sum(t.numel() * 4 for t in live.values())
+    need = (queue_size + 2) * snapshot + (queue_size + 1) * buffer_bytes
+    have = available_memory()
+    if have is not None and need > have // 2:
+        fits = max(1, (have // 2 - 2 * snapshot - buffer_bytes) // max(snapshot + buffer_bytes, 1))
+        raise ConfigError(f"queue_size={queue_size} could hold up to {need / 2**30:.1f} GiB of step updates and "
+                          f"snapshots, more than half of the {have / 2**30:.1f} GiB available; use queue_size={fits} "
+                          "or less (the default 4 keeps a few updates in flight)")
+
+
 class Recorder:
     """Record every optimizer step's sample ids and (per policy) its parameter update into a ledger.
 
@@ -315,6 +337,7 @@ class Recorder:
         self._snap: dict[str, torch.Tensor] = {}  # direct mode: the same, refreshed in place
         # update buffers: at most queue_size + 1 exist, so memory stays bounded
         layout = Layout.of(self._live, self.dtype)
+        check_queue_memory(self._live, layout.data_bytes, queue_size)
         self._buffers = _Pool(lambda: BlobBuffer(layout), limit=queue_size + 1)
         self._writer = _Writer(store, queue_size, fsync, self._buffers, self._pool)
         self._writer.start()
