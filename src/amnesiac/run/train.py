@@ -121,11 +121,24 @@ def new_run_dir(out: str | os.PathLike[str], config: TrainConfig, *, overwrite: 
         yield run
     except BaseException:
         if not run.model_path.exists():
-            for entry in list(run.path.iterdir()):
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            if not existed:
-                run.path.rmdir()
+            _discard_unfinished(run, remove_folder=not existed)
         raise
+
+
+def _discard_unfinished(run: RunDir, *, remove_folder: bool) -> None:
+    """Remove a run directory this call made and no epoch committed to, under its lock; a run another process
+    holds (it took the folder in the meantime) is left alone."""
+    try:
+        with run.lock(wait=False, recover=False):
+            for entry in list(run.path.iterdir()):
+                if entry.name != ".lock":
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    except RunDirError:
+        return  # in use by another process: not ours to remove
+    (run.path / ".lock").unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
 
 
 def _train_into(run: RunDir, config: TrainConfig, *, resume: bool, progress: bool | None,
