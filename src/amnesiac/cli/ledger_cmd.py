@@ -180,9 +180,13 @@ def run_recover(args: argparse.Namespace) -> int:
     from ..run import RunDir
 
     if is_bare_ledger(args.run):  # a ledger of your own loop: complete a deletion that died after committing
+        from ..ledger.format import LEDGER_LOCK
         from ..unlearn.library import finish_interrupted_deletion
+        from ..utils import exclusive_lock
 
-        with LedgerStore.open(args.run, writable=True) as store:
+        folder = Path(args.run)
+        with exclusive_lock(folder / LEDGER_LOCK, f"the ledger {folder} (another process is changing it)"), \
+                LedgerStore.open(folder, writable=True) as store:
             done = finish_interrupted_deletion(store)
         print(f"{args.run}: nothing to recover" if done is None else
               f"{args.run}: the interrupted deletion had committed; it is now complete"

@@ -100,16 +100,20 @@ def forget_records(
     wanted = as_id_array(ids, "ids")
     _check_thresholds(thresholds)
     target = _check_save_to(save_to)
-    with _opened(ledger, writable=True) as store:
-        with exclusive_lock(store.path / LEDGER_LOCK, f"the ledger {store.path} (another process is changing it)"):
-            recovered = finish_interrupted_deletion(store)
-            current = _check_head(store, model, recovered)
-            request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
-            plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
-            refuse_unless_forced(plan, force=force, api="forget_records")
-            receipt = _subtract_and_commit(model, store, request, plan, current, target=target,
-                                           keep_artifacts=keep_artifacts, progress=progress, t_start=t_start)
-            return Deletion(model, plan, receipt)
+    folder = ledger.path if isinstance(ledger, LedgerStore) else Path(ledger)
+    if not isinstance(ledger, LedgerStore):
+        LedgerStore.read_manifest(folder)  # no ledger there: the ledger's own error, before any lock file is made
+    # the lock first: opening writable removes a crash's leftovers, which only the one writer may do
+    with exclusive_lock(folder / LEDGER_LOCK, f"the ledger {folder} (another process is changing it)"), \
+            _opened(ledger, writable=True) as store:
+        recovered = finish_interrupted_deletion(store)
+        current = _check_head(store, model, recovered)
+        request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
+        plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
+        refuse_unless_forced(plan, force=force, api="forget_records")
+        receipt = _subtract_and_commit(model, store, request, plan, current, target=target,
+                                       keep_artifacts=keep_artifacts, progress=progress, t_start=t_start)
+        return Deletion(model, plan, receipt)
 
 
 @contextlib.contextmanager
