@@ -84,7 +84,10 @@ def test_missing_files_say_how_to_get_them(tmp_path):
     with pytest.raises(DatasetError) as err:
         load_dataset("mnist", data_dir=tmp_path)
     msg = str(err.value)
-    assert "train-images-idx3-ubyte" in msg and "--data-dir" in msg and "--download" in msg
+    assert "train-images-idx3-ubyte" in msg and "data_dir=DIR" in msg and "download=True" in msg  # the parameters
+    from amnesiac.cli.common import in_flags
+
+    assert "--data-dir DIR" in in_flags(msg) and "--download" in in_flags(msg)  # as the command line shows them
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -147,7 +147,7 @@ def test_relabel_of_individual_records_inserts_wrong_label_copies(digits_run, tm
 
 
 def test_requests_a_method_cannot_serve_are_refused(digits_run, tmp_path):
-    with pytest.raises(ConfigError, match="--out NEWRUN"):
+    with pytest.raises(ConfigError, match="out=NEWRUN"):  # the parameter; the CLI shows --out NEWRUN
         forget(digits_run, ids=[1], method="retrain", progress=False)
     # a run whose training data can no longer be read cannot be retrained
     import shutil

@@ -129,3 +129,19 @@ def test_readers_leave_a_run_directory_as_they_found_it(tmp_path, lock_files):
                  ["attack", "mia", str(run), "--target-ids", "0-19", "--attacks", "loss", "--no-progress"]):
         assert main(argv) == 0, argv
         assert listing() == before, argv
+
+
+def test_library_errors_name_parameters_and_the_command_line_names_its_flags(tmp_path, capsys):
+    """The same refusal, in each caller's language: the library's names its parameters, the CLI's its flags."""
+    from amnesiac.errors import ConfigError
+    from amnesiac.run import RunDir
+    from amnesiac.unlearn import forget
+
+    run = tmp_path / "run"
+    train_run(TrainConfig(epochs=1), run, progress=False)
+    with pytest.raises(ConfigError, match="out=NEWRUN") as caught:
+        forget(RunDir.open(run), ids=[1], method="retrain", progress=False)
+    assert "--" not in str(caught.value)
+    assert main(["forget", str(run), "--ids", "1", "--method", "retrain"]) == 2
+    err = capsys.readouterr().err
+    assert "--out NEWRUN" in err and "out=" not in err

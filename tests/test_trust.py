@@ -234,7 +234,7 @@ def test_a_run_killed_before_its_ledger_existed_is_not_called_record_none(tmp_pa
     RunDir.create(out, TrainConfig(epochs=1))  # what a process killed before creating its ledger leaves
     assert main(["ledger", "verify", str(out)]) == 0
     said = capsys.readouterr().out
-    assert "--record none" not in said and "train --resume" in said
+    assert "--record none" not in said and "again with --resume" in said
     assert main(["forget", str(out), "--ids", "3"]) == 2
     assert "--record none" not in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0  # the retry trains it

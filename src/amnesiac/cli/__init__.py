@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +20,7 @@ from . import (
     reproduce_cmd,
     train_cmd,
 )
+from .common import in_flags
 
 COMMANDS = [demo_cmd, train_cmd, forget_cmd, receipts_cmd, methods_cmd, attack_cmd, reproduce_cmd, ledger_cmd, datasets_cmd, models_cmd]
 
@@ -72,28 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `amnesiac receipts --json | head`: the reader left; end quietly
         _quiet_stdout()
         return 141
-
-
-# library parameters as the command line spells them (library errors name parameters; the CLI shows its flags)
-_FLAGS = [
-    (re.compile(r"\bmethod='([\w-]+)'"), r"--method \1"),
-    (re.compile(r"\bforce=True\b"), "--force"),
-    (re.compile(r"\bkeep_artifacts=True\b"), "--keep-artifacts"),
-    (re.compile(r"\bdry_run=True\b"), "--dry-run"),
-    (re.compile(r"\bnproc=(\d+)"), r"--nproc \1"),
-    (re.compile(r"\boversubscribe=True\b"), "--oversubscribe"),
-]
-
-
-def in_flags(message: str) -> str:
-    """A library message with its parameter names replaced by this command line's flags.
-
-    >>> in_flags("Use method='relabel', or force=True to subtract the updates anyway")
-    'Use --method relabel, or --force to subtract the updates anyway'
-    """
-    for pattern, flag in _FLAGS:
-        message = pattern.sub(flag, message)
-    return message
 
 
 def _quiet_stdout() -> None:

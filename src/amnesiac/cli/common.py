@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,3 +38,31 @@ def _fmt(v: Any) -> str:
 def emit_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
+
+
+# library parameters and the flags this command line spells them with: library errors name parameters
+# (``out='runs/x'``, ``force=True``), and the CLI shows its own flags instead
+PARAMETER_FLAGS = {
+    "method": "--method", "force": "--force", "keep_artifacts": "--keep-artifacts-for-research",
+    "dry_run": "--dry-run", "nproc": "--nproc", "oversubscribe": "--oversubscribe", "out": "--out",
+    "record": "--record", "data_dir": "--data-dir", "download": "--download", "ids": "--ids", "class_": "--class",
+    "subjects": "--subjects", "subject_map": "--subjects-file", "overwrite": "--overwrite", "resume": "--resume",
+    "shard_size": "--shard-size", "num_shards": "--shards", "ledger_dtype": "--ledger-dtype",
+    "watch_ids": "--watch-ids", "watch_class": "--watch-class", "seeds": "--seeds",
+}
+_PARAMETER = re.compile(r"(?<![\w.])(?<!\w\()(" + "|".join(PARAMETER_FLAGS) + r")=('([^']*)'|True\b|(\.\.\.|[\w./<>~-]+))")
+
+
+def in_flags(message: str) -> str:
+    """A library message with its parameters spelled as this command line's flags.
+
+    >>> in_flags("Use method='relabel', or force=True to subtract the updates anyway")
+    'Use --method relabel, or --force to subtract the updates anyway'
+    >>> print(in_flags("a new directory (out=NEWRUN); data_dir=DIR, or download=True; make_shards(subjects=...)"))
+    a new directory (--out NEWRUN); --data-dir DIR, or --download; make_shards(subjects=...)
+    """
+    def flag(m: re.Match[str]) -> str:
+        value = m.group(3) if m.group(3) is not None else m.group(4)
+        return PARAMETER_FLAGS[m.group(1)] + ("" if value is None else f" {value}")
+
+    return _PARAMETER.sub(flag, message)

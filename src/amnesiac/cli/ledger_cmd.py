@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, LedgerError, PendingChangeError
-from .common import add_subparser, emit_json
+from .common import add_subparser, emit_json, in_flags
 
 EXAMPLES = """\
   amnesiac ledger info runs/digits
@@ -148,7 +148,7 @@ def run_verify(args: argparse.Namespace) -> int:
                        "orphans": led.orphans, "problems": led.problems, "unchecked_rows": led.unchecked_rows}})
         return 0 if rep.ok else 1
     if led is None and not rep.problems:
-        print(f"{RunDir.open(where).no_ledger_reason()}; config checked")
+        print(in_flags(f"{RunDir.open(where).no_ledger_reason()}; config checked"))
         return 0
     if led is not None:
         what = f"{led.checked} stored updates read and checked" if args.deep else f"{led.recorded} recorded updates present"
@@ -157,7 +157,7 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"  checked: {c}")
     findings = rep.problems + (led.problems if led is not None else [])
     for p in findings:
-        print(f"  PROBLEM: {p}")
+        print(f"  PROBLEM: {in_flags(p)}")
     if led is not None:
         for step, why in sorted(led.bad.items())[:50]:
             print(f"  step {step}: {why}")

@@ -125,7 +125,7 @@ def _idx_loader(info: DatasetInfo, subdirs: tuple[str, ...], extra: tuple[Path, 
             search += [base, base / info.name] + [base / s for s in subdirs]
         search += list(extra)
         how = (
-            f"Pass the directory that holds them with --data-dir, or add --download to fetch them from the "
+            f"Pass the directory that holds them as data_dir=DIR, or download=True to fetch them from the "
             f"official mirrors into {bases[0] / info.name}."
         )
         if info.name == "fashion-mnist":
@@ -164,8 +164,8 @@ def _cifar_loader(info: DatasetInfo) -> Loader:
     def load(data_dir: Path | None, download: bool) -> DataBundle:
         if download:
             raise ConfigError(
-                f"{info.name}: --download is not supported for CIFAR; fetch the python archive yourself "
-                "and pass its directory with --data-dir"
+                f"{info.name}: download=True is not supported for CIFAR; fetch the python archive yourself "
+                "and pass its directory as data_dir=DIR"
             )
         base = data_dir if data_dir is not None else default_data_dir()
         tx, ty, sx, sy = load_cifar(info.name, [base, base / info.name])

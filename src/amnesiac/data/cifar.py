@@ -132,5 +132,5 @@ def load_cifar(name: str, search_dirs: Sequence[Path]) -> tuple[np.ndarray, np.n
     raise DatasetError(
         f"{name}: found neither the folder {layout['folder']}/ nor the archive {layout['archive']} in "
         f"{', '.join(map(str, search_dirs)) or '(no directory)'}. Download {layout['url']} and pass its "
-        f"directory with --data-dir."
+        f"directory as data_dir=DIR."
     )

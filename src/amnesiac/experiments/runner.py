@@ -524,12 +524,12 @@ def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_di
                           + did_you_mean(unknown[0], STAGES))
     s = settings_for(preset, profile)
     if seeds < 1:
-        raise RunDirError(f"--seeds must be at least 1, got {seeds}")
+        raise RunDirError(f"seeds={seeds}: Figure 7 needs at least one model (seeds=1 or more)")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out} is a file; give a directory for the reproduction")
+        raise RunDirError(f"out={str(out)!r} is a file; give a directory for the reproduction")
     if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise RunDirError(f"--out {out} is not empty and holds no earlier reproduction (no config.json); "
+        raise RunDirError(f"out={str(out)!r} is not empty and holds no earlier reproduction (no config.json); "
                           "choose a new directory")
     load_dataset(s.dataset, data_dir=data_dir)  # the data must be there before anything is written or trained
     out.mkdir(parents=True, exist_ok=True)
@@ -539,7 +539,7 @@ def reproduce(preset: str, *, profile: str = "default", out: str | Path, data_di
     if cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
         if old.get("settings") != json.loads(json.dumps(config["settings"])) or old.get("seeds") != seeds:
-            raise RunDirError(f"{out} holds a run with other settings; choose another --out or delete it")
+            raise RunDirError(f"{out} holds a run with other settings; choose another out=DIR or delete it")
     atomic_write_json(cfg_path, config)
     run_stage = Stages(out)
     results: dict[str, Any] = {"preset": preset, "profile": profile}

@@ -312,7 +312,7 @@ class LedgerStore:
         mpath = path / "manifest.json"
         if not mpath.exists():
             raise LedgerError(
-                f"no ledger at {path} (manifest.json is missing); train with --record all|watch to create one"
+                f"no ledger at {path} (manifest.json is missing); train with record='all' or record='watch' to create one"
             )
         if not mpath.is_file():
             raise LedgerCorruptError(f"{mpath} is not a file")

@@ -114,8 +114,8 @@ def _failure(context: Any, err: Exception, nproc: int, out: Any) -> str:
     survivors are stopped) is named first, since the others only failed on losing it."""
     import signal
 
-    after = (f"the run stopped at its last committed epoch. Continue it with `amnesiac train --resume --out {out} "
-             f"--nproc {nproc}`")
+    after = (f"the run stopped at its last committed epoch at {out}. Continue it with resume=True and nproc={nproc} "
+             "(any number of processes works)")
     for rank, proc in enumerate(context.processes):
         code = proc.exitcode
         if code is not None and code < 0 and -code != signal.SIGTERM:

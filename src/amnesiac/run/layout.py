@@ -125,11 +125,11 @@ class RunFiles:
         except RunDirError:
             record = None
         if record == "none":
-            return f"{self.path} has no ledger (it was trained with --record none)"
+            return f"{self.path} has no ledger (it was trained with record='none')"
         if not self.model_path.exists():
-            return (f"{self.path} has no ledger yet: its training (--record {record}) stopped before creating one, "
-                    f"and before its first epoch; run `amnesiac train --resume --out {self.path}` to train it")
-        return f"{self.path} has no ledger, although its config asks for --record {record}: it was removed"
+            return (f"{self.path} has no ledger yet: its training (record={record!r}) stopped before creating one, "
+                    f"and before its first epoch; train it again with resume=True")
+        return f"{self.path} has no ledger, although its config asks for record={record!r}: it was removed"
 
     def open_ledger(self, *, writable: bool = False, check_manifest: bool = True) -> LedgerStore:
         """Open the run's ledger; ``writable`` only with the run's lock held."""

@@ -104,19 +104,19 @@ class RunDir(RunFiles):
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
-            raise RunDirError(f"{path} is a file, not a directory; choose a directory for --out")
+            raise RunDirError(f"{path} is a file, not a directory; choose a directory as out=DIR")
         if path.exists() and any(path.iterdir()):
             if not overwrite:
                 unfinished = (path / "config.json").is_file() and not (path / "model.safetensors").exists()
                 raise RunDirError(
                     f"{path} already exists and is not empty"
                     + (" (a run whose training stopped before its first epoch ended: no model yet)" if unfinished
-                       else "") + "; choose a new --out, pass --overwrite to replace it, or --resume to continue "
+                       else "") + "; choose a new out=DIR, pass overwrite=True to replace it, or resume=True to continue "
                     "its training"
                 )
             if not (path / "config.json").is_file():
-                raise RunDirError(f"{path} is not a run directory (no config.json); --overwrite replaces only a run "
-                                  "directory, never other files. Choose another --out")
+                raise RunDirError(f"{path} is not a run directory (no config.json); overwrite=True replaces only a run "
+                                  "directory, never other files. Choose another out=DIR")
             old = cls(path)
             with old.lock(wait=False, recover=False):
                 for entry in path.iterdir():

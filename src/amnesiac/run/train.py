@@ -48,7 +48,7 @@ def _resolve_record(config: TrainConfig, model: nn.Module, n_train: int, out: Pa
         if est.peak_bytes > 0.5 * shutil.disk_usage(out).free:
             raise ConfigError(f"the shard ledger would need up to {human_bytes(est.peak_bytes)} ({shards.num_shards} "
                               f"shards); only {human_bytes(shutil.disk_usage(out).free)} is free at {out}. "
-                              "Use fewer shards (--shard-size larger) or --ledger-dtype float16")
+                              "Use fewer shards (a larger shard_size=N) or ledger_dtype='float16'")
         return "all"
     free = shutil.disk_usage(out).free
     if est.total_bytes <= 0.5 * free:
@@ -57,9 +57,9 @@ def _resolve_record(config: TrainConfig, model: nn.Module, n_train: int, out: Pa
     for dtype in ("float16",):
         e16 = estimate_for_model(model, include_buffers=config.include_buffers, num_examples=n_train,
                                  batch_size=config.batch_size, epochs=config.epochs, dtype=dtype)
-        options.append(f"--ledger-dtype {dtype} (about {human_bytes(e16.total_bytes)})")
-    options.append("--record watch --watch-ids FILE or --watch-class C (only steps holding deletable records)")
-    options.append("--record none (no ledger: amnesiac forgetting will not be possible)")
+        options.append(f"ledger_dtype={dtype!r} (about {human_bytes(e16.total_bytes)})")
+    options.append("record='watch' with watch_ids=FILE or watch_class=C (only steps holding deletable records)")
+    options.append("record='none' (no ledger: amnesiac forgetting will not be possible)")
     raise ConfigError(
         f"recording every step would need about {human_bytes(est.total_bytes)} "
         f"({est.steps} steps x {human_bytes(est.bytes_per_step)}), but only {human_bytes(free)} is free at {out}. "

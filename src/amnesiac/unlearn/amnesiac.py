@@ -61,7 +61,7 @@ def missing_updates_error(store, plan) -> MissingUpdatesError:  # noqa: ANN001
                      f"not revert them: steps {_steps_text(gone)}")
     return MissingUpdatesError(
         "the request touches " + "; and ".join(parts) + ". Amnesiac unlearning cannot undo them; "
-        "use --method retrain or --method relabel.",
+        "use method='retrain' or method='relabel'.",
         plan.missing,
     )
 
@@ -88,7 +88,7 @@ def amnesiac(ctx: MethodContext) -> MethodOutcome:
     plan = ctx.plan
     store = ctx.store
     if plan is None or store is None:
-        raise LedgerError("amnesiac unlearning needs the run's ledger; this run was trained with --record none")
+        raise LedgerError("amnesiac unlearning needs the run's ledger; this run was trained with record='none'")
     out = MethodOutcome(model=ctx.model)
     done = undo_steps(ctx.model, store, plan, progress=ctx.progress)
     out.details["update_norm"] = done.pop("update_norm")

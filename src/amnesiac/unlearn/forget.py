@@ -210,13 +210,13 @@ def _start(run: RunDir, store: LedgerStore | None, method: str, impl: Any, optio
     if getattr(impl, "needs_ledger", False) and store is None:
         raise LedgerError(
             f"method {method!r} needs the run's ledger, but {run.no_ledger_reason()}; "
-            "use --method retrain, relabel, naive, finetune or gradient-ascent"
+            "use method='retrain', method='relabel', method='naive', method='finetune' or method='gradient-ascent'"
         )
     current = run.load_model()
     current_hash = model_hash(current)
     if store is not None:
         if store.get_meta("training_complete") != "1":
-            raise LedgerError(f"training of {run.path} did not finish; resume it (amnesiac train --resume) first")
+            raise LedgerError(f"training of {run.path} did not finish; resume it (resume=True) first")
         head = store.get_meta("head_hash")
         if current_hash != head:
             raise ModelMismatchError(
@@ -338,11 +338,11 @@ def check_out_dir(dest: Path, *, source: Path) -> None:
     """An ``--out`` for a new run: not a file, not a non-empty folder, not inside (or around) the source run."""
     dest_r, src_r = dest.resolve(), source.resolve()
     if dest_r == src_r or src_r in dest_r.parents or dest_r in src_r.parents:
-        raise RunDirError(f"--out {dest} lies inside the run {source} (or contains it); choose a directory outside it")
+        raise RunDirError(f"out={str(dest)!r} lies inside the run {source} (or contains it); choose a directory outside it")
     if dest.exists() and not dest.is_dir():
-        raise RunDirError(f"--out {dest} is a file; choose a new directory")
+        raise RunDirError(f"out={str(dest)!r} is a file; choose a new directory")
     if dest.exists() and any(dest.iterdir()):
-        raise RunDirError(f"{dest} already exists and is not empty; choose a new directory for --out")
+        raise RunDirError(f"{dest} already exists and is not empty; choose a new directory as out=DIR")
 
 
 def _run_creating_method(job: _Job, out: str | None) -> ForgetResult:

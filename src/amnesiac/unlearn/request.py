@@ -54,7 +54,7 @@ def resolve_request(
     given = [name for name, v in (("ids", ids), ("class", class_), ("subjects", subjects)) if v is not None]
     if len(given) != 1:
         raise RequestError(
-            "a deletion request names records in exactly one way: --ids, --ids-file, --class or --subjects; "
+            "a deletion request names records in exactly one way: ids=..., class_=... or subjects=...; "
             f"got {', '.join(given) if given else 'none'}"
         )
     training_ids = np.asarray(training_ids, dtype=np.int64)
@@ -93,7 +93,7 @@ def _class_request(training_ids: np.ndarray, labels: np.ndarray, class_: Any, nu
 def _subjects_ids(subjects: Sequence[str], subject_map: Mapping[str, Sequence[int]] | None) -> list[int]:
     """Every sample id of the named data subjects; unknown subjects and non-integer ids are refused."""
     if subject_map is None:
-        raise RequestError("--subjects needs --subjects-file, the mapping from data subjects to sample ids")
+        raise RequestError("subjects=... needs subject_map=..., the mapping from data subjects to sample ids")
     wanted: list[int] = []
     for s in subjects:
         if s not in subject_map:

@@ -19,7 +19,7 @@ def retrain(ctx: MethodContext) -> MethodOutcome:
 
     out_dir = ctx.option("out")
     if out_dir is None:
-        raise ConfigError("retrain builds a new model and a new ledger: give it a new run directory (--out NEWRUN)")
+        raise ConfigError("retrain builds a new model and a new ledger: give it a new run directory (out=NEWRUN)")
     old = ctx.run.config
     exclude = np.union1d(np.asarray(old.exclude_ids, dtype=np.int64), ctx.request.ids)
     if ctx.store is not None:
