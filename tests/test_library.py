@@ -154,3 +154,34 @@ def test_library_calls_leave_the_callers_random_state_and_plotting_alone(tmp_pat
     torch.manual_seed(999)  # whatever the caller's state
     b = train_run(TrainConfig(epochs=1, batch_size=64), tmp_path / "b", progress=False)
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+
+
+def test_both_deletion_paths_give_the_same_weights_and_the_same_typed_receipt(tmp_path):
+    """The run directory's forget and the library's forget_records, on copies of one recorded training: the
+    same weights bit for bit, and receipts of one type, built by one function, equal but for what differs by
+    path: the timings, which workflow ran, and the optimizer state only a run directory has to destroy."""
+    from amnesiac.run import RunDir, TrainConfig, train_run
+    from amnesiac.unlearn import forget
+    from amnesiac.unlearn.receipts import Receipt
+
+    train_run(TrainConfig(epochs=1), tmp_path / "base", progress=False)
+    shutil.copytree(tmp_path / "base", tmp_path / "a")
+    shutil.copytree(tmp_path / "base", tmp_path / "b")
+    by_run = forget(RunDir.open(tmp_path / "a"), ids=[17, 42], evaluate_after=False, progress=False, force=True)
+    model = RunDir.open(tmp_path / "b").load_model()
+    by_library = forget_records(model, tmp_path / "b" / "ledger", [17, 42], force=True,
+                                save_to=tmp_path / "b" / "model.safetensors")
+    for k, v in by_run.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert type(by_run.receipt) is type(by_library.receipt) is Receipt
+    assert by_run.receipt.steps_reverted == by_library.receipt.steps_reverted != []
+    a, b = by_run.receipt.as_json(), by_library.receipt.as_json()
+    assert (a.pop("destroyed").pop("optimizer_state"), b.pop("destroyed").pop("optimizer_state")) == (True, False)
+    assert (a.pop("workflow"), b.pop("workflow")) == ("run", "library")
+    for r in (a, b):
+        r.pop("timings_s")
+        r.pop("time")
+    assert a == b
+    with LedgerStore.open(tmp_path / "a" / "ledger") as store:  # the audit log keeps the same JSON
+        assert {k: v for k, v in store.events("forget")[-1].items() if k not in ("id", "time")} == \
+            {k: v for k, v in by_run.receipt.as_json().items() if k != "time"}

@@ -6,7 +6,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -35,8 +35,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _jsonable(obj: Any) -> Any:
+    """What json cannot write itself: a mapping (a typed Receipt) as its object, anything else as text."""
+    return dict(obj) if isinstance(obj, Mapping) else str(obj)
+
+
 def emit_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=_jsonable)
     sys.stdout.write("\n")
 
 

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,8 @@ class LedgerStore:
         store = cls(tmp, conn, full)
         if initial is not None:
             store.save_initial(initial)
-        store.set_meta(manifest_sum=checksum(raw, "xxh3"), durable=True)
+        # the salt of the hashed ids in receipts, made with the ledger, so copies of a run hash ids alike
+        store.set_meta(manifest_sum=checksum(raw, "xxh3"), id_salt=secrets.token_hex(16), durable=True)
         fault_point("train:creating-ledger")
         atomic_write_bytes(tmp / "manifest.json", raw)
         conn.close()
@@ -547,7 +549,7 @@ class LedgerStore:
         """Set metadata keys in one transaction (``durable`` syncs it to the disk)."""
         self._write(lambda cur: self._upsert_meta(cur, values), durable=durable)
 
-    def add_event(self, kind: str, payload: dict[str, Any]) -> int:
+    def add_event(self, kind: str, payload: Mapping[str, Any]) -> int:
         """Append an entry to the audit log; returns its number."""
         def work(cur: sqlite3.Cursor) -> int:
             return self._insert_event(cur, kind, payload)
@@ -555,8 +557,8 @@ class LedgerStore:
         return int(self._write(work, durable=True))
 
     @staticmethod
-    def _insert_event(cur: sqlite3.Cursor, kind: str, payload: dict[str, Any]) -> int:
-        now, text = time.time(), json.dumps(payload, sort_keys=True, default=str)
+    def _insert_event(cur: sqlite3.Cursor, kind: str, payload: Mapping[str, Any]) -> int:
+        now, text = time.time(), json.dumps(dict(payload), sort_keys=True, default=str)
         cur.execute("INSERT INTO events (time, kind, payload, sum) VALUES (?, ?, ?, ?)",
                     (now, kind, text, event_checksum(now, kind, text)))
         return int(cur.lastrowid or 0)
@@ -808,7 +810,7 @@ class LedgerStore:
             fsync_dir(self.path / "blobs")
         return len(held)
 
-    def commit_revert(self, steps: Sequence[int], *, new_hash: str, event: dict[str, Any],
+    def commit_revert(self, steps: Sequence[int], *, new_hash: str, event: Mapping[str, Any],
                       forgotten_ids: Sequence[int] = (), extra_meta: dict[str, Any] | None = None) -> int:
         """In one durable transaction: mark ``steps`` reverted, move the head to ``new_hash``, log ``event``.
 
@@ -874,9 +876,7 @@ class LedgerStore:
     def id_salt(self) -> str:
         """A random salt, made once per ledger, for the hashed ids in receipts."""
         salt = self.get_meta("id_salt")
-        if salt is None:
-            import secrets
-
+        if salt is None:  # a ledger made before salts were made with it
             candidate = secrets.token_hex(16)
             def work(cur: sqlite3.Cursor) -> None:
                 cur.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id_salt', ?)", (candidate,))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,19 +34,20 @@ from ..training import evaluate_sets
 from ..utils import model_hash
 from .base import METHODS, MethodContext, MethodOutcome, check_options
 from .planner import AMNESIAC_SERVES, Plan, Thresholds, make_plan, norm_of, refuse_unless_forced, sum_updates
+from .receipts import Receipt
 from .receipts import build_receipt as _receipt
 from .request import DeletionRequest, resolve_request
 
 RETAIN_EVAL_SIZE = 2000
 
 
-@dataclass
+@dataclass(frozen=True)
 class ForgetResult:
     """What :func:`forget` did: the plan, the receipt (None for a dry run or a no-op), the model, and the
     run directory that now holds the result (a new one with ``out``)."""
 
     plan: Plan | None
-    receipt: dict[str, Any] | None
+    receipt: Receipt | None
     model: nn.Module | None
     dry_run: bool = False
     message: str = ""
@@ -146,7 +148,7 @@ def forget(
             result = _dry_run(job) if dry_run else _serve(job, force, evaluate_after, creates_run, out, keep_artifacts)
             if copy is not None and result.receipt is None:
                 keep[0] = False
-                result.message += f" (no copy written to {copy})"
+                result = dataclasses.replace(result, message=f"{result.message} (no copy written to {copy})")
             return result
         finally:
             if store is not None:
@@ -254,8 +256,9 @@ def _dry_run(job: _Job) -> ForgetResult:
     """The plan, with the size of the update a deletion would subtract against the model's."""
     plan = job.plan
     if job.store is not None and plan is not None and plan.to_revert and not plan.missing:
-        plan.update_norm = norm_of(sum_updates(job.store, plan.to_revert, progress=job.progress))
-        plan.model_norm = norm_of({k: v for k, v in job.current.state_dict().items() if v.is_floating_point()})
+        plan = dataclasses.replace(
+            plan, update_norm=norm_of(sum_updates(job.store, plan.to_revert, progress=job.progress)),
+            model_norm=norm_of({k: v for k, v in job.current.state_dict().items() if v.is_floating_point()}))
     return ForgetResult(plan, None, None, dry_run=True, message="dry run: nothing changed")
 
 
@@ -303,7 +306,7 @@ def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
                      "total": time.perf_counter() - job.t_start},
             destroyed={"update_blobs": len(destroy), "optimizer_state": not keep_artifacts, "previous_model": True},
             kept_for_research=bool(keep_artifacts), ledger_kind=store.kind if store is not None else None,
-            **job.options_note,
+            workflow="run", **job.options_note,
         )
         ledger_commit = None
         if store is not None:
@@ -373,7 +376,7 @@ def _run_creating_method(job: _Job, out: str | None) -> ForgetResult:
                         message=f"retrained without {len(request)} record(s) into {new_run.path}")
 
 
-def _append_plain_receipt(run: RunDir, receipt: dict[str, Any]) -> None:
+def _append_plain_receipt(run: RunDir, receipt: Mapping[str, Any]) -> None:
     """Runs without a ledger keep their receipts in ``RUN/receipts.json``."""
     import json
 

@@ -48,17 +48,17 @@ from ..utils import as_id_array, exclusive_lock, fsync_dir, model_hash, model_st
 from .amnesiac import undo_steps
 from .base import MethodOutcome
 from .planner import AMNESIAC_SERVES, Plan, make_plan, refuse_unless_forced
-from .receipts import build_receipt
+from .receipts import Receipt, build_receipt
 from .request import DeletionRequest, resolve_request
 
 
-@dataclass
+@dataclass(frozen=True)
 class Deletion:
     """What :func:`forget_records` did: the model (changed in place), the plan and the receipt."""
 
     model: nn.Module
     plan: Plan
-    receipt: dict[str, Any]
+    receipt: Receipt
 
 
 def forget_records(
@@ -131,7 +131,7 @@ def _opened(ledger: LedgerStore | str | os.PathLike[str], *, writable: bool = Fa
 
 def _subtract_and_commit(model: nn.Module, store: LedgerStore, request: DeletionRequest, plan: Plan, current: str, *,
                          target: Path | None, keep_artifacts: bool, progress: bool | None,
-                         t_start: float) -> dict[str, Any]:
+                         t_start: float) -> Receipt:
     """Subtract the planned updates, write the new model aside, commit (the head, the receipt and what is left
     to do in one transaction), then rename and destroy. Returns the receipt."""
     done = undo_steps(model, store, plan, progress=progress)
@@ -256,7 +256,7 @@ def _check_save_to(save_to: Any) -> Path | None:
 
 
 def _library_receipt(store: LedgerStore, request: DeletionRequest, plan: Plan, outcome: MethodOutcome, old: str,
-                     new: str, *, destroyed: dict[str, Any], timings: dict[str, float], kept: bool) -> dict[str, Any]:
+                     new: str, *, destroyed: dict[str, Any], timings: dict[str, float], kept: bool) -> Receipt:
     """The receipt of a deletion served from your own loop (the same fields as the run-directory workflow's)."""
     return build_receipt(
         method="amnesiac", options={}, request=request, salt=store.id_salt(),

@@ -87,7 +87,7 @@ def refuse_unless_forced(plan: Plan, *, force: bool, api: str = "forget") -> Non
     raise PlanRefusedError(f"{head} Use method={plan.recommendation!r}, or force=True to subtract the updates anyway")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """What a request would do to a run, computed before any change."""
 
