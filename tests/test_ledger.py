@@ -364,6 +364,8 @@ def test_bad_arguments_are_refused(tmp_path, tiny_net):
     store = _store(tmp_path)
     with pytest.raises(ConfigError, match="dtype must be one of"):
         Recorder(tiny_net, opt, store, dtype="float8")
+    with pytest.raises(ConfigError, match="differs from the ledger's storage dtype 'float32'"):
+        Recorder(tiny_net, opt, store, dtype="float16")  # the manifest is the one source of the storage dtype
     with pytest.raises(ConfigError, match="needs watch_ids"):
         Recorder(tiny_net, opt, store, policy="watch")
     other = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)

@@ -215,6 +215,104 @@ def check_queue_memory(live: dict[str, torch.Tensor], buffer_bytes: int, queue_s
                           "or less (the default 4 keeps a few updates in flight)")
 
 
+class _Strategy:
+    """What a recording policy decides, asked by the recorder's hot path (never a comparison of names).
+
+    ``continuous``: the state before every step is kept (every-step and shard ledgers), not taken on demand.
+    ``visits``: steps add up into their shard's visit instead of being stored one by one.
+    """
+
+    continuous = True
+    visits = False
+
+    def before_batch(self, rec: Recorder, ids: np.ndarray) -> None:
+        """A batch of ``ids`` opens (before its forward pass)."""
+
+    def should_store(self, rec: Recorder, ids: np.ndarray) -> bool:
+        """Whether the step that just ran on ``ids`` stores its update."""
+        return True
+
+
+class _EveryStep(_Strategy):
+    """``policy="all"``: every step stores its update."""
+
+
+class _WatchList(_Strategy):
+    """``policy="watch"``: a step stores its update when it holds an id of the watch-list (the state is
+    copied when the first watched micro-batch opens)."""
+
+    continuous = False
+
+    def before_batch(self, rec: Recorder, ids: np.ndarray) -> None:
+        hit = rec._watched(ids)
+        rec._pending_watched |= hit
+        if hit and not rec._have_snapshot:
+            rec._take_snapshot()
+
+    def should_store(self, rec: Recorder, ids: np.ndarray) -> bool:
+        return rec._pending_watched
+
+
+class _Decide(_Strategy):
+    """A callable ``f(ids) -> bool`` decides after each step (so the state is copied before every step)."""
+
+    continuous = False
+
+    def __init__(self, decide: Callable[[np.ndarray], bool]) -> None:
+        self.decide = decide
+
+    def before_batch(self, rec: Recorder, ids: np.ndarray) -> None:
+        if not rec._have_snapshot:
+            rec._take_snapshot()
+
+    def should_store(self, rec: Recorder, ids: np.ndarray) -> bool:
+        return bool(self.decide(ids))
+
+
+class _ShardVisits(_Strategy):
+    """``policy="shards"``: consecutive steps of one shard form a visit, whose update is added to the shard's sum."""
+
+    visits = True
+
+    def before_batch(self, rec: Recorder, ids: np.ndarray) -> None:
+        rec._enter_shard(ids)
+
+
+def _strategy_for(policy: Policy, store: LedgerStore, *, watch_ids: Iterable[int] | None,
+                  shards: ShardMap | None) -> _Strategy:
+    """The strategy a policy names, refused where it does not fit the ledger or lacks what it needs."""
+    if not (callable(policy) or policy in ("all", "watch", "shards")):
+        raise ConfigError(f"policy must be 'all', 'watch', 'shards' or a callable f(ids) -> bool, got {policy!r}")
+    if (policy == "shards") != (store.kind == "shards"):
+        raise ConfigError(f"policy {policy!r} does not fit this ledger, which stores one update per "
+                          f"{'shard' if store.kind == 'shards' else 'step'}; a shard ledger is recorded with "
+                          "policy='shards' and a ShardMap, and only it")
+    if callable(policy):
+        return _Decide(policy)
+    if policy == "shards":
+        if not isinstance(shards, ShardMap):
+            raise ConfigError(f"policy='shards' needs shards=ShardMap(...) (which shard each record is in), got {shards!r}")
+        return _ShardVisits()
+    if policy == "watch":
+        if watch_ids is None:
+            raise ConfigError("policy='watch' needs watch_ids: the sample ids that may later be deleted")
+        return _WatchList()
+    return _EveryStep()
+
+
+def _storage_dtype(dtype: str | None, store: LedgerStore) -> torch.dtype:
+    """The storage dtype: the ledger's manifest says it; ``dtype``, if given, must agree (one source)."""
+    recorded = str(store.manifest.get("storage_dtype", "float32"))
+    if dtype is None:
+        return STORAGE_DTYPES[recorded]
+    if dtype not in STORAGE_DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+    if dtype != recorded:
+        raise ConfigError(f"dtype={dtype!r} differs from the ledger's storage dtype {recorded!r} (its manifest); "
+                          "leave dtype out to use the ledger's")
+    return STORAGE_DTYPES[dtype]
+
+
 class Recorder:
     """Record every optimizer step's sample ids and (per policy) its parameter update into a ledger.
 
@@ -228,7 +326,8 @@ class Recorder:
             ``"shards"`` adds each visit of a shard to that shard's sum (a shard ledger; needs ``shards``).
         watch_ids: the deletable ids for ``policy="watch"``.
         shards: the :class:`~amnesiac.data.shards.ShardMap` of the training records, for ``policy="shards"``.
-        dtype: storage dtype of updates: ``"float32"`` (exact), ``"float16"`` or ``"bfloat16"``.
+        dtype: storage dtype of updates: ``"float32"`` (exact), ``"float16"`` or ``"bfloat16"``; the ledger's
+            manifest holds it (``storage_dtype``), so leave it out, or give the same.
         include_buffers: record floating buffers (BatchNorm statistics) too. Default True.
         start_step: number of the last step already in the ledger (for resuming).
         queue_size: how many step updates may wait for the writer. It bounds memory: at most
@@ -265,7 +364,7 @@ class Recorder:
         *,
         policy: Policy = "all",
         watch_ids: Iterable[int] | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         include_buffers: bool = True,
         start_step: int = 0,
         queue_size: int = 4,
@@ -275,18 +374,8 @@ class Recorder:
         durable: bool = True,
         shards: ShardMap | None = None,
     ) -> None:
-        if dtype not in STORAGE_DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
-        if not (callable(policy) or policy in ("all", "watch", "shards")):
-            raise ConfigError(f"policy must be 'all', 'watch', 'shards' or a callable f(ids) -> bool, got {policy!r}")
-        if (policy == "shards") != (store.kind == "shards"):
-            raise ConfigError(f"policy {policy!r} does not fit this ledger, which stores one update per "
-                              f"{'shard' if store.kind == 'shards' else 'step'}; a shard ledger is recorded with "
-                              "policy='shards' and a ShardMap, and only it")
-        if policy == "shards" and not isinstance(shards, ShardMap):
-            raise ConfigError(f"policy='shards' needs shards=ShardMap(...) (which shard each record is in), got {shards!r}")
-        if policy == "watch" and watch_ids is None:
-            raise ConfigError("policy='watch' needs watch_ids: the sample ids that may later be deleted")
+        self._strategy = _strategy_for(policy, store, watch_ids=watch_ids, shards=shards)
+        self.dtype = _storage_dtype(dtype, store)
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigError(f"queue_size must be a positive integer, got {queue_size!r}")
         opt_params = {id(p) for g in optimizer.param_groups for p in g["params"]}
@@ -297,7 +386,6 @@ class Recorder:
         self.store = store
         self.policy = policy
         self.watch: np.ndarray = np.unique(np.asarray(list(watch_ids), dtype=np.int64)) if watch_ids is not None else np.empty(0, np.int64)
-        self.dtype = STORAGE_DTYPES[dtype]
         self.include_buffers = include_buffers
         self.durable = durable
         self.kind = kind
@@ -313,24 +401,33 @@ class Recorder:
         # hand-off per step costs more than the step's own index row; flush() hands over what is left
         self._unstored: list[tuple[int, int, str, np.ndarray]] = []
         self._unstored_group = 32
-        self._in_block = 0
-        # Where the delta is computed. Offloaded, the training thread only copies the state into a pooled
-        # snapshot (one memory pass) and the writer thread subtracts and converts; otherwise the training
-        # thread subtracts into the blob buffer and refreshes one snapshot.
-        cpu_f32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in self._live.values())
-        if offload_delta and not cpu_f32:
-            raise ConfigError("offload_delta=True needs the tracked state to be float32 on the CPU")
-        # Offloading pays when every step is stored: the writer's subtraction overlaps training. With a
-        # watch-list most steps store nothing, and a stored step is cheaper done at once (one subtraction)
-        # than offloaded (a copy here plus a subtraction there).
-        self._defer = (cpu_f32 and policy == "all") if offload_delta is None else bool(offload_delta)
-        self._continuous = policy in ("all", "shards")
-        if policy == "shards":
-            self._defer = False
         self.shards = shards
         self._visit: int | None = None  # the shard whose consecutive steps are running
         self._visit_ids: list[np.ndarray] = []
         self._step_shard: int | None = None  # the shard of the pending (not yet run) step
+        self._set_up_state(queue_size, fsync, offload_delta)
+        self._handles = [
+            optimizer.register_step_pre_hook(self._pre_hook),
+            optimizer.register_step_post_hook(self._post_hook),
+        ]
+        self._closed = False
+        # a recorder dropped without close() still stops its writer thread (steps already queued are written)
+        self._finalizer = weakref.finalize(self, _stop_writer, self._writer)
+
+    def _set_up_state(self, queue_size: int, fsync: bool, offload_delta: bool | None) -> None:
+        """Where updates are computed, the bounded pools of snapshots and buffers, and the writer thread."""
+        # Offloaded, the training thread only copies the state into a pooled snapshot (one memory pass) and the
+        # writer thread subtracts and converts; otherwise the training thread subtracts into the blob buffer and
+        # refreshes one snapshot. Offloading pays when every step is stored: the writer's subtraction overlaps
+        # training. With a watch-list most steps store nothing, and a stored step is cheaper done at once (one
+        # subtraction) than offloaded (a copy here plus a subtraction there); shard visits sum in place.
+        cpu_f32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in self._live.values())
+        if offload_delta and not cpu_f32:
+            raise ConfigError("offload_delta=True needs the tracked state to be float32 on the CPU")
+        every_step = isinstance(self._strategy, _EveryStep)
+        self._defer = (cpu_f32 and every_step) if offload_delta is None else bool(offload_delta)
+        if self._strategy.visits:
+            self._defer = False
         live = self._live
         self._pool = _Pool(lambda: _Snapshot(live), limit=queue_size + 2)
         self._current: _Snapshot | None = None  # deferred mode: the state before the coming step
@@ -339,20 +436,13 @@ class Recorder:
         layout = Layout.of(self._live, self.dtype)
         check_queue_memory(self._live, layout.data_bytes, queue_size)
         self._buffers = _Pool(lambda: BlobBuffer(layout), limit=queue_size + 1)
-        self._writer = _Writer(store, queue_size, fsync, self._buffers, self._pool)
+        self._writer = _Writer(self.store, queue_size, fsync, self._buffers, self._pool)
         self._writer.start()
         if not self._defer:
             self._snap = {k: v.detach().clone() for k, v in self._live.items()}
         self._have_snapshot = False
-        if self._continuous:
+        if self._strategy.continuous:
             self._take_snapshot()
-        self._handles = [
-            optimizer.register_step_pre_hook(self._pre_hook),
-            optimizer.register_step_post_hook(self._post_hook),
-        ]
-        self._closed = False
-        # a recorder dropped without close() still stops its writer thread (steps already queued are written)
-        self._finalizer = weakref.finalize(self, _stop_writer, self._writer)
 
     # ------------------------------------------------------------------ user API
     def set_epoch(self, epoch: int) -> None:
@@ -367,19 +457,9 @@ class Recorder:
         arr = as_id_array(ids, "recorder.batch(ids)", error=RecorderError)
         if arr.size == 0:
             raise RecorderError("recorder.batch() was given no sample ids; every step must name the samples it used")
-        if self.policy == "shards":
-            self._enter_shard(arr)
-        elif self.policy == "watch":
-            if self._wants_snapshot(arr) and not self._have_snapshot:
-                self._take_snapshot()
-        elif not self._continuous and not self._have_snapshot:  # a callable policy decides after the step
-            self._take_snapshot()
+        self._strategy.before_batch(self, arr)
         self._pending.append(arr)
-        self._in_block += 1
-        try:
-            yield self
-        finally:
-            self._in_block -= 1
+        yield self
 
     @property
     def pending_ids(self) -> np.ndarray:
@@ -391,7 +471,7 @@ class Recorder:
         self._pending.clear()
         self._pending_watched = False
         self._step_shard = None
-        if not self._continuous:
+        if not self._strategy.continuous:
             self._drop_snapshot()
 
     def flush(self) -> None:
@@ -464,20 +544,6 @@ class Recorder:
         pos = np.searchsorted(self.watch, arr)
         return bool((self.watch[np.minimum(pos, self.watch.size - 1)] == arr).any())
 
-    def _wants_snapshot(self, arr: np.ndarray) -> bool:
-        if callable(self.policy):
-            return True
-        hit = self._watched(arr)
-        self._pending_watched |= hit
-        return hit
-
-    def _should_store(self, ids: np.ndarray) -> bool:
-        if self.policy == "all":
-            return True
-        if self.policy == "watch":
-            return self._pending_watched
-        return bool(self.policy(ids))  # type: ignore[operator]
-
     def _live_identity(self) -> list[tuple[int, int, torch.dtype, torch.device]]:
         """Which tensors the model trains now: the object, its storage, dtype and device of each."""
         names = set(self._names)
@@ -503,13 +569,13 @@ class Recorder:
         ids = self.pending_ids
         self._pending.clear()
         self.step += 1
-        if self.policy == "shards":  # the step joins its shard's visit; the visit is stored when it ends
+        if self._strategy.visits:  # the step joins its shard's visit; the visit is stored when it ends
             self._visit_ids.append(ids)
             self._step_shard = None
             return
         update: BlobBuffer | None = None
         before = after = None
-        store = self._should_store(ids)
+        store = self._strategy.should_store(self, ids)
         self._pending_watched = False
         if store:
             if not self._have_snapshot:  # callable said yes but no snapshot: cannot know the update
@@ -518,9 +584,10 @@ class Recorder:
             if self._defer:
                 before = self._current
                 after = self._copy_state(self._pool.acquire(self._writer))
-                after.release_with_step = not self._continuous
-                self._current = after if self._continuous else None
-                self._have_snapshot = self._continuous
+                continuous = self._strategy.continuous
+                after.release_with_step = not continuous
+                self._current = after if continuous else None
+                self._have_snapshot = continuous
             else:
                 with torch.no_grad():
                     for name in self._names:
@@ -529,12 +596,12 @@ class Recorder:
                             torch.sub(live, snap, out=out)
                         else:
                             out.copy_(live - snap)
-                if self._continuous:
+                if self._strategy.continuous:
                     self._take_snapshot()
                 else:
                     self._have_snapshot = False
             self.recorded_steps += 1
-        elif not self._continuous:  # with policy "all" every step is stored
+        elif not self._strategy.continuous:  # an every-step ledger stores every step
             self._drop_snapshot()
         if update is None:
             self._unstored.append((self.step, self.epoch, self.kind, ids))
@@ -566,7 +633,7 @@ class Recorder:
 
     def _close_visit(self) -> None:
         """Hand the running visit's update (θ now minus θ when it began, float32) to the writer."""
-        if self.policy != "shards" or self._visit is None or not self._visit_ids:
+        if not self._strategy.visits or self._visit is None or not self._visit_ids:
             return
         with torch.no_grad():
             delta = {name: (self._live[name].float() - self._snap[name].float()).cpu() for name in self._names}
