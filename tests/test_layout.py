@@ -172,3 +172,37 @@ def test_no_function_at_all_is_over_60_lines():
     """Private helpers and ``__init__`` included: state that outgrows 60 lines goes into named parts."""
     long = _long_public_functions(private_too=True)
     assert not long, "functions over 60 lines:\n" + "\n".join(long)
+
+
+_THIRD_PARTY = {"torch", "np", "numpy", "os", "sys", "sqlite3", "mp", "dist", "nn", "F", "pl", "warnings", "fcntl"}
+
+
+def _private_reads_in(name: str, text: str) -> list[str]:
+    """Reads of another module's private names in one module's source: ``from amnesiac.x import _name``, and
+    ``obj._attr`` where the module does not itself define ``_attr`` (on ``self``/``cls``, or as a function,
+    class or variable)."""
+    tree = ast.parse(text)
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    own |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
+    own |= {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("amnesiac")):
+            found += [f"{name}: imports {a.name}" for a in node.names if a.name.startswith("_")
+                      and not a.name.startswith("__") and a.asname != a.name]
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ({"self", "cls"} | _THIRD_PARTY):
+                continue
+            if node.attr not in own:
+                found.append(f"{name}:{node.lineno}: reads .{node.attr}")
+    return found
+
+
+def test_no_module_reads_another_modules_private_names():
+    reads = [r for p in sorted(ROOT.rglob("*.py")) for r in _private_reads_in(str(p.relative_to(ROOT)), p.read_text())]
+    assert not reads, "private names read across modules:\n" + "\n".join(reads)
+    # the check can say no: the two kinds the audit and the DDP trainer used to do
+    bad = "from .format import _blob_step\nfrom .format import ok\n\ndef f(store):\n    return store._conn\n"
+    assert _private_reads_in("bad.py", bad) == ["bad.py: imports _blob_step", "bad.py:5: reads ._conn"]

@@ -20,11 +20,11 @@ from .blob import checksum
 from .format import (
     PENDING_DELETION,
     VerifyReport,
-    _blob_step,
-    _ids_from_blob,
-    _shard_blob,
     file_checksum,
+    ids_from_bytes,
     meta_checksum,
+    shard_of_blob,
+    step_of_blob,
 )
 from .store import LedgerStore
 
@@ -91,11 +91,10 @@ def _check_manifest(store: LedgerStore, report: VerifyReport) -> None:
 def _check_sqlite(store: LedgerStore, report: VerifyReport) -> None:
     idx = store.path / "index.sqlite"
     # SQLite's own structural check
-    with store._lock:
-        try:
-            found = [r[0] for r in store._conn.execute("PRAGMA quick_check").fetchall()]
-        except Exception as err:  # sqlite3.DatabaseError on a damaged page
-            found = [f"quick_check failed: {err}"]
+    try:
+        found = store.queries.quick_check()
+    except Exception as err:  # sqlite3.DatabaseError on a damaged page
+        found = [f"quick_check failed: {err}"]
     if found != ["ok"]:
         report.problems.append(f"{idx} fails SQLite's integrity check: " + "; ".join(map(str, found[:5])))
 
@@ -105,13 +104,11 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
     id -> steps pairs of the table and of the rows."""
     idx = store.path / "index.sqlite"
     # every row: checksum, shape, numbering; the id -> steps table against the rows' own ids
-    with store._lock:
-        try:
-            rows = store._conn.execute(f"SELECT {store._COLS} FROM steps ORDER BY step").fetchall()
-            pairs = np.asarray(store._conn.execute("SELECT sample_id, step FROM step_ids").fetchall(), dtype=np.int64)
-        except Exception as err:
-            report.problems.append(f"{idx} cannot be read: {err}")
-            return None
+    try:
+        rows, pairs = store.queries.rows_and_pairs()
+    except Exception as err:
+        report.problems.append(f"{idx} cannot be read: {err}")
+        return None
     report.steps = len(rows)
     expected = 1
     row_pairs: list[np.ndarray] = []
@@ -126,7 +123,7 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
             for missing in range(expected, step):
                 report.bad[missing] = "missing from the index (gap in step numbers)"
         expected = step + 1
-        problem = store._row_problem(r)
+        problem = store.queries.row_problem(r)
         if problem is None and r[10] is None:
             report.unchecked_rows += 1
         if problem:
@@ -134,11 +131,11 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
             if isinstance(r[5], str):
                 damaged_blobs.add(r[5])
             continue
-        rec = store._row(r, check=False)
+        rec = store.queries.record(r)
         if rec.blob is not None and (not _blob_named_for(store, rec.blob, step) or rec.checksum is None):
             report.bad[step] = f"index row names blob {rec.blob!r} with checksum {rec.checksum!r}"
             continue
-        ids = np.unique(_ids_from_blob(r[3]))
+        ids = np.unique(ids_from_bytes(r[3]))
         row_pairs.append(np.stack([ids, np.full(ids.size, step, dtype=np.int64)], axis=1))
         recs.append(rec)
     committed = store.committed_step() if store.kind != "shards" else None
@@ -151,7 +148,7 @@ def _blob_named_for(store: LedgerStore, blob: str, step: int) -> bool:
     """Whether a row's blob name is the one the ledger writes for that row (a step, or a shard's version)."""
     if store.kind != "shards":
         return blob == store.blob_name(step)
-    parsed = _shard_blob(blob)
+    parsed = shard_of_blob(blob)
     return parsed is not None and parsed[0] == step and parsed[1] <= store.shard_generation()
 
 
@@ -221,7 +218,7 @@ def _check_orphans(store: LedgerStore, report: VerifyReport, recs: list[Any], da
     for p in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else []:
         if p.name in known:
             continue
-        step = _shard_blob(p.name) if store.kind == "shards" else _blob_step(p.name)
+        step = shard_of_blob(p.name) if store.kind == "shards" else step_of_blob(p.name)
         report.orphans.append(p.name)
         if step is None and not (p.name.startswith(".") and p.name.endswith(".tmp")):
             report.problems.append(f"{p} is not a file the ledger writes; it was left alone")
@@ -233,9 +230,7 @@ def _check_orphans(store: LedgerStore, report: VerifyReport, recs: list[Any], da
 def _check_meta(store: LedgerStore, report: VerifyReport) -> None:
     idx = store.path / "index.sqlite"
     # the metadata (head, hashes, salt) as a whole, the audit log, and forgotten ids against their receipts
-    with store._lock:
-        meta = store._conn.execute("SELECT key, value FROM meta").fetchall()
-        forgotten = store._conn.execute("SELECT sample_id, event FROM forgotten").fetchall()
+    meta, forgotten = store.queries.meta_and_forgotten()
     want = dict(meta).get("meta_sum")
     if want is not None and meta_checksum(meta) != want:
         report.problems.append(f"{idx}: the ledger's metadata (head, hashes, salt) does not match its checksum")

@@ -44,11 +44,11 @@ class VerifyReport:
         return not self.bad and not self.problems
 
 
-def _ids_to_blob(ids: np.ndarray) -> bytes:
+def ids_to_bytes(ids: np.ndarray) -> bytes:
     return np.ascontiguousarray(ids, dtype="<i8").tobytes()
 
 
-def _ids_from_blob(raw: bytes) -> np.ndarray:
+def ids_from_bytes(raw: bytes) -> np.ndarray:
     if not isinstance(raw, (bytes, bytearray, memoryview)) or len(raw) % 8:
         raise LedgerCorruptError(f"an index row holds ids that are not a whole number of int64 values ({type(raw).__name__})")
     return np.frombuffer(raw, dtype="<i8").copy()
@@ -84,7 +84,7 @@ def file_checksum(path: Path) -> str:
     return "xxh3:" + h.hexdigest()
 
 
-def _blob_step(name: str) -> int | None:
+def step_of_blob(name: str) -> int | None:
     """The step number a blob file name stands for, or None for a name the ledger never writes."""
     stem, dot, ext = name.partition(".")
     if ext != "safetensors" or len(stem) != 12 or not stem.isdigit():
@@ -97,7 +97,7 @@ def shard_blob_name(shard: int, generation: int) -> str:
     return f"{int(shard):012d}-g{int(generation):08d}.safetensors"
 
 
-def _shard_blob(name: str) -> tuple[int, int] | None:
+def shard_of_blob(name: str) -> tuple[int, int] | None:
     """(shard, generation) for a shard blob name, or None for a name a shard ledger never writes."""
     stem, dot, ext = name.partition(".")
     shard, dash, gen = stem.partition("-g")

@@ -65,15 +65,15 @@ from .format import (  # noqa: F401  (StepRecord, VerifyReport and the checksums
     PENDING_DELETION,
     StepRecord,
     VerifyReport,
-    _blob_step,
-    _ids_from_blob,
-    _ids_to_blob,
-    _shard_blob,
     event_checksum,
     file_checksum,
+    ids_from_bytes,
+    ids_to_bytes,
     meta_checksum,
     row_checksum,
     shard_blob_name,
+    shard_of_blob,
+    step_of_blob,
 )
 
 FORMAT_VERSION = 1
@@ -184,6 +184,52 @@ class _Connection(sqlite3.Connection):
             return super().executescript(script)
 
 
+class IndexQueries:
+    """Read-only queries over the index as it is stored, damaged rows included, for the audit
+    (:func:`amnesiac.ledger.verify_ledger`): the store's own reads check every row and raise on damage, the
+    audit wants to see and report all of it. ``store.queries`` is one."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+
+    def quick_check(self) -> list[str]:
+        """SQLite's structural check: ``["ok"]``, or what it found."""
+        with self._store._lock:
+            return [str(r[0]) for r in self._store._conn.execute("PRAGMA quick_check").fetchall()]
+
+    def rows_and_pairs(self) -> tuple[list[tuple[Any, ...]], np.ndarray]:
+        """Every step row as stored and the id -> steps table's pairs, read in one transaction (so a writer
+        adding steps meanwhile cannot make them disagree)."""
+        store = self._store
+        with store._lock:
+            store._conn.execute("BEGIN")
+            try:
+                rows = store._conn.execute(f"SELECT {store._COLS} FROM steps ORDER BY step").fetchall()
+                pairs = store._conn.execute("SELECT sample_id, step FROM step_ids").fetchall()
+            finally:
+                store._conn.execute("COMMIT")
+        return rows, np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+    def meta_and_forgotten(self) -> tuple[list[tuple[str, str]], list[tuple[int, int]]]:
+        """The metadata's key-value pairs and the (forgotten id, event) pairs, as stored."""
+        with self._store._lock:
+            meta = self._store._conn.execute("SELECT key, value FROM meta").fetchall()
+            forgotten = self._store._conn.execute("SELECT sample_id, event FROM forgotten").fetchall()
+        return meta, forgotten
+
+    def row_problem(self, raw: tuple[Any, ...]) -> str | None:
+        """What is wrong with a raw row (None when its checksum and shape hold)."""
+        return self._store._row_problem(raw)
+
+    def record(self, raw: tuple[Any, ...]) -> StepRecord:
+        """A raw row as a StepRecord, unchecked (after :meth:`row_problem` said it is sound)."""
+        return self._store._row(raw, check=False)
+
+    @property
+    def has_row_checksums(self) -> bool:
+        return self._store._has_row_sum
+
+
 class LedgerStore:
     """A local ledger directory. Open an existing one with :meth:`open`, start one with :meth:`create`.
 
@@ -209,6 +255,7 @@ class LedgerStore:
         # shard ledgers: new versions of shard sums written since the last head commit (shard -> version)
         self._pending_shards: dict[int, StepRecord] = {}
         self._read_columns()
+        self.queries = IndexQueries(self)
 
     def _read_columns(self) -> None:
         """Which checksum columns this index has: a ledger written before row and event checksums existed is
@@ -375,14 +422,14 @@ class LedgerStore:
             if entry.name.endswith(".tmp") and entry.name.startswith("."):
                 entry.unlink(missing_ok=True)
                 continue
-            shard_gen = _shard_blob(entry.name) if self.kind == "shards" else None
+            shard_gen = shard_of_blob(entry.name) if self.kind == "shards" else None
             if shard_gen is not None:
                 shard, gen = shard_gen
                 # a version no head commit adopted, or one a later commit replaced (its row, checked, names another)
                 if entry.name != rows.get(shard) and (gen > generation or shard in sound):
                     entry.unlink(missing_ok=True)
                 continue
-            step = _blob_step(entry.name)
+            step = step_of_blob(entry.name)
             if step is None or entry.name == rows.get(step):
                 continue  # not ours, or accounted for: verify reports the former
             never_committed = committed is not None and step > max(last, committed)
@@ -486,7 +533,7 @@ class LedgerStore:
 
         def work(cur: sqlite3.Cursor) -> None:
             for step, epoch, kind, ids_np, blob, digest, nbytes in rows:
-                raw = _ids_to_blob(ids_np)
+                raw = ids_to_bytes(ids_np)
                 recorded = int(blob is not None)
                 cur.execute(
                     "INSERT INTO steps (step, epoch, kind, n_ids, ids, recorded, blob, checksum, nbytes, state, created,"
@@ -590,7 +637,7 @@ class LedgerStore:
             if problem:
                 raise LedgerCorruptError(f"the index row of step {r[0]} is damaged ({problem}); {self.path / 'index.sqlite'} "
                                          "can no longer be trusted for deletions", [int(r[0])] if isinstance(r[0], int) else [])
-        return StepRecord(int(r[0]), int(r[1]), r[2], _ids_from_blob(r[3]), bool(r[4]), r[5], r[6], int(r[7]), r[8])
+        return StepRecord(int(r[0]), int(r[1]), r[2], ids_from_bytes(r[3]), bool(r[4]), r[5], r[6], int(r[7]), r[8])
 
     def _row_problem(self, r: tuple[Any, ...]) -> str | None:
         step, epoch, kind, ids, recorded, blob, digest, nbytes, state, n_ids, rsum, created = r
@@ -1002,7 +1049,7 @@ class LedgerStore:
         now = time.time()
         for shard, rec in sorted(self._pending_shards.items()):
             r = cur.execute(f"SELECT {self._COLS} FROM steps WHERE step = ?", (shard,)).fetchone()
-            raw = _ids_to_blob(rec.ids)
+            raw = ids_to_bytes(rec.ids)
             created = now
             if r is not None:
                 old = self._row(r)

@@ -36,13 +36,13 @@ from ..utils import seeded, usable_cores
 from .rundir import RunDir, evaluation_sets, select_training_data, shard_map_for
 from .train import (
     TrainResult,
-    _complete_on_resume,
-    _finish_recording,
-    _restore,
-    _resume_point,
-    _start_recording,
     check_recipe,
+    complete_on_resume,
+    finish_recording,
     new_run_dir,
+    restore_checkpoint,
+    resume_point,
+    start_recording,
 )
 
 TIMEOUT_S = float(os.environ.get("AMNESIAC_DDP_TIMEOUT", "120"))
@@ -164,24 +164,24 @@ def _train_rank(rank: int, nproc: int, config: TrainConfig, run: RunDir, resume:
         model = run.new_model().to(device)
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
                                    weight_decay=config.weight_decay)
-        start = [_resume_point(run) if rank == 0 and resume and run.model_path.exists() else (0, 0, [])]
+        start = [resume_point(run) if rank == 0 and resume and run.model_path.exists() else (0, 0, [])]
         dist.broadcast_object_list(start, src=0)  # after rank 0 took the lock (and recovered what a crash left)
         start_epoch, start_step, history = start[0]
         eval_sets = evaluation_sets(bundle, config.eval_class)
         if start_epoch >= config.epochs:
-            done = _complete_on_resume(run, config, eval_sets, history) if rank == 0 else None
+            done = complete_on_resume(run, config, eval_sets, history) if rank == 0 else None
             dist.barrier()
             return {"history": history, "final": done.final if done else {}, "record": config.record,
                     "resumed_nothing": True}
         if start_step:
-            _restore(run, model, optimizer, start_step)
+            restore_checkpoint(run, model, optimizer, start_step)
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         record, store, recorder = _recording(rank, run, config, model, optimizer, train_data, start_step, shards)
         history = _fit_ranks(rank, nproc, run, config, model, ddp, optimizer, train_data, shards, recorder, store,
                              start_epoch, history)
         if rank != 0:
             return {}
-        _finish_recording(store, recorder.inner if recorder is not None else None, config)
+        finish_recording(store, recorder.inner if recorder is not None else None, config)
         return {"history": history, "final": evaluate_sets(model, eval_sets), "record": record,
                 "resumed_nothing": False}
 
@@ -197,7 +197,7 @@ def _recording(rank: int, run: RunDir, config: TrainConfig, model: torch.nn.Modu
     """Rank 0 opens (or creates) the ledger and its recorder; every rank then joins the distributed recorder."""
     plan = [config.record]
     if rank == 0:
-        record, store, recorder = _start_recording(run, config, model, optimizer, train_data, start_step, shards,
+        record, store, recorder = start_recording(run, config, model, optimizer, train_data, start_step, shards,
                                                    make_recorder=DistributedRecorder)
         plan = [record]
     dist.broadcast_object_list(plan, src=0)

@@ -96,8 +96,10 @@ class RunDir(RunFiles):
 
     # ----------------------------------------------------------------- creation and opening
     @classmethod
-    def create(cls, path: str | os.PathLike[str], config: TrainConfig, *, overwrite: bool = False) -> RunDir:
-        """Make a new run directory; refuses a non-empty one unless ``overwrite``.
+    def create(cls, path: str | os.PathLike[str], config: TrainConfig, *, overwrite: bool = False,
+               bundle: DataBundle | None = None) -> RunDir:
+        """Make a new run directory; refuses a non-empty one unless ``overwrite``. ``bundle``: the recipe's
+        data, if the caller has loaded it already (it is not loaded twice).
 
         ``overwrite`` replaces only a run directory (one holding ``config.json``), and only after taking its
         lock, so a run in use is never deleted and a folder that is not a run is never touched.
@@ -126,6 +128,7 @@ class RunDir(RunFiles):
         path.mkdir(parents=True, exist_ok=True)
         (path / COMMIT_LOCK).touch()  # made now, so the readers that take it never create a file
         run = cls(path)
+        run._bundle = bundle
         run.write_config(config)
         return run
 

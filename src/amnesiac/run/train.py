@@ -115,8 +115,7 @@ def new_run_dir(out: str | os.PathLike[str], config: TrainConfig, *, overwrite: 
     (no model file yet), remove what it made, so a refused or failed training leaves no folder behind (an
     empty folder that was there before is left empty)."""
     existed = Path(out).is_dir()
-    run = RunDir.create(out, config, overwrite=overwrite)
-    run._bundle = bundle
+    run = RunDir.create(out, config, overwrite=overwrite, bundle=bundle)
     try:
         yield run
     except BaseException:
@@ -155,11 +154,11 @@ def _train_into(run: RunDir, config: TrainConfig, *, resume: bool, progress: boo
         start_epoch, start_step = 0, 0
         history: list[dict[str, Any]] = []
         if resume and run.model_path.exists():
-            start_epoch, start_step, history = _resume_point(run)
+            start_epoch, start_step, history = resume_point(run)
             if start_epoch >= config.epochs:  # nothing left to train (a forget may have changed the model since)
-                return _complete_on_resume(run, config, eval_sets, history)
-            _restore(run, model, optimizer, start_step)
-        record, store, recorder = _start_recording(run, config, model, optimizer, train_data, start_step, shards)
+                return complete_on_resume(run, config, eval_sets, history)
+            restore_checkpoint(run, model, optimizer, start_step)
+        record, store, recorder = start_recording(run, config, model, optimizer, train_data, start_step, shards)
 
         def on_epoch_end(epoch: int, rec: dict[str, Any]) -> None:
             if recorder is not None:
@@ -176,12 +175,12 @@ def _train_into(run: RunDir, config: TrainConfig, *, resume: bool, progress: boo
         finally:
             if recorder is not None:
                 recorder.close()
-        _finish_recording(store, recorder, config)
+        finish_recording(store, recorder, config)
         final = evaluate_sets(model, eval_sets)
         return TrainResult(run, model, history, final, record)
 
 
-def _finish_recording(store: LedgerStore | None, recorder: Recorder | None, config: TrainConfig) -> None:
+def finish_recording(store: LedgerStore | None, recorder: Recorder | None, config: TrainConfig) -> None:
     """Mark the ledger's training complete and log it."""
     if store is not None:
         store.set_meta(training_complete=1, durable=True)
@@ -190,20 +189,20 @@ def _finish_recording(store: LedgerStore | None, recorder: Recorder | None, conf
         store.close()
 
 
-def _resume_point(run: RunDir) -> tuple[int, int, list[dict[str, Any]]]:
+def resume_point(run: RunDir) -> tuple[int, int, list[dict[str, Any]]]:
     """The epoch and step to continue from (after the last committed epoch) and the metrics up to there."""
     meta = run.model_meta()
     start_epoch, start_step = int(meta["epoch"]) + 1, int(meta["step"])
     return start_epoch, start_step, [r for r in run.read_metrics() if r["step"] <= start_step]
 
 
-def _restore(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+def restore_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
     """Load the last committed epoch's model and the optimizer state that goes with it."""
     model.load_state_dict(load_tensors(run.model_path)[0])
     run.load_optimizer(optimizer, step)  # load_state_dict moves the state to the parameters' device
 
 
-def _complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, ArrayDataset],
+def complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, ArrayDataset],
                         history: list[dict[str, Any]]) -> TrainResult:
     """Every epoch is committed: a crash after the last commit point left the ledger not marked complete."""
     if run.has_ledger():
@@ -217,7 +216,7 @@ def _complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, A
     return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
 
 
-def _start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+def start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                      train_data: ArrayDataset, start_step: int, shards: ShardMap | None,
                      make_recorder: Any = Recorder) -> tuple[str, LedgerStore | None, Any]:
     """The recording policy, the ledger (created, or reopened and cut back to ``start_step``) and its recorder
