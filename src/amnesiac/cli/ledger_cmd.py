@@ -172,21 +172,13 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_recover(args: argparse.Namespace) -> int:
-    from ..ledger import (
-        LedgerStore,
-        human_bytes,  # noqa: F401
-        is_bare_ledger,
-    )
+    from ..ledger import is_bare_ledger
     from ..run import RunDir
 
     if is_bare_ledger(args.run):  # a ledger of your own loop: complete a deletion that died after committing
-        from ..ledger.format import LEDGER_LOCK
-        from ..unlearn.library import finish_interrupted_deletion
-        from ..utils import exclusive_lock
+        from ..unlearn.library import finish_interrupted_deletion, writing_ledger
 
-        folder = Path(args.run)
-        with exclusive_lock(folder / LEDGER_LOCK, f"the ledger {folder} (another process is changing it)"), \
-                LedgerStore.open(folder, writable=True) as store:
+        with writing_ledger(args.run) as store:
             done = finish_interrupted_deletion(store)
         print(f"{args.run}: nothing to recover" if done is None else
               f"{args.run}: the interrupted deletion had committed; it is now complete"

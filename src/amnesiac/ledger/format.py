@@ -66,6 +66,13 @@ def event_checksum(time_: float, kind: str, payload: str) -> str:
     return xxhash.xxh3_64_hexdigest(f"{float(time_)!r}|{kind}|{payload}".encode())
 
 
+def meta_sealed(items: list[tuple[str, str]]) -> bool:
+    """Whether the metadata's key-value pairs match the checksum stored among them (``meta_sum``); metadata
+    from before that checksum existed counts as sealed."""
+    want = dict(items).get("meta_sum")
+    return want is None or meta_checksum(items) == want
+
+
 def meta_checksum(items: Iterable[tuple[str, str]]) -> str:
     """Checksum over every metadata key and value (but itself)."""
     h = xxhash.xxh3_64()

@@ -70,6 +70,7 @@ from .format import (  # noqa: F401  (StepRecord, VerifyReport and the checksums
     ids_from_bytes,
     ids_to_bytes,
     meta_checksum,
+    meta_sealed,
     row_checksum,
     shard_blob_name,
     shard_of_blob,
@@ -224,10 +225,6 @@ class IndexQueries:
     def record(self, raw: tuple[Any, ...]) -> StepRecord:
         """A raw row as a StepRecord, unchecked (after :meth:`row_problem` said it is sound)."""
         return self._store._row(raw, check=False)
-
-    @property
-    def has_row_checksums(self) -> bool:
-        return self._store._has_row_sum
 
 
 class LedgerStore:
@@ -908,9 +905,9 @@ class LedgerStore:
         committed or not by number."""
         with self._lock:
             meta = self._conn.execute("SELECT key, value FROM meta").fetchall()
-        values = dict(meta)
-        if values.get("meta_sum") is not None and meta_checksum(meta) != values["meta_sum"]:
+        if not meta_sealed(meta):
             return None
+        values = dict(meta)
         found = [int(v) for k in ("committed_step", "head_step") if (v := values.get(k)) and str(v).isdigit()]
         return max(found) if found else 0
 

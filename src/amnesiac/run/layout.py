@@ -34,10 +34,6 @@ class CommitLock:
         self.path = path
         self._fh: IO[Any] | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fh is not None
-
     def hold(self) -> None:
         if self._fh is None:
             fh = open(self.path, "a+")

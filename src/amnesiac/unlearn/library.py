@@ -100,12 +100,7 @@ def forget_records(
     wanted = as_id_array(ids, "ids")
     _check_thresholds(thresholds)
     target = _check_save_to(save_to)
-    folder = ledger.path if isinstance(ledger, LedgerStore) else Path(ledger)
-    if not isinstance(ledger, LedgerStore):
-        LedgerStore.read_manifest(folder)  # no ledger there: the ledger's own error, before any lock file is made
-    # the lock first: opening writable removes a crash's leftovers, which only the one writer may do
-    with exclusive_lock(folder / LEDGER_LOCK, f"the ledger {folder} (another process is changing it)"), \
-            _opened(ledger, writable=True) as store:
+    with writing_ledger(ledger) as store:
         recovered = finish_interrupted_deletion(store)
         current = _check_head(store, model, recovered)
         request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
@@ -114,6 +109,20 @@ def forget_records(
         receipt = _subtract_and_commit(model, store, request, plan, current, target=target,
                                        keep_artifacts=keep_artifacts, progress=progress, t_start=t_start)
         return Deletion(model, plan, receipt)
+
+
+@contextlib.contextmanager
+def writing_ledger(ledger: LedgerStore | str | os.PathLike[str]) -> Iterator[LedgerStore]:
+    """The ledger held by this process as its one writer for the block: its lock taken (saying so if another
+    process holds it), then opened writable. The lock comes first because opening writable removes a crash's
+    leftovers, which only the one writer may do; a path with no ledger gets the ledger's own error before
+    any lock file is made."""
+    folder = ledger.path if isinstance(ledger, LedgerStore) else Path(ledger)
+    if not isinstance(ledger, LedgerStore):
+        LedgerStore.read_manifest(folder)
+    with exclusive_lock(folder / LEDGER_LOCK, f"the ledger {folder} (another process is changing it)"), \
+            _opened(ledger, writable=True) as store:
+        yield store
 
 
 @contextlib.contextmanager
