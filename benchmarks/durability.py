@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             times = []
             for i in range(max(20, args.reps)):
                 t = time.perf_counter()
-                store.set_meta(head_hash=f"h{i}", durable=durable)
+                store.index.set_meta(head_hash=f"h{i}", durable=durable)
                 times.append(time.perf_counter() - t)
             results[f"meta_commit_durable_{durable}_s"] = spread(times)
         payload = b"x" * (45 << 20)  # about a ResNet18 model file in float32

@@ -97,7 +97,7 @@ def state_of(run: RunDir) -> dict:
     """The committed state as the ledger and the files say: head, model hash, receipts, forgotten ids."""
     store = run.open_ledger()
     try:
-        return {"head": store.get_meta("head_hash"), "model": model_hash(run.load_model()),
+        return {"head": store.index.get_meta("head_hash"), "model": model_hash(run.load_model()),
                 "receipts": store.events("forget"), "forgotten": store.forgotten_ids().tolist()}
     finally:
         store.close()
@@ -321,7 +321,7 @@ def _library_state(folder: Path) -> dict:
 
     with LedgerStore.open(folder / "ledger") as store:
         receipts = store.events("forget")
-        return {"head": store.get_meta("head_hash"), "receipts": receipts, "blobs": blobs_of(folder),
+        return {"head": store.index.get_meta("head_hash"), "receipts": receipts, "blobs": blobs_of(folder),
                 "file": state_hash_of(load_tensors(folder / "model.safetensors")[0])}
 
 

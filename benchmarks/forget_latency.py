@@ -47,7 +47,7 @@ def build_run(root: Path, *, dataset: str, epochs: int, batch_size: int, watched
         "storage_dtype": "float32", "include_buffers": True, "policy": {"kind": "watch", "watch": len(watched)},
         "model": "resnet18", "model_fingerprint": fingerprint(model), "optimizer": {"class": "Adam", "lr": 1e-3},
         "batch_size": batch_size, "seed": 0})
-    store.save_initial(model_state(model))
+    store.commits.save_initial(model_state(model))
     live = tracked_state(model)
     blob = BlobBuffer(Layout.of(live, torch.float32))
     g = torch.Generator().manual_seed(1)
@@ -61,7 +61,7 @@ def build_run(root: Path, *, dataset: str, epochs: int, batch_size: int, watched
             hit = bool(torch.isin(ids, watch).any())
             store.put_step(step, epoch=epoch, ids=ids, update=blob if hit else None)
     h = run.save_model(model, epoch=epochs - 1, step=step)
-    store.set_meta(head_hash=h, head_step=step, training_complete=1)
+    store.index.set_meta(head_hash=h, head_step=step, training_complete=1)
     store.close()
     return run
 

@@ -115,7 +115,7 @@ def _held_steps(store: Any, steps: list[int], *, epochs: int, batch_size: int) -
     """Optimizer steps the given rows' updates hold: a step row holds one; a shard sum every step of its shard."""
     if store.kind != "shards":
         return len(steps)
-    rows = store.steps_info(steps)
+    rows = store.index.steps_info(steps)
     return sum(epochs * -(-rows[s].ids.size // batch_size) for s in steps)
 
 

@@ -104,7 +104,7 @@ def test_a_flipped_bit_in_any_file_kind_is_detected_and_refuses_deletions(run, t
     uses_blob_7 = False
     if target == "blob":
         store = run.open_ledger()
-        uses_blob_7 = 7 in store.scan_steps_holding([17])
+        uses_blob_7 = 7 in store.index.scan_steps_holding([17])
         store.close()
     if target == "initial" or (target == "blob" and not uses_blob_7):
         assert code == 0  # damage the deletion does not rely on: verify reports it, the request is served
@@ -274,5 +274,9 @@ def test_a_ledger_from_before_row_checksums_is_read_and_upgraded_by_its_writer(r
     assert all("older amnesiac" in p for p in report.problems)  # said, not hidden
     assert forget(run, ids=[17], evaluate_after=False, progress=False).receipt is not None  # the writer upgrades
     store = run.open_ledger()
-    assert store._has_row_sum and not verify_ledger(store, progress=False).bad
+    upgraded = verify_ledger(store, progress=False)
     store.close()
+    con = sqlite3.connect(run.ledger_path / "index.sqlite")
+    columns = {r[1] for r in con.execute("PRAGMA table_info(steps)")}
+    con.close()
+    assert "row_sum" in columns and upgraded.steps > 0 and not upgraded.bad

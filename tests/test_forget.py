@@ -8,6 +8,7 @@ import torch
 from amnesiac.cli import main
 from amnesiac.errors import LedgerCorruptError, MissingUpdatesError, ModelMismatchError, RequestError
 from amnesiac.ledger import tracked_state, verify_ledger
+from amnesiac.ledger.storage import BlobStore
 from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.run.commit import JOURNAL, NEXT_MODEL
 from amnesiac.unlearn import forget, list_receipts
@@ -37,10 +38,10 @@ def _consistent(run: RunDir) -> str:
         pass  # taking the lock resolves any interrupted commit
     store = run.open_ledger()
     try:
-        assert model_hash(run.load_model()) == store.get_meta("head_hash")
+        assert model_hash(run.load_model()) == store.index.get_meta("head_hash")
         assert verify_ledger(store, progress=False).ok
         assert not (run.path / JOURNAL).exists() and not (run.path / NEXT_MODEL).exists()
-        return store.get_meta("head_hash")
+        return store.index.get_meta("head_hash")
     finally:
         store.close()
 
@@ -176,7 +177,7 @@ def test_a_forget_killed_at_every_named_point_leaves_the_old_or_the_new_state(ru
         assert head != old and reverted and all(r.blob is None for r in reverted)
         assert sorted(store.forgotten_ids().tolist()) == [3, 4] and len(receipts) == 1
         assert receipts[0]["model_hash_after"] == head
-        assert not any((run.ledger_path / "blobs" / store.blob_name(r.step)).exists() for r in reverted)
+        assert not any((run.ledger_path / "blobs" / BlobStore.step_name(r.step)).exists() for r in reverted)
     store.close()
     assert main(["ledger", "verify", str(run.path), "--deep"]) == 0
     if expect == "old":  # the run can still be forgotten from
@@ -364,7 +365,7 @@ def test_the_planner_stops_a_wrecking_deletion_unless_forced(run, tmp_path, caps
 
 def test_small_requests_add_up_to_a_repair_not_to_a_refusal(run):
     store = run.open_ledger()
-    total = store.count_steps()
+    total = store.index.count_steps()
     store.close()
     plans = []
     for i in (5, 7, 9):

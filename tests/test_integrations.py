@@ -43,7 +43,7 @@ def test_the_shard_ledger_example_keeps_one_sum_per_shard_and_forgets_one(tmp_pa
     with LedgerStore.open(tmp_path / "ledger") as store:
         rows = list(store.iter_steps())
         assert len(rows) == 10 and [r.state for r in rows].count("reverted") == 1
-        assert store.shard_generation() == 3  # one commit per epoch; the deletion adopted no new sums
+        assert store.index.shard_generation() == 3  # one commit per epoch; the deletion adopted no new sums
     assert len(list((tmp_path / "ledger" / "blobs").iterdir())) == 9  # the subtracted sum was destroyed
 
 

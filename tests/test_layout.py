@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "amnesiac"
 
 # lowest first: a unit may import only units listed before it
 LAYERS = ["_version", "errors", "registry", "names", "options", "faults", "utils", "data", "models", "ledger", "training",
-          "config", "run", "unlearn", "integrations", "attacks", "report", "experiments", "cli", "__main__"]
+          "config", "run", "unlearn", "integrations", "attacks", "service", "report", "experiments", "cli", "__main__"]
 
 
 def _module_name(path: Path) -> str:
@@ -206,3 +206,20 @@ def test_no_module_reads_another_modules_private_names():
     # the check can say no: the two kinds the audit and the DDP trainer used to do
     bad = "from .format import _blob_step\nfrom .format import ok\n\ndef f(store):\n    return store._conn\n"
     assert _private_reads_in("bad.py", bad) == ["bad.py: imports _blob_step", "bad.py:5: reads ._conn"]
+
+
+def _public_methods(path: Path, cls: str) -> list[str]:
+    """Public methods of class ``cls`` in ``path`` (properties, class and static methods counted too)."""
+    tree = ast.parse(path.read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
+    return [n.name for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and not n.name.startswith("_")]
+
+
+def test_the_ledger_store_is_a_small_front_door():
+    """Library users meet at most 15 methods; the index, blobs, shard sums and commit operations are parts."""
+    front = _public_methods(ROOT / "ledger" / "store.py", "LedgerStore")
+    assert len(front) <= 15, f"LedgerStore has {len(front)} public methods: {front}"
+    dangerous = {"set_meta", "delete_blobs", "truncate_after", "commit_revert", "commit_head", "destroy", "revert"}
+    assert not dangerous & set(front), f"commit operations on the front door: {sorted(dangerous & set(front))}"
+    # the count can say no: the index part is far bigger than a front door
+    assert len(_public_methods(ROOT / "ledger" / "index.py", "LedgerIndex")) > 15

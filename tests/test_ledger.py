@@ -434,7 +434,7 @@ def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path
     store = run.open_ledger()
     report = verify_ledger(store, progress=False)
     assert report.ok and report.orphans == []
-    assert store.get_meta("training_complete") == "0"
+    assert store.index.get_meta("training_complete") == "0"
     steps = [r.step for r in store.iter_steps()]
     assert steps == list(range(1, len(steps) + 1))
     saved_step = run.model_meta()["step"]
@@ -446,7 +446,7 @@ def test_sigkill_mid_training_leaves_a_ledger_that_verifies_and_resumes(tmp_path
     result = train_run(cfg, out, resume=True, progress=False)
     store = run.open_ledger()
     assert verify_ledger(store, progress=False).ok
-    assert store.last_step() == 90 * cfg.epochs and store.get_meta("training_complete") == "1"
+    assert store.last_step() == 90 * cfg.epochs and store.index.get_meta("training_complete") == "1"
     if record == "all":
         back = _subtract_all(result.model, store)
         for k, v in store.load_initial().items():
@@ -511,9 +511,9 @@ def test_a_failed_write_rolls_back_and_the_store_stays_usable(tmp_path):
     store.put_step(1, epoch=0, ids=[1, 2], update=None)
     with pytest.raises(LedgerError, match="recorded once"):
         store.put_step(1, epoch=0, ids=[3], update=None)
-    store.set_meta(head_hash="x")  # the connection is not stuck inside a transaction
+    store.index.set_meta(head_hash="x")  # the connection is not stuck inside a transaction
     store.put_step(2, epoch=0, ids=[3], update=None)
-    assert store.steps_for_ids([3], cross_check=True) == [2] and store.get_meta("head_hash") == "x"
+    assert store.steps_for_ids([3], cross_check=True) == [2] and store.index.get_meta("head_hash") == "x"
     assert verify_ledger(store, progress=False).ok
 
 

@@ -65,7 +65,7 @@ def test_forget_five_ids_from_a_plain_loop_through_the_top_level_api(tmp_path):
     for k, v in tracked_state(model).items():
         torch.testing.assert_close(v.float(), expected[k], rtol=0, atol=1e-5)
     # the ledger committed: the new head is the model (and the file saved), the updates are gone, verify passes
-    assert ledger.get_meta("head_hash") == amnesiac.utils.model_hash(model)
+    assert ledger.index.get_meta("head_hash") == amnesiac.utils.model_hash(model)
     assert all(ledger.step(s).blob is None and ledger.step(s).state == "reverted" for s in touched)
     assert verify_ledger(ledger, progress=False).ok and (tmp_path / "model.safetensors").is_file()
     assert sorted(ledger.forgotten_ids().tolist()) == forget

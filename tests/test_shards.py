@@ -185,7 +185,7 @@ def test_an_uncommitted_sum_is_removed_by_the_next_writer_and_a_foreign_file_is_
     shards = make_shards(load_dataset("digits").train.ids.numpy(), num_shards=4, seed=0)
     _, store = _train_own_loop(tmp_path, "shards", 1, shards, batch_size=64)
     committed = sorted(p.name for p in (store.path / "blobs").iterdir())
-    store.put_shard_visit(2, epoch=1, ids=[], update={k: torch.zeros_like(v) for k, v in store.load_update(2).items()})
+    store.shards.put_visit(2, epoch=1, ids=[], update={k: torch.zeros_like(v) for k, v in store.load_update(2).items()})
     store.close()
     (store.path / "blobs" / "notes.txt").write_text("mine")
     reader = LedgerStore.open(store.path)

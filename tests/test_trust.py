@@ -155,7 +155,7 @@ def test_a_library_deletion_killed_at_any_point_ends_with_model_and_ledger_agree
         assert main(["ledger", "verify", str(folder / "ledger")]) == 1 or point == "library:after-destroy"
     assert main(["ledger", "recover", str(folder / "ledger")]) == 0
     with LedgerStore.open(folder / "ledger") as store:
-        head, receipts = store.get_meta("head_hash"), store.events("forget")
+        head, receipts = store.index.get_meta("head_hash"), store.events("forget")
         blobs = {p.name for p in (folder / "ledger" / "blobs").iterdir()}
     model = _model_from(folder / "model.safetensors")
     assert model_hash(model) == head  # the file at save_to is the ledger's head, old or new

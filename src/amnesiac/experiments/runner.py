@@ -260,7 +260,7 @@ def _amnesiac_curve(s: Settings, amn: RunDir, sets: dict[str, ArrayDataset], inv
     amn_before = _point(amn_model, sets, s.topk, 0.0, "before")
     inversion("amnesiac", "trained", amn_model)
     with amn.open_ledger() as store:
-        total_steps = store.count_steps()
+        total_steps = store.index.count_steps()
     t = time.perf_counter()
     # the paper's experiment subtracts the class's steps whatever their share: past the planner's advice on purpose
     # on a copy: the trained run stays as it was, so a stage interrupted after this and run again starts from the

@@ -26,7 +26,8 @@ from .format import (
     shard_of_blob,
     step_of_blob,
 )
-from .store import LedgerStore
+from .storage import BlobStore
+from .store import LedgerStore, read_manifest
 
 
 def verify_ledger(store: LedgerStore, *, deep: bool = True, progress: bool | None = None) -> VerifyReport:
@@ -62,7 +63,7 @@ def verify_ledger(store: LedgerStore, *, deep: bool = True, progress: bool | Non
 def _check_pending(store: LedgerStore, report: VerifyReport) -> None:
     """A library deletion that committed and then died: its model file may not be in place, its reverted
     updates not yet destroyed."""
-    raw = store.get_meta(PENDING_DELETION)
+    raw = store.index.get_meta(PENDING_DELETION)
     if raw:
         try:
             where = json.loads(raw).get("target")
@@ -78,8 +79,8 @@ def _check_pending(store: LedgerStore, report: VerifyReport) -> None:
 def _check_manifest(store: LedgerStore, report: VerifyReport) -> None:
     # manifest: the bytes on disk against the checksum the index recorded when the ledger was created
     try:
-        _, raw = store.read_manifest(store.path)
-        want = store.get_meta("manifest_sum")
+        _, raw = read_manifest(store.path)
+        want = store.index.get_meta("manifest_sum")
         if want is None:
             report.problems.append("the manifest has no recorded checksum (a ledger from an older amnesiac): not checked")
         elif checksum(raw, "xxh3") != want:
@@ -92,7 +93,7 @@ def _check_sqlite(store: LedgerStore, report: VerifyReport) -> None:
     idx = store.path / "index.sqlite"
     # SQLite's own structural check
     try:
-        found = store.queries.quick_check()
+        found = store.index.quick_check()
     except Exception as err:  # sqlite3.DatabaseError on a damaged page
         found = [f"quick_check failed: {err}"]
     if found != ["ok"]:
@@ -105,7 +106,7 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
     idx = store.path / "index.sqlite"
     # every row: checksum, shape, numbering; the id -> steps table against the rows' own ids
     try:
-        rows, pairs = store.queries.rows_and_pairs()
+        rows, pairs = store.index.rows_and_pairs()
     except Exception as err:
         report.problems.append(f"{idx} cannot be read: {err}")
         return None
@@ -123,7 +124,7 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
             for missing in range(expected, step):
                 report.bad[missing] = "missing from the index (gap in step numbers)"
         expected = step + 1
-        problem = store.queries.row_problem(r)
+        problem = store.index.row_problem(r)
         if problem is None and r[10] is None:
             report.unchecked_rows += 1
         if problem:
@@ -131,14 +132,14 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
             if isinstance(r[5], str):
                 damaged_blobs.add(r[5])
             continue
-        rec = store.queries.record(r)
+        rec = store.index.record(r, check=False)
         if rec.blob is not None and (not _blob_named_for(store, rec.blob, step) or rec.checksum is None):
             report.bad[step] = f"index row names blob {rec.blob!r} with checksum {rec.checksum!r}"
             continue
         ids = np.unique(ids_from_bytes(r[3]))
         row_pairs.append(np.stack([ids, np.full(ids.size, step, dtype=np.int64)], axis=1))
         recs.append(rec)
-    committed = store.committed_step() if store.kind != "shards" else None
+    committed = store.index.committed_step() if store.kind != "shards" else None
     for missing in range(expected, (committed or 0) + 1):  # rows lost at the end: the sealed head covers them
         report.bad[missing] = f"missing from the index, although the sealed head says step {missing} was committed"
     return recs, damaged_blobs, pairs, row_pairs
@@ -147,9 +148,9 @@ def _check_rows(store: LedgerStore, report: VerifyReport) -> tuple[list[Any], se
 def _blob_named_for(store: LedgerStore, blob: str, step: int) -> bool:
     """Whether a row's blob name is the one the ledger writes for that row (a step, or a shard's version)."""
     if store.kind != "shards":
-        return blob == store.blob_name(step)
+        return blob == BlobStore.step_name(step)
     parsed = shard_of_blob(blob)
-    return parsed is not None and parsed[0] == step and parsed[1] <= store.shard_generation()
+    return parsed is not None and parsed[0] == step and parsed[1] <= store.index.shard_generation()
 
 
 def _check_id_table(report: VerifyReport, pairs: np.ndarray, row_pairs: list[np.ndarray]) -> None:
@@ -169,17 +170,17 @@ def _check_id_table(report: VerifyReport, pairs: np.ndarray, row_pairs: list[np.
 
 def _check_initial(store: LedgerStore, report: VerifyReport, deep: bool) -> None:
     # initial weights
-    ipath = store.initial_path
-    want = store.get_meta("initial_file_sum")
+    ipath = store.blobs.initial_path
+    want = store.index.get_meta("initial_file_sum")
     if not ipath.is_file():
-        if want is not None or store.get_meta("initial_hash") is not None:
+        if want is not None or store.index.get_meta("initial_hash") is not None:
             report.problems.append(f"{ipath} (the initial weights) is missing")
     else:
         if want is not None and file_checksum(ipath) != want:
             report.problems.append(f"{ipath} does not match the checksum recorded when it was saved")
         elif deep and want is not None:
             try:
-                if state_hash(store.load_initial()) != store.get_meta("initial_hash"):
+                if state_hash(store.load_initial()) != store.index.get_meta("initial_hash"):
                     report.problems.append(f"{ipath} does not match the initial hash recorded in the index")
             except LedgerCorruptError as err:
                 report.problems.append(str(err))
@@ -213,7 +214,7 @@ def _check_blobs(store: LedgerStore, report: VerifyReport, recs: list[Any], deep
 
 def _check_orphans(store: LedgerStore, report: VerifyReport, recs: list[Any], damaged_blobs: set[str]) -> None:
     blobs_dir = store.path / "blobs"
-    committed = store.committed_step()
+    committed = store.index.committed_step()
     known = {rec.blob for rec in recs if rec.blob} | damaged_blobs
     for p in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else []:
         if p.name in known:
@@ -230,7 +231,7 @@ def _check_orphans(store: LedgerStore, report: VerifyReport, recs: list[Any], da
 def _check_meta(store: LedgerStore, report: VerifyReport) -> None:
     idx = store.path / "index.sqlite"
     # the metadata (head, hashes, salt) as a whole, the audit log, and forgotten ids against their receipts
-    meta, forgotten = store.queries.meta_and_forgotten()
+    meta, forgotten = store.index.meta_and_forgotten()
     if not meta_sealed(meta):
         report.problems.append(f"{idx}: the ledger's metadata (head, hashes, salt) does not match its checksum")
     try:

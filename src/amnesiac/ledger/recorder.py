@@ -152,11 +152,12 @@ class _Writer(threading.Thread):
                 if item is None:
                     return
                 if self.error is None and isinstance(item, list):  # steps indexed without an update
-                    self.store.put_index_rows(item)
+                    self.store.index.insert_rows([(int(st), int(ep), kind, np.asarray(ids, dtype=np.int64).reshape(-1),
+                                                   None, None, 0) for st, ep, kind, ids in item])
                     self.written += len(item)
                 elif self.error is None and item[0] == "shard":  # a shard visit, added to the shard's sum
                     _, shard, epoch, kind, ids, delta = item
-                    self.store.put_shard_visit(shard, epoch=epoch, ids=ids, update=delta, kind=kind, fsync=self.fsync)
+                    self.store.shards.put_visit(shard, epoch=epoch, ids=ids, update=delta, kind=kind, fsync=self.fsync)
                     self.written += 1
                 elif self.error is None:
                     step, epoch, kind, ids, update, before, after = item

@@ -68,7 +68,7 @@ def _audit_committed(run: RunFiles, *, deep: bool, progress: bool | None) -> Run
         out.ledger = verify_ledger(store, deep=deep, progress=progress)
         out.checks.append("manifest, index rows and id table, initial weights, "
                           + ("every stored update's checksum" if deep else "presence and size of stored updates"))
-        head, head_sum = store.get_meta("head_hash"), store.get_meta("head_file_sum")
+        head, head_sum = store.index.get_meta("head_hash"), store.index.get_meta("head_file_sum")
         model_state_: dict[str, torch.Tensor] | None = None
         if head is None:
             out.checks.append("no model committed yet")
@@ -100,7 +100,7 @@ def _audit_committed(run: RunFiles, *, deep: bool, progress: bool | None) -> Run
 
 def _check_reconstruction(store: LedgerStore, model: dict[str, torch.Tensor], out: RunAudit) -> None:
     """initial + sum of the applied updates up to the head must be the model (when every one is stored)."""
-    head_step = int(store.get_meta("head_step") or 0)
+    head_step = int(store.index.get_meta("head_step") or 0)
     applied = [r for r in store.iter_steps(state="applied") if r.kind != "train" or r.step <= head_step]
     if not applied or any(r.blob is None for r in applied):
         out.checks.append("reconstruction skipped (not every applied step stores its update)")

@@ -56,7 +56,7 @@ def read_journal(run: RunFiles) -> dict[str, Any] | None:
 
 def _cleanup(run: RunFiles, store: LedgerStore | None, journal: dict[str, Any]) -> None:
     if store is not None and journal.get("destroy_steps"):
-        store.delete_blobs(journal["destroy_steps"])
+        store.commits.destroy(journal["destroy_steps"])
         fault_point("commit:after-destroy")
     keep = journal.get("keep_optimizer_step")
     if journal.get("destroy_optimizer") or keep is not None:
@@ -69,7 +69,7 @@ def _is_committed(run: RunFiles, store: LedgerStore | None, journal: dict[str, A
     if journal.get("new_hash") is None:  # died before commit_model began
         return False
     if store is not None:
-        return store.get_meta("head_hash") == journal["new_hash"]
+        return store.index.get_meta("head_hash") == journal["new_hash"]
     if nxt.is_file():  # without a ledger the rename is the commit point, and it has not happened
         return False
     try:
@@ -103,13 +103,13 @@ def recover(run: RunFiles, *, log_rollback: bool = True) -> str | None:
             else:
                 nxt.unlink(missing_ok=True)
                 if store is not None and journal.get("base_last_step") is not None:
-                    dropped = store.truncate_after(int(journal["base_last_step"]))
+                    dropped = store.commits.truncate_after(int(journal["base_last_step"]))
                 new_opt = journal.get("keep_optimizer_step")
                 if new_opt is not None:  # the new epoch's optimizer state belongs to the model that lost
                     run.optimizer_path(int(new_opt)).unlink(missing_ok=True)
                 outcome = "rolled-back"
             if store is not None and (log_rollback or outcome == "rolled-forward" or dropped):
-                store.add_event("recover", {"journal": journal.get("kind", "forget"), "outcome": outcome})
+                store.index.add_event("recover", {"journal": journal.get("kind", "forget"), "outcome": outcome})
         finally:
             if store is not None:
                 store.close()

@@ -24,6 +24,7 @@ from ..utils import shared_lock_unless_busy
 JOURNAL = ".commit.json"
 NEXT_MODEL = "model.next.safetensors"
 COMMIT_LOCK = ".commit.lock"
+SERVICE_FILE = ".service.json"  # written by the deletion service that holds the run: who it is and where
 
 
 class CommitLock:
@@ -151,6 +152,16 @@ class RunFiles:
                     "forget died before finishing. The next command that takes the run's lock completes or rolls it "
                     f"back; run `amnesiac ledger recover {self.path}` to do it now")
             yield
+
+    def served_by(self) -> dict[str, Any] | None:
+        """The deletion service holding this run (its pid and address, from ``.service.json``), or None when
+        none runs: no file, or a file left by a service that died (its process is gone)."""
+        try:
+            info = json.loads((self.path / SERVICE_FILE).read_bytes().decode("utf-8"))
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return info if isinstance(info, dict) else None
 
     def leftover_writes(self) -> list[Path]:
         """Temporary files of atomic writes in the run directory that a crash interrupted (``.NAME.*.tmp``):

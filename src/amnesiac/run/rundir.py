@@ -209,7 +209,7 @@ class RunDir(RunFiles):
         begin_change(self, old_hash=str(old), store=store, kind="train-epoch", truncate_on_rollback=False)
         ledger_commit = None
         if store is not None:
-            ledger_commit = lambda h, fsum: store.commit_head(  # noqa: E731
+            ledger_commit = lambda h, fsum: store.commits.head(  # noqa: E731
                 head_hash=h, head_step=step, head_file_sum=fsum)
         return commit_model(self, model, old_hash=str(old), store=store, ledger_commit=ledger_commit,
                             destroy_optimizer=False, keep_optimizer_step=step, meta={"epoch": epoch, "step": step},
@@ -240,20 +240,30 @@ class RunDir(RunFiles):
         """
         fh = open(self.path / ".lock", "a+")
         try:
-            if wait:
-                wait_for_lock(fh, f"the lock of {self.path} (another amnesiac process is training or forgetting)")
-            else:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as err:
-                    if err.errno in (errno.EAGAIN, errno.EACCES):
-                        raise RunDirError(f"{self.path} is in use by another amnesiac process") from None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
+                self._refuse_if_served()
+                if not wait:
+                    raise RunDirError(f"{self.path} is in use by another amnesiac process") from None
+                wait_for_lock(fh, f"the lock of {self.path} (another amnesiac process is training or forgetting)")
             if recover:
                 self.finish_pending_commit()
             yield
         finally:
             fh.close()
+
+    def _refuse_if_served(self) -> None:
+        """A run held by a deletion service takes no other writer: say so, naming the service."""
+        service = self.served_by()
+        if service is not None:
+            where = f" at {service['url']}" if service.get("url") else ""
+            raise RunDirError(
+                f"{self.path} is served by a deletion service (amnesiac serve, pid {service.get('pid')}{where}), its "
+                "only writer while it runs: send deletion requests to it (POST /v1/deletions), or stop it (Ctrl-C or "
+                "SIGTERM) first")
 
     def finish_pending_commit(self) -> str | None:
         """Complete or roll back a model change interrupted by a crash (see amnesiac.run.commit)."""

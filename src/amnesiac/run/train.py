@@ -183,9 +183,9 @@ def _train_into(run: RunDir, config: TrainConfig, *, resume: bool, progress: boo
 def finish_recording(store: LedgerStore | None, recorder: Recorder | None, config: TrainConfig) -> None:
     """Mark the ledger's training complete and log it."""
     if store is not None:
-        store.set_meta(training_complete=1, durable=True)
-        store.add_event("train", {"epochs": config.epochs, "steps": recorder.step if recorder else 0,
-                                  "head_hash": store.get_meta("head_hash")})
+        store.index.set_meta(training_complete=1, durable=True)
+        store.index.add_event("train", {"epochs": config.epochs, "steps": recorder.step if recorder else 0,
+                                  "head_hash": store.index.get_meta("head_hash")})
         store.close()
 
 
@@ -207,10 +207,10 @@ def complete_on_resume(run: RunDir, config: TrainConfig, eval_sets: dict[str, Ar
     """Every epoch is committed: a crash after the last commit point left the ledger not marked complete."""
     if run.has_ledger():
         with run.open_ledger(writable=True) as done:
-            if done.get_meta("training_complete") != "1":
-                done.set_meta(training_complete=1, durable=True)
-                done.add_event("train", {"epochs": config.epochs, "completed_on_resume": True,
-                                         "head_hash": done.get_meta("head_hash")})
+            if done.index.get_meta("training_complete") != "1":
+                done.index.set_meta(training_complete=1, durable=True)
+                done.index.add_event("train", {"epochs": config.epochs, "completed_on_resume": True,
+                                         "head_hash": done.index.get_meta("head_hash")})
     model = run.load_model()
     final = evaluate_sets(model, eval_sets)
     return TrainResult(run, model, history, final, config.record, resumed_nothing=True)
@@ -231,9 +231,9 @@ def start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimize
         return record, None, None
     if run.has_ledger():
         store = run.open_ledger(writable=True)
-        dropped = store.truncate_after(start_step)
+        dropped = store.commits.truncate_after(start_step)
         if dropped:
-            store.add_event("resume", {"dropped_steps_after": start_step, "dropped": dropped})
+            store.index.add_event("resume", {"dropped_steps_after": start_step, "dropped": dropped})
         if shards is not None:
             _check_shards_match(store, shards)
     else:
@@ -252,7 +252,7 @@ def start_recording(run: RunDir, config: TrainConfig, model: nn.Module, optimize
             **({"ledger_kind": "shards", "shards": {"count": shards.num_shards, "records": len(shards)}}
                if shards is not None else {}),
         })
-    store.set_meta(training_complete=0, durable=True)
+    store.index.set_meta(training_complete=0, durable=True)
     policy = "shards" if shards is not None else "watch" if record == "watch" else "all"
     recorder = make_recorder(model, optimizer, store, policy=policy, watch_ids=watch, dtype=config.ledger_dtype,
                              include_buffers=config.include_buffers, start_step=start_step, shards=shards)

@@ -115,7 +115,7 @@ def close_recorder(recorder: Recorder, out: MethodOutcome, first: int) -> None:
     ledger the shards whose sums took the method's updates (adopted at the forget's commit)."""
     recorder.close()
     if recorder.store.kind == "shards":
-        out.recorded_steps += recorder.store.pending_shards()
+        out.recorded_steps += recorder.store.shards.pending()
     else:
         out.recorded_steps += list(range(first, recorder.step + 1))
     out.optimizer_steps += recorder.step - first + 1

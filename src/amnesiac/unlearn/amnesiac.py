@@ -49,7 +49,7 @@ def revert_updates(model: torch.nn.Module, summed: dict[str, torch.Tensor]) -> i
 
 def missing_updates_error(store, plan) -> MissingUpdatesError:  # noqa: ANN001
     """The refusal for a plan that touches steps whose update is not stored, naming them by number."""
-    infos = store.steps_info(plan.missing)
+    infos = store.index.steps_info(plan.missing)
     never = [s for s in plan.missing if not infos[s].recorded]
     gone = [s for s in plan.missing if infos[s].recorded]
     parts = []
@@ -83,18 +83,22 @@ def undo_steps(model: torch.nn.Module, store, plan, *, progress: bool | None = N
             "clamped_running_var": clamped}
 
 
+def subtract_plan(model: torch.nn.Module, store, plan, *, progress: bool | None = None) -> MethodOutcome:  # noqa: ANN001
+    """:func:`undo_steps` as a method's outcome: the steps reverted, the update's norm and the clamped
+    running variances in ``details``, the load and subtraction times in ``timings``. Both deletion paths
+    build their receipts from it."""
+    done = undo_steps(model, store, plan, progress=progress)
+    details = {"update_norm": done.pop("update_norm"), "clamped_running_var": done.pop("clamped_running_var")}
+    return MethodOutcome(model=model, steps_reverted=list(plan.to_revert), details=details, timings=done)
+
+
 def amnesiac(ctx: MethodContext) -> MethodOutcome:
     """Undo the affected steps, then optionally repair (options ``repair_epochs``, ``repair_steps``)."""
     plan = ctx.plan
     store = ctx.store
     if plan is None or store is None:
         raise LedgerError("amnesiac unlearning needs the run's ledger; this run was trained with record='none'")
-    out = MethodOutcome(model=ctx.model)
-    done = undo_steps(ctx.model, store, plan, progress=ctx.progress)
-    out.details["update_norm"] = done.pop("update_norm")
-    out.details["clamped_running_var"] = done.pop("clamped_running_var")
-    out.timings.update(done)
-    out.steps_reverted = list(plan.to_revert)
+    out = subtract_plan(ctx.model, store, plan, progress=ctx.progress)
     repair_epochs = int(ctx.option("repair_epochs", 0))
     repair_steps = ctx.option("repair_steps")
     if repair_epochs or repair_steps:

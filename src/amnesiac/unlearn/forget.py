@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,16 @@ from ..run.commit import abort_change, begin_change, commit_model
 from ..training import evaluate_sets
 from ..utils import model_hash
 from .base import METHODS, MethodContext, MethodOutcome, check_options
-from .planner import AMNESIAC_SERVES, Plan, Thresholds, make_plan, norm_of, refuse_unless_forced, sum_updates
+from .planner import (
+    AMNESIAC_SERVES,
+    Plan,
+    Thresholds,
+    check_head,
+    make_plan,
+    norm_of,
+    refuse_unless_forced,
+    sum_updates,
+)
 from .receipts import Receipt
 from .receipts import build_receipt as _receipt
 from .request import DeletionRequest, resolve_request
@@ -90,7 +99,7 @@ class _Job:
     plan: Plan | None = None  # None for a run without a ledger
     new_ids: np.ndarray = field(init=False)
     forget_data: ArrayDataset = field(init=False)
-    retain: Any = None
+    retain: ArrayDataset | Callable[[], ArrayDataset] = field(init=False)  # built on first use (MethodContext)
     sets: dict[str, ArrayDataset] = field(default_factory=dict)
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
     eval_s: float = 0.0
@@ -217,15 +226,10 @@ def _start(run: RunDir, store: LedgerStore | None, method: str, impl: Any, optio
     current = run.load_model()
     current_hash = model_hash(current)
     if store is not None:
-        if store.get_meta("training_complete") != "1":
+        if store.index.get_meta("training_complete") != "1":
             raise LedgerError(f"training of {run.path} did not finish; resume it (resume=True) first")
-        head = store.get_meta("head_hash")
-        if current_hash != head:
-            raise ModelMismatchError(
-                f"{run.model_path} (hash {current_hash[:16]}) is not the model the ledger describes "
-                f"(head {str(head)[:16]}); it was changed outside amnesiac, so the stored updates no "
-                "longer apply. Restore the model or retrain."
-            )
+        check_head(store, current_hash, model_name=str(run.model_path),
+                   remedy="It was changed outside amnesiac: restore the model or retrain.")
     if model is not None:
         given = model_hash(model)
         if given != current_hash:
@@ -266,8 +270,9 @@ def _prepare_data(job: _Job, evaluate_after: bool) -> None:
     """The retained data (built on first use unless evaluating) and the before-evaluation."""
     if not evaluate_after:
         return
-    job.retain = job.retain()
-    job.sets = forget_eval_sets(job.run, job.request, job.retain, job.forget_data)
+    retain = job.retain() if callable(job.retain) else job.retain
+    job.retain = retain
+    job.sets = forget_eval_sets(job.run, job.request, retain, job.forget_data)
     t_eval = time.perf_counter()
     job.evaluation["before"] = evaluate_sets(job.current, job.sets)
     job.eval_s = time.perf_counter() - t_eval
@@ -293,30 +298,20 @@ def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
         if job.sets:
             job.evaluation["after"] = evaluate_sets(outcome.model, job.sets)
         job.eval_s += time.perf_counter() - t_eval
-        new_hash = model_hash(outcome.model)
-        # the stored updates of every step that saw the deleted records encode them: reverted or not,
-        # they go (a later amnesiac request touching an unreverted one is then refused by step number)
-        touched = sorted(set(outcome.steps_reverted) | set(plan.to_revert if plan is not None else []))
-        destroy = [] if keep_artifacts else touched
-        receipt = _receipt(
-            method=job.method, options=job.options, request=request,
-            salt=store.id_salt() if store is not None else "no-ledger", new_ids=int(job.new_ids.size), plan=plan,
-            outcome=outcome, old_hash=job.current_hash, new_hash=new_hash, evaluation=job.evaluation,
-            timings={**outcome.timings, "method": method_s, "evaluate": job.eval_s,
-                     "total": time.perf_counter() - job.t_start},
-            destroyed={"update_blobs": len(destroy), "optimizer_state": not keep_artifacts, "previous_model": True},
-            kept_for_research=bool(keep_artifacts), ledger_kind=store.kind if store is not None else None,
-            workflow="run", **job.options_note,
-        )
-        ledger_commit = None
-        if store is not None:
-            ledger_commit = lambda h, fsum: store.commit_revert(  # noqa: E731
-                outcome.steps_reverted, new_hash=h, event=receipt, forgotten_ids=request.ids.tolist(),
-                extra_meta={"head_file_sum": fsum})
-        saved = run.model_meta()
-        commit_model(run, outcome.model, old_hash=job.current_hash, new_hash=new_hash, store=store,
-                     ledger_commit=ledger_commit, destroy_steps=destroy, destroy_optimizer=not keep_artifacts,
-                     meta={"epoch": saved.get("epoch"), "step": saved.get("step"), "after": "forget"})
+        total_s = time.perf_counter() - job.t_start
+
+        def receipts(new_hash: str, destroyed: dict[str, Any]) -> list[tuple[Receipt, Sequence[int]]]:
+            return [(_receipt(
+                method=job.method, options=job.options, request=request,
+                salt=store.index.id_salt() if store is not None else "no-ledger", new_ids=int(job.new_ids.size),
+                plan=plan, outcome=outcome, old_hash=job.current_hash, new_hash=new_hash, evaluation=job.evaluation,
+                timings={**outcome.timings, "method": method_s, "evaluate": job.eval_s, "total": total_s},
+                destroyed=destroyed, kept_for_research=bool(keep_artifacts),
+                ledger_kind=store.kind if store is not None else None, workflow="run", **job.options_note,
+            ), request.ids.tolist())]
+
+        receipt = commit_deletion(run, store, outcome, old_hash=job.current_hash, plan=plan,
+                                  keep_artifacts=keep_artifacts, receipts=receipts)[0]
     except BaseException:
         if store is not None:
             store.close()
@@ -326,6 +321,33 @@ def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
         _append_plain_receipt(run, receipt)
     return ForgetResult(plan, receipt, outcome.model, outcome=outcome, run=run,
                         message=f"forgot {len(request)} record(s) with {job.method}")
+
+
+def commit_deletion(run: RunDir, store: LedgerStore | None, outcome: MethodOutcome, *, old_hash: str,
+                    plan: Plan | None, keep_artifacts: bool,
+                    receipts: Callable[[str, dict[str, Any]], list[tuple[Receipt, Sequence[int]]]]) -> list[Receipt]:
+    """Commit ``outcome.model`` in place of the run's model through the run's journal (call it after
+    :func:`~amnesiac.run.commit.begin_change`), with one receipt per request in the same ledger transaction.
+
+    ``receipts(new_hash, destroyed)`` builds the receipts and the ids each one forgets. The stored updates of
+    every step that saw the deleted records encode them: reverted or not, they are destroyed (unless
+    ``keep_artifacts``), with the optimizer state; a later amnesiac request touching an unreverted one is then
+    refused by step number. The one commit of the run-directory ``forget`` and of the deletion service.
+    """
+    new_hash = model_hash(outcome.model)
+    touched = sorted(set(outcome.steps_reverted) | set(plan.to_revert if plan is not None else []))
+    destroy = [] if keep_artifacts else touched
+    made = receipts(new_hash, {"update_blobs": len(destroy), "optimizer_state": not keep_artifacts,
+                               "previous_model": True})
+    ledger_commit = None
+    if store is not None:
+        ledger_commit = lambda h, fsum: store.commits.revert_batch(  # noqa: E731
+            outcome.steps_reverted, new_hash=h, events=made, extra_meta={"head_file_sum": fsum})
+    saved = run.model_meta()
+    commit_model(run, outcome.model, old_hash=old_hash, new_hash=new_hash, store=store, ledger_commit=ledger_commit,
+                 destroy_steps=destroy, destroy_optimizer=not keep_artifacts,
+                 meta={"epoch": saved.get("epoch"), "step": saved.get("step"), "after": "forget"})
+    return [r for r, _ in made]
 
 
 def _copy_run(run: RunDir, out: str) -> RunDir:
@@ -359,7 +381,7 @@ def _run_creating_method(job: _Job, out: str | None) -> ForgetResult:
         new_store = new_run.open_ledger(writable=True) if new_run.has_ledger() else None
         receipt = _receipt(
             method=job.method, options=job.options, request=request,
-            salt=new_store.id_salt() if new_store is not None else "no-ledger", new_ids=len(request), plan=plan,
+            salt=new_store.index.id_salt() if new_store is not None else "no-ledger", new_ids=len(request), plan=plan,
             outcome=outcome, old_hash=job.current_hash, new_hash=model_hash(outcome.model), evaluation=job.evaluation,
             timings={**outcome.timings, "method": method_s, "total": time.perf_counter() - job.t_start},
             destroyed={"update_blobs": 0, "optimizer_state": False, "previous_model": False},
@@ -368,7 +390,7 @@ def _run_creating_method(job: _Job, out: str | None) -> ForgetResult:
                  f"{new_run.path} is in service",
         )
         if new_store is not None:
-            new_store.add_event("forget", receipt)
+            new_store.index.add_event("forget", receipt)
             new_store.close()
         else:
             _append_plain_receipt(new_run, receipt)

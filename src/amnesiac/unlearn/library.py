@@ -39,15 +39,16 @@ import numpy as np
 from torch import nn
 
 from ..config import Thresholds
-from ..errors import ConfigError, LedgerCorruptError, LedgerError, ModelMismatchError
+from ..errors import ConfigError, LedgerCorruptError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore
 from ..ledger.format import LEDGER_LOCK, PENDING_DELETION, file_checksum
+from ..ledger.store import read_manifest
 from ..run.checkpoint import save_tensors
 from ..utils import as_id_array, exclusive_lock, fsync_dir, model_hash, model_state
-from .amnesiac import undo_steps
+from .amnesiac import subtract_plan
 from .base import MethodOutcome
-from .planner import AMNESIAC_SERVES, Plan, make_plan, refuse_unless_forced
+from .planner import AMNESIAC_SERVES, Plan, check_head, make_plan, refuse_unless_forced
 from .receipts import Receipt, build_receipt
 from .request import DeletionRequest, resolve_request
 
@@ -103,7 +104,7 @@ def forget_records(
     with writing_ledger(ledger) as store:
         recovered = finish_interrupted_deletion(store)
         current = _check_head(store, model, recovered)
-        request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
+        request = resolve_request(store.index.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
         plan = make_plan(store, request.ids.tolist(), thresholds=thresholds)
         refuse_unless_forced(plan, force=force, api="forget_records")
         receipt = _subtract_and_commit(model, store, request, plan, current, target=target,
@@ -119,7 +120,7 @@ def writing_ledger(ledger: LedgerStore | str | os.PathLike[str]) -> Iterator[Led
     any lock file is made."""
     folder = ledger.path if isinstance(ledger, LedgerStore) else Path(ledger)
     if not isinstance(ledger, LedgerStore):
-        LedgerStore.read_manifest(folder)
+        read_manifest(folder)
     with exclusive_lock(folder / LEDGER_LOCK, f"the ledger {folder} (another process is changing it)"), \
             _opened(ledger, writable=True) as store:
         yield store
@@ -143,21 +144,19 @@ def _subtract_and_commit(model: nn.Module, store: LedgerStore, request: Deletion
                          t_start: float) -> Receipt:
     """Subtract the planned updates, write the new model aside, commit (the head, the receipt and what is left
     to do in one transaction), then rename and destroy. Returns the receipt."""
-    done = undo_steps(model, store, plan, progress=progress)
-    outcome = MethodOutcome(model=model, steps_reverted=list(plan.to_revert),
-                            details={"update_norm": done.pop("update_norm"),
-                                     "clamped_running_var": done.pop("clamped_running_var")}, timings=done)
+    outcome = subtract_plan(model, store, plan, progress=progress)
+    done = outcome.timings
     new_hash = model_hash(model)
     destroy = [] if keep_artifacts else sorted(set(plan.to_revert))
     receipt = _library_receipt(store, request, plan, outcome, current, new_hash, destroyed={
         "update_blobs": len(destroy), "optimizer_state": False, "previous_model": target is not None},
         timings={**done, "total": time.perf_counter() - t_start}, kept=bool(keep_artifacts))
-    extra: dict[str, Any] = {"head_step": store.get_meta("head_step")}
+    extra: dict[str, Any] = {"head_step": store.index.get_meta("head_step")}
     pending: dict[str, Any] = {"destroy": destroy}
     if target is not None:
         pending.update(next=str(_save_aside(model, target, new_hash, extra)), target=str(target))
         fault_point("library:after-next")
-    store.commit_revert(plan.to_revert, new_hash=new_hash, event=receipt, forgotten_ids=request.ids.tolist(),
+    store.commits.revert(plan.to_revert, new_hash=new_hash, event=receipt, forgotten_ids=request.ids.tolist(),
                         extra_meta={**extra, PENDING_DELETION: json.dumps(pending)})
     fault_point("library:after-ledger")
     _finish(store, pending)
@@ -186,7 +185,7 @@ def plan_deletion(
     wanted = as_id_array(ids, "ids")
     _check_thresholds(thresholds)
     with _opened(ledger) as store:
-        request = resolve_request(store.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
+        request = resolve_request(store.index.all_ids(), np.zeros(0), num_classes=0, ids=wanted)
         return make_plan(store, request.ids.tolist(), thresholds=thresholds)
 
 
@@ -198,7 +197,7 @@ def finish_interrupted_deletion(ledger: LedgerStore) -> dict[str, Any] | None:
     The new model file is renamed only when its checksum is the one the ledger committed; otherwise
     :class:`~amnesiac.errors.LedgerCorruptError` names it and nothing is changed.
     """
-    raw = ledger.get_meta(PENDING_DELETION)
+    raw = ledger.index.get_meta(PENDING_DELETION)
     if not raw:
         return None
     try:
@@ -210,7 +209,7 @@ def finish_interrupted_deletion(ledger: LedgerStore) -> dict[str, Any] | None:
                                  "changed") from None
     nxt = Path(pending["next"]) if pending.get("next") else None
     if nxt is not None:
-        target, want = Path(pending["target"]), ledger.get_meta("head_file_sum")
+        target, want = Path(pending["target"]), ledger.index.get_meta("head_file_sum")
         if nxt.is_file() and file_checksum(nxt) != want:
             raise LedgerCorruptError(f"{nxt} should hold the model an interrupted deletion committed, but its checksum "
                                      "is not the one the ledger recorded; nothing was changed")
@@ -218,7 +217,7 @@ def finish_interrupted_deletion(ledger: LedgerStore) -> dict[str, Any] | None:
             raise LedgerCorruptError(f"an interrupted deletion committed the model it wrote to {nxt}, but neither "
                                      f"{nxt} nor {target} holds it now; restore it from a backup")
     _finish(ledger, pending)
-    ledger.add_event("recover", {"journal": "forget_records", "outcome": "rolled-forward",
+    ledger.index.add_event("recover", {"journal": "forget_records", "outcome": "rolled-forward",
                                  "model_file": pending.get("target")})
     return pending
 
@@ -233,9 +232,9 @@ def _finish(store: LedgerStore, pending: dict[str, Any]) -> None:
             fsync_dir(target.parent)
         fault_point("library:after-rename")
     if pending["destroy"]:
-        store.delete_blobs(pending["destroy"])
+        store.commits.destroy(pending["destroy"])
         fault_point("library:after-destroy")
-    store.set_meta(durable=True, **{PENDING_DELETION: ""})
+    store.index.set_meta(durable=True, **{PENDING_DELETION: ""})
 
 
 def _check_model(model: Any) -> None:
@@ -268,7 +267,7 @@ def _library_receipt(store: LedgerStore, request: DeletionRequest, plan: Plan, o
                      new: str, *, destroyed: dict[str, Any], timings: dict[str, float], kept: bool) -> Receipt:
     """The receipt of a deletion served from your own loop (the same fields as the run-directory workflow's)."""
     return build_receipt(
-        method="amnesiac", options={}, request=request, salt=store.id_salt(),
+        method="amnesiac", options={}, request=request, salt=store.index.id_salt(),
         new_ids=int(np.setdiff1d(request.ids, store.forgotten_ids()).size), plan=plan, outcome=outcome,
         old_hash=old, new_hash=new, evaluation={}, destroyed=destroyed, timings=timings, kept_for_research=kept,
         workflow="library", ledger_kind=store.kind,
@@ -278,20 +277,14 @@ def _library_receipt(store: LedgerStore, request: DeletionRequest, plan: Plan, o
 def _check_head(store: LedgerStore, model: nn.Module, recovered: dict[str, Any] | None = None) -> str:
     """The model's hash, which must be the ledger's head (``recovered``: an interrupted deletion just completed,
     whose model the caller may not have loaded yet)."""
-    head = store.get_meta("head_hash")
-    if head is None:
-        raise LedgerError(f"the ledger at {store.path} names no model yet; after training call "
-                          "ledger.mark_head(model) so deletions apply to that model only")
     current = model_hash(model)
-    if current != head:
-        hint = ""
-        if recovered is not None:
-            where = recovered.get("target")
-            hint = (". An earlier forget_records on this ledger had committed and then died; it was completed now"
-                    + (f": {where} holds the ledger's head model, load it from there" if where else
-                       " (it was not saved to a file: the head is the model that call returned)"))
-        raise ModelMismatchError(f"the model given (hash {current[:16]}) is not the model the ledger describes "
-                                 f"(head {head[:16]}); its stored updates no longer apply to it{hint}")
+    remedy = "Pass the model the ledger's last mark_head or deletion left."
+    if recovered is not None:
+        where = recovered.get("target")
+        remedy = ("An earlier forget_records on this ledger had committed and then died; it was completed now"
+                  + (f": {where} holds the ledger's head model, load it from there" if where else
+                     " (it was not saved to a file: the head is the model that call returned)"))
+    check_head(store, current, model_name="the model given", remedy=remedy)
     return current
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Thresholds
-from ..errors import PlanRefusedError
+from ..errors import LedgerError, ModelMismatchError, PlanRefusedError
 from ..ledger import LedgerStore
 from ..ledger.sums import norm_of, sum_updates  # noqa: F401  (re-exported)
 
@@ -132,7 +132,7 @@ def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds 
     ids = list(ids)
     affected = store.steps_for_ids(ids, cross_check=True)
     to_revert, already, missing = [], [], []
-    recs = store.steps_info(affected)
+    recs = store.index.steps_info(affected)
     for s in affected:
         r = recs[s]
         if r.state == "reverted":
@@ -141,7 +141,7 @@ def make_plan(store: LedgerStore, ids: Iterable[int], *, thresholds: Thresholds 
             missing.append(s)
         else:
             to_revert.append(s)
-    total = store.count_steps()
+    total = store.index.count_steps()
     share = len(affected) / total if total else 0.0
     unrepaired = unrepaired_steps(store) / total if total else 0.0
     rec, why = recommend(share=share, missing=len(missing), thresholds=thresholds, whole_class=whole_class,
@@ -155,11 +155,31 @@ def unrepaired_steps(store: LedgerStore) -> int:
     """Steps (shards) undone by amnesiac deletions since the last deletion that trained the model again (a
     repair, or a method that trains), read from the audit log."""
     debt = 0
+    batches: set[str] = set()  # a service's batch writes a receipt per request: its steps count once
     for receipt in store.events("forget"):
         options = receipt.get("options") or {}
         trained = bool(receipt.get("optimizer_steps")) or bool(options.get("repair_epochs") or options.get("repair_steps"))
+        batch = receipt.get("batch")
         if receipt.get("method") == "amnesiac" and not trained:
-            debt += int(receipt.get("n_steps_reverted") or 0)
+            if isinstance(batch, dict) and batch.get("id") is not None:
+                if batch["id"] not in batches:
+                    batches.add(batch["id"])
+                    debt += int(batch.get("n_steps_reverted") or 0)
+            else:
+                debt += int(receipt.get("n_steps_reverted") or 0)
         elif trained or receipt.get("method") != "amnesiac":
             debt = 0
     return debt
+
+
+def check_head(store: LedgerStore, current_hash: str, *, model_name: str, remedy: str) -> None:
+    """A deletion applies only to the ledger's head model: ``current_hash`` (of the model called
+    ``model_name`` in the message) must be the head the ledger committed, or the stored updates no longer
+    apply to it. ``remedy`` says what the caller can do. The one head check of both deletion paths."""
+    head = store.index.get_meta("head_hash")
+    if head is None:
+        raise LedgerError(f"the ledger at {store.path} names no model yet; after training call "
+                          "ledger.mark_head(model) so deletions apply to that model only")
+    if current_hash != head:
+        raise ModelMismatchError(f"{model_name} (hash {current_hash[:16]}) is not the model the ledger describes "
+                                 f"(head {head[:16]}); its stored updates no longer apply to it. {remedy}")
