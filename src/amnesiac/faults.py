@@ -31,6 +31,9 @@ POINTS = (
     "forget:after-cleanup",
     "ledger:after-fold",        # a head commit adopted new shard sums; the ones they replace are not removed yet
     "ledger:shard-visit",       # a shard ledger wrote a new (uncommitted) version of a shard's sum
+    "service:after-applying",   # a service marked a batch's requests applying; its change has not begun
+    "service:after-method",     # the batch's updates are subtracted in memory; nothing committed
+    "service:after-commit",     # the batch's receipts are committed; the queue does not know yet
     "ddp:rank0-batch",          # a rank of a distributed run takes its slice of a global batch
     "ddp:rank1-batch",
 )

@@ -18,11 +18,12 @@ from . import (
     models_cmd,
     receipts_cmd,
     reproduce_cmd,
+    serve_cmd,
     train_cmd,
 )
 from .common import in_flags
 
-COMMANDS = [demo_cmd, train_cmd, forget_cmd, receipts_cmd, methods_cmd, attack_cmd, reproduce_cmd, ledger_cmd, datasets_cmd, models_cmd]
+COMMANDS = [demo_cmd, train_cmd, forget_cmd, receipts_cmd, serve_cmd, methods_cmd, attack_cmd, reproduce_cmd, ledger_cmd, datasets_cmd, models_cmd]
 
 DESCRIPTION = """\
 Delete training records from a trained PyTorch model (Amnesiac Machine Learning, AAAI 2021)

@@ -22,7 +22,7 @@ from ..config import TrainConfig
 from ..data import DataBundle, load_dataset
 from ..data.base import ArrayDataset
 from ..data.shards import ShardMap, make_shards, read_subject_map
-from ..errors import ConfigError, LedgerError, RunDirError
+from ..errors import ConfigError, LedgerError, PendingChangeError, RunDirError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore
 from ..models import build_model
@@ -260,7 +260,7 @@ class RunDir(RunFiles):
         service = self.served_by()
         if service is not None:
             where = f" at {service['url']}" if service.get("url") else ""
-            raise RunDirError(
+            raise PendingChangeError(  # busy, not bad input
                 f"{self.path} is served by a deletion service (amnesiac serve, pid {service.get('pid')}{where}), its "
                 "only writer while it runs: send deletion requests to it (POST /v1/deletions), or stop it (Ctrl-C or "
                 "SIGTERM) first")

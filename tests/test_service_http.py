@@ -1,0 +1,156 @@
+"""The deletion service over HTTP: tokens, validation (nothing stored for a bad body), idempotency, status,
+receipts and the page; and the real `amnesiac serve` process, a CLI forget refused beside it, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from amnesiac.cli import main  # noqa: E402
+from amnesiac.config import Thresholds  # noqa: E402
+from amnesiac.run import RunDir, TrainConfig, train_run  # noqa: E402
+from amnesiac.service import BatchApplier  # noqa: E402
+from amnesiac.service.app import create_app  # noqa: E402
+
+TOKEN = "t" * 24
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_run(TrainConfig(epochs=2, batch_size=64), tmp_path_factory.mktemp("http") / "run", progress=False).run
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    shutil.copytree(trained.path, tmp_path / "run")
+    return RunDir.open(tmp_path / "run")
+
+
+@pytest.fixture
+def client(run):
+    with BatchApplier(run, subject_map={"ann": [3, 4], "bob": [5]}, thresholds=Thresholds(0.05, 0.5)) as applier:
+        with TestClient(create_app(applier, token=TOKEN, poll_s=0.05)) as c:
+            c.applier = applier
+            yield c
+
+
+def _wait_done(client, rid, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = client.get(f"/v1/deletions/{rid}", headers=AUTH).json()
+        if status["status"] in ("done", "refused"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"{rid} not applied in {timeout} s")
+
+
+def test_every_endpoint_but_healthz_needs_the_token(client):
+    assert client.get("/healthz").status_code == 200
+    for method, path in [("post", "/v1/deletions"), ("get", "/v1/deletions/x"), ("get", "/v1/receipts"),
+                         ("get", "/v1/receipts/x"), ("get", "/v1/model"), ("get", "/")]:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-of-some-length"}, {"Authorization": TOKEN}):
+            assert getattr(client, method)(path, headers=headers).status_code == 401, (path, headers)
+    assert sum(client.applier.queue.counts().values()) == 0
+
+
+BAD_BODIES = [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b"{}", "exactly one way"),
+    (b'{"ids": [1], "subjects": ["ann"]}', "exactly one way"),
+    (b'{"ids": "17"}', "list of integer"),
+    (b'{"ids": [1.5]}', "integers"),
+    (b'{"ids": [true]}', "integers"),
+    (b'{"ids": []}', "empty"),
+    (b'{"ids": [999999]}', "not records this model was trained on"),
+    (b'{"ids": [-1]}', "integers from 0"),
+    (json.dumps({"ids": list(range(10_001))}).encode(), "at most"),
+    (b'{"subjects": ["zed"]}', "unknown data subject"),
+    (b'{"subjects": "ann"}', "list of strings"),
+    (b'{"ids": [1], "idempotency_key": 7}', "idempotency_key"),
+    (b'{"ids": [1], "priority": "high"}', "unknown field"),
+    (b"x" * (1 << 20 + 1), "bytes"),
+]
+
+
+@pytest.mark.parametrize("body,match", BAD_BODIES)
+def test_a_bad_request_gets_a_4xx_with_a_message_and_stores_nothing(client, body, match):
+    answer = client.post("/v1/deletions", content=body, headers=AUTH)
+    assert 400 <= answer.status_code < 500 and match in answer.json()["detail"], answer.text
+    assert sum(client.applier.queue.counts().values()) == 0
+
+
+def test_a_request_is_accepted_applied_and_proven(client):
+    first = client.post("/v1/deletions", json={"ids": [17, 42], "idempotency_key": "ticket-1"}, headers=AUTH)
+    assert first.status_code == 202 and first.json()["status"] == "queued"
+    rid = first.json()["request_id"]
+    again = client.post("/v1/deletions", json={"ids": [42, 17], "idempotency_key": "ticket-1"}, headers=AUTH)
+    assert again.json()["request_id"] == rid  # the same key never makes a second request
+    other = client.post("/v1/deletions", json={"ids": [5], "idempotency_key": "ticket-1"}, headers=AUTH)
+    assert other.status_code == 409
+    subj = client.post("/v1/deletions", json={"subjects": ["ann"]}, headers=AUTH).json()["request_id"]
+    for r in (rid, subj):
+        assert _wait_done(client, r)["status"] == "done", _wait_done(client, r)["reason"]
+    receipt = client.get(f"/v1/receipts/{rid}", headers=AUTH).json()
+    assert receipt["request_id"] == rid and receipt["request"]["count"] == 2 and receipt["batch"]["id"]
+    listed = client.get("/v1/receipts", headers=AUTH).json()
+    assert [r["request_id"] for r in listed] == [rid, subj]
+    assert [r["request_id"] for r in client.get(f"/v1/receipts?after={rid}", headers=AUTH).json()] == [subj]
+    model = client.get("/v1/model", headers=AUTH).json()
+    assert model["head_hash"] == receipt["model_hash_after"] or model["head_hash"] == listed[-1]["model_hash_after"]
+    assert model["queue"]["done"] == 2 and model["reverted"] > 0
+    page = client.get("/", headers=AUTH).text
+    assert rid in page and model["head_hash"][:16] in page and "done" in page
+    assert client.get("/v1/deletions/del_nope", headers=AUTH).status_code == 404
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_served_run_refuses_a_cli_forget_and_sigterm_stops_the_service(run, tmp_path, capsys):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "amnesiac", "serve", str(run.path), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > end or proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read() if proc.poll() is not None else "no answer") from None
+                time.sleep(0.2)
+        token_file = run.path / "service" / "token"
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        auth = {"Authorization": "Bearer " + token_file.read_text().strip()}
+        rid = httpx.post(base + "/v1/deletions", json={"ids": [7]}, headers=auth).json()["request_id"]
+        assert main(["forget", str(run.path), "--ids", "9"]) == 1
+        assert "served by a deletion service" in capsys.readouterr().err
+        end = time.monotonic() + 60
+        while httpx.get(f"{base}/v1/deletions/{rid}", headers=auth).json()["status"] != "done":
+            assert time.monotonic() < end
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert not (run.path / ".service.json").exists()
+    assert main(["ledger", "verify", str(run.path), "--deep"]) == 0
