@@ -95,6 +95,25 @@ def tiny_data():
     return ArrayDataset(images, labels, torch.arange(100, 180), max_value=16)
 
 
+@pytest.fixture(scope="session")
+def served_source(tmp_path_factory):
+    """A digits run (2 epochs, batch 64, every step recorded) that the service tests copy, never change."""
+    from amnesiac.run import TrainConfig, train_run
+
+    return train_run(TrainConfig(epochs=2, batch_size=64), tmp_path_factory.mktemp("served") / "run", progress=False).run
+
+
+@pytest.fixture
+def served_run(served_source, tmp_path):
+    """A fresh copy of :func:`served_source` for one test."""
+    import shutil
+
+    from amnesiac.run import RunDir
+
+    shutil.copytree(served_source.path, tmp_path / "run")
+    return RunDir.open(tmp_path / "run")
+
+
 @pytest.fixture
 def tiny_net():
     torch.manual_seed(0)

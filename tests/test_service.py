@@ -12,22 +12,13 @@ import pytest
 
 from amnesiac.config import Thresholds
 from amnesiac.errors import RequestError, RunDirError
-from amnesiac.run import RunDir, TrainConfig, train_run
 from amnesiac.service import BatchApplier, DeletionQueue, IdempotencyConflictError, QueueFullError
 from amnesiac.unlearn import forget, list_receipts
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_run(TrainConfig(epochs=2, batch_size=64), tmp_path_factory.mktemp("svc") / "run", progress=False).run
-
-
 @pytest.fixture
-def run(trained, tmp_path):
-    import shutil
-
-    shutil.copytree(trained.path, tmp_path / "run")
-    return RunDir.open(tmp_path / "run")
+def run(served_run):
+    return served_run
 
 
 def test_queue_is_durable_idempotent_and_bounded(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from amnesiac.cli import main  # noqa: E402
 from amnesiac.config import Thresholds  # noqa: E402
-from amnesiac.run import RunDir, TrainConfig, train_run  # noqa: E402
 from amnesiac.service import BatchApplier  # noqa: E402
 from amnesiac.service.app import create_app  # noqa: E402
 
@@ -28,15 +26,9 @@ TOKEN = "t" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_run(TrainConfig(epochs=2, batch_size=64), tmp_path_factory.mktemp("http") / "run", progress=False).run
-
-
 @pytest.fixture
-def run(trained, tmp_path):
-    shutil.copytree(trained.path, tmp_path / "run")
-    return RunDir.open(tmp_path / "run")
+def run(served_run):
+    return served_run
 
 
 @pytest.fixture

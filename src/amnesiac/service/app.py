@@ -95,7 +95,7 @@ def create_app(applier: BatchApplier, *, token: str, poll_s: float = 0.5) -> Any
     """The FastAPI application serving ``applier``'s run; its worker starts and stops with the app."""
     try:
         from fastapi import Depends, FastAPI, HTTPException, Request
-        from fastapi.responses import HTMLResponse, JSONResponse
+        from fastapi.responses import JSONResponse
     except ImportError:  # pragma: no cover - depends on the environment
         raise AmnesiacError("the deletion service needs FastAPI and uvicorn: pip install 'amnesiac[serve]'") from None
     if len(token) < 16:
@@ -141,41 +141,49 @@ def create_app(applier: BatchApplier, *, token: str, poll_s: float = 0.5) -> Any
         worker.wake.set()
         return {"request_id": queued.request_id, "status": queued.status}
 
-    @app.get("/v1/deletions/{request_id}", dependencies=[Depends(authorized)])
-    def status(request_id: str) -> dict[str, Any]:
-        found = applier.queue.get(request_id)
-        if found is None:
-            raise HTTPException(404, f"no deletion request {request_id!r}")
-        return found.public()
+    _add_read_routes(app, applier, worker, Depends(authorized))
+    return app
 
-    @app.get("/v1/receipts/{request_id}", dependencies=[Depends(authorized)])
-    def receipt(request_id: str) -> dict[str, Any]:
+
+def _add_read_routes(app: Any, applier: BatchApplier, worker: Worker, auth: Any) -> None:
+    """The read-only endpoints: a request's status and receipt, the receipts in order, the model, the page."""
+    from fastapi import HTTPException
+    from fastapi.responses import HTMLResponse
+
+    def find(request_id: str) -> Any:
         found = applier.queue.get(request_id)
         if found is None:
             raise HTTPException(404, f"no deletion request {request_id!r}")
+        return found
+
+    @app.get("/v1/deletions/{request_id}", dependencies=[auth])
+    def status(request_id: str) -> dict[str, Any]:
+        return find(request_id).public()
+
+    @app.get("/v1/receipts/{request_id}", dependencies=[auth])
+    def receipt(request_id: str) -> dict[str, Any]:
+        found = find(request_id)
         if found.receipt is None:
             raise HTTPException(404, f"request {request_id} has no receipt: it is {found.status}"
                                 + (f" ({found.reason})" if found.reason else ""))
         return {"request_id": request_id, **found.receipt}
 
-    @app.get("/v1/receipts", dependencies=[Depends(authorized)])
+    @app.get("/v1/receipts", dependencies=[auth])
     def receipts(after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         if not 1 <= limit <= 1000:
             raise RequestError(f"limit must lie in 1..1000, got {limit}")
         return applier.queue.receipts(after=after, limit=limit)
 
-    @app.get("/v1/model", dependencies=[Depends(authorized)])
+    @app.get("/v1/model", dependencies=[auth])
     def model() -> dict[str, Any]:
         with worker.lock:
             return {**worker.info, "batches": worker.batches, "queue": applier.queue.counts()}
 
-    @app.get("/", response_class=HTMLResponse, dependencies=[Depends(authorized)])
+    @app.get("/", response_class=HTMLResponse, dependencies=[auth])
     def page() -> str:
         with worker.lock:
             info = dict(worker.info)
         return render_page(info, applier.queue.counts(), [r.public() for r in applier.queue.recent(20)])
-
-    return app
 
 
 def render_page(info: dict[str, Any], counts: dict[str, int], recent: list[dict[str, Any]]) -> str:
