@@ -122,3 +122,18 @@ def test_a_service_killed_during_a_batch_applies_every_accepted_request_exactly_
     assert sorted(r["request_id"] for r in receipts) == sorted(r.request_id for r in requests)  # once each
     audit = run.audit(deep=True)
     assert not audit.problems and not audit.ledger.bad
+
+
+def test_a_damaged_update_refuses_only_the_request_that_needs_it(run):
+    with BatchApplier(run, thresholds=Thresholds(0.5, 0.9), repair=0) as ap:
+        steps_a, steps_b = set(ap.store.steps_for_ids([11])), set(ap.store.steps_for_ids([12]))
+        bad = sorted(steps_a - steps_b)[0]
+        path = ap.store.path / "blobs" / ap.store.step(bad).blob
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        a, b = ap.submit(ids=[11]), ap.submit(ids=[12])
+        ap.apply_pending()
+        assert ap.queue.get(b.request_id).status == "done"
+        refused = ap.queue.get(a.request_id)
+        assert refused.status == "refused" and "LedgerCorruptError" in refused.reason

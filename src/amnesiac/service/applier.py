@@ -210,8 +210,14 @@ class BatchApplier:
             group, plan, refused = self._form_batch(waiting)
             for rid, reason in refused.items():
                 self.queue.mark_refused(rid, reason)
-            if group:
+            if len(group) == 1:
                 results.append(self._apply(group, plan, refused))
+            elif group:
+                try:
+                    results.append(self._apply(group, plan, refused))
+                except AmnesiacError:  # one request's trouble (a damaged update, say): each alone, so it is
+                    for req in group:  # refused with the reason and the others go through
+                        results.append(self._apply([req], self._plan([req]), {}))
             elif not refused:
                 break
         return results
