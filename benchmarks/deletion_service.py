@@ -18,7 +18,9 @@ one batch, every shard's sum stored. Per seed, on a fresh copy of the trained ru
   reads ``/v1/receipts?after=``), the service process's peak resident memory.
 
 The service runs with ``--force`` (as the stream benchmark served a "retrain" advice with amnesiac and a repair)
-and ``--repair-steps owed``. Results: benchmarks/results/deletion_service.json (or deletion_service_quick.json).
+and ``--repair-steps owed``; the sequential and burst parts run once per ``--repair-fraction`` (default 1 and
+0.25: all the owed repair steps, and a quarter of them), the load part with the first. Results:
+benchmarks/results/deletion_service.json (or deletion_service_quick.json).
 """
 
 from __future__ import annotations
@@ -53,13 +55,13 @@ from amnesiac.training import evaluate  # noqa: E402
 class Served:
     """``amnesiac serve`` on a copy of a run, in its own process."""
 
-    def __init__(self, run: Path) -> None:
+    def __init__(self, run: Path, fraction: float = 1.0) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "amnesiac", "serve", str(run), "--port", str(port),
-                                      "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                                      "--force", "--repair-fraction", str(fraction)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -102,8 +104,8 @@ def copy_run(src: Path, dest: Path) -> Path:
     return dest
 
 
-def sequential(run: Path, ids: list[int], test: Any) -> dict[str, Any]:
-    svc = Served(run)
+def sequential(run: Path, ids: list[int], test: Any, fraction: float) -> dict[str, Any]:
+    svc = Served(run, fraction)
     timeline = []
     t0 = time.perf_counter()
     try:
@@ -122,8 +124,8 @@ def sequential(run: Path, ids: list[int], test: Any) -> dict[str, Any]:
     return {"time_s": total, "timeline": timeline, "batches": batches}
 
 
-def burst(run: Path, ids: list[int], *, clients: int = 8) -> dict[str, Any]:
-    svc = Served(run)
+def burst(run: Path, ids: list[int], fraction: float, *, clients: int = 8) -> dict[str, Any]:
+    svc = Served(run, fraction)
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
@@ -137,8 +139,8 @@ def burst(run: Path, ids: list[int], *, clients: int = 8) -> dict[str, Any]:
     return {"time_s": total, "batches": len({r["batch"]["id"] for r in receipts}), "receipts": len(receipts)}
 
 
-def load(run: Path, ids: list[int], *, clients: int = 8) -> dict[str, Any]:
-    svc = Served(run)
+def load(run: Path, ids: list[int], fraction: float, *, clients: int = 8) -> dict[str, Any]:
+    svc = Served(run, fraction)
     posted: dict[str, float] = {}
     arrived: dict[str, float] = {}
     stop = threading.Event()
@@ -200,17 +202,23 @@ def one_seed(args: argparse.Namespace, root: Path, seed: int) -> dict[str, Any]:
     members = training.only_ids(stream_ids)
     out: dict[str, Any] = {"seed": seed, "retrain_s": retrain_s, "retrained_test_acc": retrained.final["test"],
                            "original_test_acc": trained.final["test"]}
-    for name, work in (("sequential", lambda p: sequential(p, stream_ids, test)), ("burst", lambda p: burst(p, stream_ids))):
-        path = copy_run(base.path, root / f"{name}-{seed}")
-        res = work(path)
-        model = RunDir.open(path).load_model()
-        res["test_acc"] = evaluate(model, test)["accuracy"]
-        res["time_over_retrain"] = res["time_s"] / retrain_s
-        res["mia"] = membership({"served": model, "retrained": retrained.model, "original": base.load_model()},
-                                members, non_members, shadows)
-        out[name] = res
-        print(f"seed {seed} {name}: {json.dumps({k: v for k, v in res.items() if k != 'timeline'})}", flush=True)
-    out["load"] = load(copy_run(base.path, root / f"load-{seed}"), sorted(picked.tolist()))
+    out["policies"] = {}
+    for fraction in args.repair_fraction:
+        policy = out["policies"][f"repair_fraction={fraction:g}"] = {}
+        for name, work in (("sequential", lambda p, f=fraction: sequential(p, stream_ids, test, f)),
+                           ("burst", lambda p, f=fraction: burst(p, stream_ids, f))):
+            path = copy_run(base.path, root / f"{name}-{seed}-{fraction:g}")
+            res = work(path)
+            model = RunDir.open(path).load_model()
+            res["test_acc"] = evaluate(model, test)["accuracy"]
+            res["time_over_retrain"] = res["time_s"] / retrain_s
+            res["mia"] = membership({"served": model, "retrained": retrained.model, "original": base.load_model()},
+                                    members, non_members, shadows)
+            policy[name] = res
+            shutil.rmtree(path)
+            print(f"seed {seed} fraction {fraction:g} {name}: "
+                  f"{json.dumps({k: v for k, v in res.items() if k != 'timeline'})}", flush=True)
+    out["load"] = load(copy_run(base.path, root / f"load-{seed}"), sorted(picked.tolist()), args.repair_fraction[0])
     print(f"seed {seed} load: {json.dumps(out['load'])}", flush=True)
     return out
 
@@ -226,6 +234,8 @@ def main() -> None:
     ap.add_argument("--shadows", type=int, default=4)
     ap.add_argument("--non-members", type=int, default=1000)
     ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--repair-fraction", type=float, nargs="+", default=[1.0, 0.25],
+                    help="the service's --repair-fraction for the sequential and burst parts, one run each")
     args = ap.parse_args()
     if args.quick:
         args.dataset, args.seeds, args.requests, args.load, args.shadows, args.non_members = "digits", 1, 20, 80, 2, 200
@@ -234,10 +244,18 @@ def main() -> None:
         per_seed = [one_seed(args, root, s) for s in range(args.seeds)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    summary = {k: statistics.fmean(r[k]["time_over_retrain"] for r in per_seed) for k in ("sequential", "burst")}
+    summary = {policy: {part: {col: _mean_sd([r["policies"][policy][part][col] - (r["retrained_test_acc"] if col ==
+                                                "test_acc" else 0) for r in per_seed])
+                               for col in ("time_over_retrain", "test_acc")} for part in ("sequential", "burst")}
+               for policy in per_seed[0]["policies"]}
     save("deletion_service_quick" if args.quick else "deletion_service", {
         "command": "python benchmarks/deletion_service.py " + " ".join(sys.argv[1:]), "settings": vars(args),
-        "cpus": os.cpu_count(), "per_seed": per_seed, "mean_time_over_retrain": summary})
+        "cpus": os.cpu_count(), "per_seed": per_seed,
+        "summary (mean, sd over seeds; test_acc: served minus retrained)": summary})
+
+
+def _mean_sd(values: list[float]) -> list[float]:
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from amnesiac.cli import main  # noqa: E402
 from amnesiac.config import Thresholds  # noqa: E402
-from amnesiac.service import BatchApplier  # noqa: E402
+from amnesiac.service import BatchApplier, DeletionQueue  # noqa: E402
 from amnesiac.service.app import create_app  # noqa: E402
+from amnesiac.unlearn import list_receipts  # noqa: E402
 
 TOKEN = "t" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -115,25 +116,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_served_run_refuses_a_cli_forget_and_sigterm_stops_the_service(run, tmp_path, capsys):
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def _serve(run, port, env=None):
+    """`amnesiac serve` on ``run`` in its own process, answering; returns (process, base url, auth header)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "amnesiac", "serve", str(run.path), "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            if time.monotonic() > end or proc.poll() is not None:
+                raise AssertionError(proc.stdout.read() if proc.poll() is not None else "no answer") from None
+            time.sleep(0.2)
+    token_file = run.path / "service" / "token"
+    return proc, base, {"Authorization": "Bearer " + token_file.read_text().strip()}
+
+
+def test_the_served_run_refuses_a_cli_forget_and_sigterm_stops_the_service(run, tmp_path, capsys):
+    proc, base, auth = _serve(run, _free_port())
     try:
-        base = f"http://127.0.0.1:{port}"
-        end = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > end or proc.poll() is not None:
-                    raise AssertionError(proc.stdout.read() if proc.poll() is not None else "no answer") from None
-                time.sleep(0.2)
-        token_file = run.path / "service" / "token"
-        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-        auth = {"Authorization": "Bearer " + token_file.read_text().strip()}
+        assert oct((run.path / "service" / "token").stat().st_mode & 0o777) == "0o600"
         rid = httpx.post(base + "/v1/deletions", json={"ids": [7]}, headers=auth).json()["request_id"]
         assert main(["forget", str(run.path), "--ids", "9"]) == 1
         assert "served by a deletion service" in capsys.readouterr().err
@@ -145,4 +150,43 @@ def test_the_served_run_refuses_a_cli_forget_and_sigterm_stops_the_service(run, 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     assert not (run.path / ".service.json").exists()
+    assert main(["ledger", "verify", str(run.path), "--deep"]) == 0
+
+
+def test_the_service_process_killed_mid_batch_applies_every_accepted_request_once_after_a_restart(run):
+    """SIGKILL of `amnesiac serve` itself between the subtraction and the commit of a batch: every request that
+    got a 202 is applied exactly once by the restarted service, and the ledger verifies deep."""
+    port = _free_port()
+    proc, base, auth = _serve(run, port, {"AMNESIAC_CRASH_AT": "service:after-method"})
+    try:
+        rids = []
+        with httpx.Client(base_url=base, headers=auth) as c:
+            for i in (20, 30, 40):
+                try:
+                    answer = c.post("/v1/deletions", json={"ids": [i, i + 1]})
+                except httpx.TransportError:  # the worker's batch killed the process first
+                    break
+                assert answer.status_code == 202
+                rids.append(answer.json()["request_id"])
+        assert rids and proc.wait(timeout=60) == -signal.SIGKILL  # the worker reached the crash point in a batch
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc, base, auth = _serve(run, port)
+    try:
+        with httpx.Client(base_url=base, headers=auth) as c:
+            end = time.monotonic() + 60
+            while {c.get(f"/v1/deletions/{r}").json()["status"] for r in rids} != {"done"}:
+                assert time.monotonic() < end
+                time.sleep(0.1)
+            receipts = c.get("/v1/receipts").json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    with DeletionQueue(run.path / "service" / "queue.sqlite") as q:
+        statuses = {r.request_id: r.status for r in q}  # a request stored but killed before its 202 counts too
+    stored = sorted(statuses)
+    assert set(rids) <= set(stored) and set(statuses.values()) == {"done"}
+    assert sorted(r["request_id"] for r in receipts) == stored
+    assert sorted(r["request_id"] for r in list_receipts(run)) == stored  # the ledger: one receipt each
     assert main(["ledger", "verify", str(run.path), "--deep"]) == 0

@@ -35,6 +35,9 @@ def add_parser(sub: Any) -> None:
                    help="share of steps above which the planner recommends another method")
     p.add_argument("--repair-steps", default="owed",
                    help="'owed' (as many optimizer steps as the undone updates held) or a number (0: never)")
+    p.add_argument("--repair-fraction", type=float, default=1.0,
+                   help="with 'owed', repair with this share of the owed steps, in (0, 1] (default 1: all); "
+                        "cheaper, and the model recovers less (docs/benchmarks.md measures both)")
     p.add_argument("--force", action="store_true",
                    help="serve requests past the planner's advice with amnesiac and a repair, instead of refusing")
     p.add_argument("--max-batch", type=int, default=1000, help="most requests in one batch")
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if not str(repair).isdigit():
             raise ConfigError(f"--repair-steps must be 'owed' or a number >= 0, got {repair!r}")
         repair = int(repair)
+    if not 0 < args.repair_fraction <= 1:
+        raise ConfigError(f"--repair-fraction must lie in (0, 1], got {args.repair_fraction}")
     try:
         import uvicorn
 
@@ -84,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     queue = DeletionQueue(run_dir.path / QUEUE_DIR / "queue.sqlite", max_pending=args.max_pending)
     with queue, BatchApplier(run_dir, queue, thresholds=thresholds, force=args.force, repair=repair,
+                             repair_fraction=args.repair_fraction,
                              subject_map=subject_map, max_batch=args.max_batch, owner={"url": url}) as applier:
         done, requeued = applier.recovered
         if done or requeued:

@@ -48,6 +48,8 @@ class ArrayDataset(Dataset):
     (2, [0, 2])
     """
 
+    _order_cache: tuple[tuple[int, int, int], torch.Tensor, torch.Tensor] | None = None  # see _id_order
+
     def __init__(
         self,
         images: torch.Tensor | np.ndarray,
@@ -111,8 +113,7 @@ class ArrayDataset(Dataset):
     def positions_of(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
         """Positions of the given sample ids; unknown ids raise :class:`RequestError` naming them."""
         wanted = torch.as_tensor(np.asarray(ids), dtype=torch.long).reshape(-1)
-        order = torch.argsort(self.ids)
-        sorted_ids = self.ids[order]
+        order, sorted_ids = self._id_order()
         where = torch.searchsorted(sorted_ids, wanted).clamp(max=max(len(self) - 1, 0))
         found = sorted_ids[where] == wanted if len(self) else torch.zeros_like(wanted, dtype=torch.bool)
         if not bool(found.all()):
@@ -123,6 +124,17 @@ class ArrayDataset(Dataset):
                 f"(ids run from {int(self.ids.min()) if len(self) else 0} to {int(self.ids.max()) if len(self) else 0})"
             )
         return order[where]
+
+    def _id_order(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions that sort the ids, and the sorted ids: computed once per ids tensor (a service resolves
+        every request against the same training set). A dataset's ids are fixed when it is made: every method
+        that changes records returns a new dataset."""
+        key = (self.ids.data_ptr(), self.ids.numel(), id(self.ids))
+        cached = self._order_cache
+        if cached is None or cached[0] != key:
+            order = torch.argsort(self.ids)
+            cached = self._order_cache = (key, order, self.ids[order])
+        return cached[1], cached[2]
 
     def without_ids(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> ArrayDataset:
         """The dataset minus the given ids (which must all be present)."""
