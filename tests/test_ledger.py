@@ -530,3 +530,35 @@ def test_flush_makes_steps_durable_with_fsync(tmp_path, tiny_data, tiny_net, mon
         n = len(synced)
         rec.flush()
         assert len(synced) >= n + 3  # two blobs and their directory
+
+
+def test_a_ledger_held_open_sees_damage_made_after_its_first_cross_check(tmp_path, tiny_data, tiny_net):
+    """The full scan behind a cross-checked lookup is kept between requests (the deletion service holds the
+    ledger open), but a change by another connection, or a write of its own, makes the next lookup scan again."""
+    import sqlite3
+
+    import numpy as np
+
+    store = _store(tmp_path)
+    opt = torch.optim.SGD(tiny_net.parameters(), lr=0.1)
+    with Recorder(tiny_net, opt, store) as rec:
+        steps = _train_recorded(rec, tiny_net, opt, tiny_data, 16, seed=0)
+    sid = steps[3][0][0]
+    assert store.steps_for_ids([sid], cross_check=True) == [3]
+    store.index.insert_rows([(99, 1, "train", np.array([sid], dtype=np.int64), None, None, 0)])
+    assert store.steps_for_ids([sid], cross_check=False) == [3, 99]
+    with pytest.raises(LedgerCorruptError):  # its own write counts: step 99 leaves a gap in the numbering
+        store.steps_for_ids([sid], cross_check=True)
+    other = sqlite3.connect(store.path / "index.sqlite")
+    other.execute("DELETE FROM steps WHERE step = 99")
+    other.execute("DELETE FROM step_ids WHERE step = 99")
+    other.commit()
+    assert store.steps_for_ids([sid], cross_check=True) == [3]
+    raw = bytearray(other.execute("SELECT ids FROM steps WHERE step = 3").fetchone()[0])
+    raw[0] ^= 1  # one id inside step 3's own row: its checksum no longer matches
+    other.execute("UPDATE steps SET ids = ? WHERE step = 3", (bytes(raw),))
+    other.commit()
+    other.close()
+    with pytest.raises(LedgerCorruptError):
+        store.steps_for_ids([sid], cross_check=True)
+    store.close()

@@ -163,6 +163,7 @@ def test_both_deletion_paths_give_the_same_weights_and_the_same_typed_receipt(tm
     from amnesiac.run import RunDir, TrainConfig, train_run
     from amnesiac.unlearn import forget
     from amnesiac.unlearn.receipts import Receipt
+    from amnesiac.utils import commit_ids
 
     train_run(TrainConfig(epochs=1), tmp_path / "base", progress=False)
     shutil.copytree(tmp_path / "base", tmp_path / "a")
@@ -181,7 +182,15 @@ def test_both_deletion_paths_give_the_same_weights_and_the_same_typed_receipt(tm
     for r in (a, b):
         r.pop("timings_s")
         r.pop("time")
+    # each request commits to its ids under its own fresh secret, which only its proof holds
+    committed = [(r.pop("ids_digest"), r.pop("ids_committed")) for r in (a, b)]
+    assert committed[0] != committed[1]
+    for receipt, (digest, per_id) in zip((by_run.receipt, by_library.receipt), committed):
+        proof = receipt.proof()
+        assert proof["ids"] == [17, 42] and commit_ids(proof["ids"], proof["secret"])[1:] == (digest, per_id)
     assert a == b
-    with LedgerStore.open(tmp_path / "a" / "ledger") as store:  # the audit log keeps the same JSON
-        assert {k: v for k, v in store.events("forget")[-1].items() if k not in ("id", "time")} == \
-            {k: v for k, v in by_run.receipt.as_json().items() if k != "time"}
+    with LedgerStore.open(tmp_path / "a" / "ledger") as store:  # the audit log keeps the same JSON, chained
+        stored = store.events("forget")[-1]
+        assert stored["chain"]["seq"] == 1 and stored["receipt_hash"]
+        assert {k: v for k, v in stored.items() if k not in ("id", "time", "chain", "ledger_rows", "receipt_hash")} \
+            == {k: v for k, v in by_run.receipt.as_json().items() if k != "time"}

@@ -14,6 +14,7 @@ from amnesiac.config import Thresholds
 from amnesiac.errors import RequestError, RunDirError
 from amnesiac.service import BatchApplier, DeletionQueue, IdempotencyConflictError, QueueFullError
 from amnesiac.unlearn import forget, list_receipts
+from amnesiac.unlearn.proofs import verify_receipts
 
 
 @pytest.fixture
@@ -35,6 +36,22 @@ def test_queue_is_durable_idempotent_and_bounded(tmp_path):
     again = DeletionQueue(tmp_path / "q.sqlite")  # what was accepted survives a reopen
     assert [r.ids for r in again] == [[3, 5], [4]] and again.counts()["queued"] == 2
     again.close()
+
+
+def test_reconciling_trusts_the_ledgers_receipts_over_the_queues_last_move(tmp_path):
+    """Only accepting is fsynced: a power loss may lose a later move (applying, done), so a request whose receipt
+    the ledger holds is done whatever the queue says, and an applying one without a receipt is queued again."""
+    q = DeletionQueue(tmp_path / "q.sqlite")
+    lost_done, lost_applying, unapplied, waiting = (q.submit(ids=[i]) for i in (1, 2, 3, 4))
+    q.mark_applying([lost_done.request_id, unapplied.request_id], "batch_a")
+    receipt = {"method": "amnesiac", "model_hash_after": "h"}
+    committed = {lost_done.request_id: receipt, lost_applying.request_id: receipt}
+    assert q.reconcile(committed) == (2, 1)
+    assert {r.request_id: r.status for r in q} == {lost_done.request_id: "done", lost_applying.request_id: "done",
+                                                  unapplied.request_id: "queued", waiting.request_id: "queued"}
+    assert [r["request_id"] for r in q.receipts()] == [lost_done.request_id, lost_applying.request_id]
+    assert q.reconcile(committed) == (0, 0)  # a second restart finds nothing to do
+    q.close()
 
 
 def test_a_batch_is_one_commit_with_a_receipt_per_request(run):
@@ -122,6 +139,7 @@ def test_a_service_killed_during_a_batch_applies_every_accepted_request_exactly_
     assert sorted(r["request_id"] for r in receipts) == sorted(r.request_id for r in requests)  # once each
     audit = run.audit(deep=True)
     assert not audit.problems and not audit.ledger.bad
+    assert verify_receipts(run.path).ok
 
 
 def test_a_damaged_update_refuses_only_the_request_that_needs_it(run):

@@ -322,6 +322,7 @@ def test_a_killed_shard_ledger_forget_leaves_the_old_or_the_new_state(srun, poin
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert main(["ledger", "recover", str(srun.path)]) == 0
     assert main(["ledger", "verify", str(srun.path), "--deep"]) == 0
+    assert main(["receipts", "verify", str(srun.path)]) == 0
     head = model_hash(srun.load_model())
     store = srun.open_ledger()
     if head == old:  # rolled back: every sum as it was, no receipt

@@ -164,6 +164,7 @@ def test_a_library_deletion_killed_at_any_point_ends_with_model_and_ledger_agree
         assert not blobs & {f"{s:012d}.safetensors" for s in touched}  # no reverted update left
         assert not (folder / "model.safetensors.next").exists()
     assert main(["ledger", "verify", str(folder / "ledger"), "--deep"]) == 0
+    assert main(["receipts", "verify", str(folder / "ledger"), "--model", str(folder / "model.safetensors")]) == 0
 
 
 def test_a_retry_after_a_kill_completes_the_deletion_and_says_where_the_model_is(own_loop, tmp_path):

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 failure reported by a command or a run busy with / awaiting
     recovery from a change, 2 bad input or a refused request)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(receipts_cmd.with_default_action(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "command", None):
         parser.print_help()
         return 0

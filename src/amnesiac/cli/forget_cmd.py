@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from ..config import Thresholds
@@ -61,6 +64,10 @@ def add_parser(sub: Any) -> None:
                    help="DO NOT destroy the reverted updates and optimizer state; the deletion is then incomplete")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after accuracy figures")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (long work still prints a line now and then)")
+    p.add_argument("--proof-out", default=None, metavar="FILE",
+                   help="where to write the requester's proof (the request's ids and the secret its receipt's "
+                        "commitments were made with; default RUN-proofs/proof-DIGEST.json beside the run). "
+                        "Give it to the requester and keep no copy")
     p.add_argument("--json", action="store_true", help="print the plan or the receipt as JSON")
     p.set_defaults(func=run)
 
@@ -118,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
 
     METHODS.get(args.method)
     options = _options(args)
+    if args.proof_out is not None:
+        target = Path(args.proof_out)
+        if target.is_dir() or not target.parent.is_dir():
+            raise ConfigError(f"--proof-out {target}: give a file path in an existing folder")
     ids: np.ndarray | None = None
     if args.ids is not None:
         ids = parse_ids(args.ids)
@@ -136,16 +147,36 @@ def run(args: argparse.Namespace) -> int:
                     thresholds=Thresholds(args.max_share, args.repair_share), dry_run=args.dry_run,
                     keep_artifacts=args.keep, evaluate_after=not args.no_eval, out=args.out,
                     progress=False if args.no_progress else None, force=args.force)
+    proof = _write_proof(args, result)
     if args.json:
         emit_json({"message": result.message, "plan": result.plan.as_dict() if result.plan else None,
-                   "receipt": result.receipt})
+                   "receipt": result.receipt, "proof_file": str(proof) if proof else None})
         return 0
     if result.plan is not None:
         _print_plan(result.plan)
     print(result.message)
     if result.receipt:
         _print_receipt(args, result)
+    if proof is not None:
+        print(f"proof          {proof} (for the requester: it names the ids; hand it over and delete it here)")
     return 0
+
+
+def _write_proof(args: argparse.Namespace, result: Any) -> Path | None:
+    """The requester's proof (ids and secret), written only by the owner-readable file it goes to."""
+    from ..unlearn.receipts import Receipt
+
+    receipt = result.receipt
+    if not isinstance(receipt, Receipt) or not receipt.secret:
+        return None
+    run_path = Path(str(result.run.path) if result.run is not None else args.run)
+    path = Path(args.proof_out) if args.proof_out else \
+        run_path.with_name(run_path.name + "-proofs") / f"proof-{receipt.ids_digest[:16]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(receipt.proof(), fh, indent=1)
+    return path
 
 
 def _print_receipt(args: argparse.Namespace, result: Any) -> None:

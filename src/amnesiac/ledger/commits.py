@@ -52,31 +52,38 @@ class Commits:
         self._shards.adopted(self._index.transaction(work, durable=True))
 
     def revert(self, steps: Sequence[int], *, new_hash: str, event: Mapping[str, Any],
-               forgotten_ids: Iterable[int] = (), extra_meta: Mapping[str, Any] | None = None) -> int:
+               forgotten_ids: Iterable[int] = (), extra_meta: Mapping[str, Any] | None = None,
+               destroying: Iterable[int] = ()) -> int:
         """In one durable transaction: mark ``steps`` reverted, move the head to ``new_hash``, log ``event``,
         remember ``forgotten_ids``.
 
         This transaction is the commit point of a forget: before it the old model is the truth, after it
         the new one. Returns the event's number.
         """
-        return self.revert_batch(steps, new_hash=new_hash, events=[(event, forgotten_ids)], extra_meta=extra_meta)[0]
+        return self.revert_batch(steps, new_hash=new_hash, events=[(event, forgotten_ids)], extra_meta=extra_meta,
+                                 destroying=destroying)[0]
 
     def revert_batch(self, steps: Sequence[int], *, new_hash: str,
                      events: Sequence[tuple[Mapping[str, Any], Iterable[int]]],
-                     extra_meta: Mapping[str, Any] | None = None) -> list[int]:
+                     extra_meta: Mapping[str, Any] | None = None, destroying: Iterable[int] = ()) -> list[int]:
         """:meth:`revert` for a batch of requests applied together: one commit point, one event (receipt) per
-        request, each request's ids remembered under its own event. Returns the events' numbers in order."""
+        request, each request's ids remembered. Returns the events' numbers in order. ``destroying``: the steps
+        whose updates the caller destroys right after (:meth:`destroy`); the receipts' row root counts them
+        destroyed, so the committed state matches it once the destruction is done."""
         steps = sorted({int(s) for s in steps})
 
         def work(cur: sqlite3.Cursor) -> tuple[list[int], list[str]]:
+            before = self._index.rows_root(cur)[0]
             self._index.rewrite_rows(cur, steps, state="reverted")
             superseded = self._shards.fold(cur)
             self._index.upsert_meta(cur, {"head_hash": new_hash, **(extra_meta or {}),
                                           **self._index.committed_mark(cur)})
+            rows = (before, *self._index.rows_root(cur, destroying=destroying))
             numbers = []
             for event, ids in events:
-                event_id = self._index.insert_event(cur, event.get("kind", "forget"), event)
-                self._index.add_forgotten(cur, ids, event_id)
+                event_id = self._index.insert_event(cur, event.get("kind", "forget"), event, rows=rows)
+                # the ids forgotten are kept (never trained on again) apart from the receipt: no link to it
+                self._index.add_forgotten(cur, ids, 0 if event.get("ids_committed") is not None else event_id)
                 numbers.append(int(event_id))
             return numbers, superseded
 

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import LedgerCorruptError, LedgerError
+from .chain import CHAINED_KINDS, GENESIS, RECEIPT_HASH, leaf_hash, merkle_root, receipt_hash, row_preimage
 from .format import (
     StepRecord,
     event_checksum,
@@ -196,6 +197,9 @@ class LedgerIndex:
         self._row_sums_required = row_sums_required
         self._conn = connect_index(ledger_dir, create=create)
         self._lock = threading.RLock()
+        self._ids_writes = 0  # this connection's writes of rows' ids, a key of the scan cache
+        self._scan: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        self._leaves: dict[int, tuple[str, dict[str, Any], bytes]] = {}  # step -> (row_sum, preimage, leaf)
         self._read_columns()
 
     def _read_columns(self) -> None:
@@ -315,13 +319,72 @@ class LedgerIndex:
         """Append an entry to the audit log (one durable transaction); returns its number."""
         return int(self.transaction(lambda cur: self.insert_event(cur, kind, payload), durable=True))
 
-    @staticmethod
-    def insert_event(cur: sqlite3.Cursor, kind: str, payload: Mapping[str, Any]) -> int:
-        """Inside a transaction: append an entry to the audit log; returns its number."""
-        now, text = time.time(), json.dumps(dict(payload), sort_keys=True, default=str)
+    def insert_event(self, cur: sqlite3.Cursor, kind: str, payload: Mapping[str, Any], *,
+                     rows: tuple[str, str, int] | None = None) -> int:
+        """Inside a transaction: append an entry to the audit log; returns its number.
+
+        A receipt (kinds :data:`~amnesiac.ledger.chain.CHAINED_KINDS`) joins the hash chain: it gets its place
+        and the previous receipt's hash (``chain``), the Merkle roots of the rows before and after its change
+        (``ledger_rows``; ``rows`` gives them, else the rows as they are now stand for both) and its own
+        ``receipt_hash``, and the sealed metadata moves the chain's head to it, all in this transaction."""
+        now = time.time()
+        body = json.loads(json.dumps(dict(payload), default=str))
+        chained = kind in CHAINED_KINDS
+        if chained:
+            meta = dict(cur.execute("SELECT key, value FROM meta WHERE key IN ('chain_head', 'chain_length')"))
+            seq = int(meta.get("chain_length", 0)) + 1
+            if rows is None:
+                root, n = self.rows_root(cur)
+                rows = (root, root, n)
+            before, after, count = rows
+            body["chain"] = {"seq": seq, "prev": meta.get("chain_head", GENESIS), "kind": kind}
+            body["ledger_rows"] = {"root_before": before, "root_after": after, "count": count}
+            body[RECEIPT_HASH] = receipt_hash(body)
+        text = json.dumps(body, sort_keys=True)
         cur.execute("INSERT INTO events (time, kind, payload, sum) VALUES (?, ?, ?, ?)",
                     (now, kind, text, event_checksum(now, kind, text)))
-        return int(cur.lastrowid or 0)
+        number = int(cur.lastrowid or 0)
+        if chained:
+            self.upsert_meta(cur, {"chain_head": body[RECEIPT_HASH], "chain_length": body["chain"]["seq"],
+                                   **({"chain_start_event": number} if body["chain"]["seq"] == 1 else {})})
+        return number
+
+    def rows_root(self, cur: sqlite3.Cursor | None = None, *, destroying: Iterable[int] = ()) -> tuple[str, int]:
+        """The Merkle root over every row's leaf (see :mod:`amnesiac.ledger.chain`) and the number of rows;
+        ``destroying``: steps whose stored update the change being committed destroys right after its commit
+        point, counted as destroyed. A row's leaf is kept while its checksum is the same (the checksum covers
+        every field the leaf does), so a writer holding the ledger open reads only the rows that changed."""
+        gone = {int(s) for s in destroying}
+        with self._lock:
+            db = cur or self._conn
+            sums = db.execute("SELECT step, row_sum FROM steps ORDER BY step").fetchall()
+            stale = [int(st) for st, rs in sums if rs is None or self._leaves.get(int(st), ("",))[0] != rs]
+            for start in range(0, len(stale), 500):
+                chunk = stale[start : start + 500]
+                for r in db.execute("SELECT step, epoch, kind, ids, recorded, blob, checksum, state, row_sum FROM steps"
+                                    f" WHERE step IN ({','.join('?' * len(chunk))})", chunk).fetchall():
+                    pre = row_preimage(*r[:8])
+                    self._leaves[int(r[0])] = (r[8] or "", pre, leaf_hash(pre))
+            leaves = [leaf_hash({**self._leaves[int(st)][1], "update": None}) if int(st) in gone
+                      else self._leaves[int(st)][2] for st, _ in sums]
+        return merkle_root(leaves), len(leaves)
+
+    def row_preimages(self, cur: sqlite3.Cursor | None = None) -> list[dict[str, Any]]:
+        """What each row's Merkle leaf commits to, in step order (as stored: the audit reports damage)."""
+        sql = "SELECT step, epoch, kind, ids, recorded, blob, checksum, state FROM steps ORDER BY step"
+        with self._lock:
+            raw = (cur or self._conn).execute(sql).fetchall()
+        return [row_preimage(*r) for r in raw]
+
+    def chain_entries(self) -> list[tuple[int, str, str, bool]]:
+        """The receipts as stored, for checking the chain: ``(event id, kind, payload text, checksum ok)``."""
+        kinds = ",".join("?" * len(CHAINED_KINDS))
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id, time, kind, payload, {self._event_sum} FROM events "
+                                      f"WHERE kind IN ({kinds}) ORDER BY id", CHAINED_KINDS).fetchall()
+        return [(int(r[0]), str(r[2]), r[3] if isinstance(r[3], str) else "",
+                 r[4] is None or (isinstance(r[1], float) and isinstance(r[3], str)
+                                  and event_checksum(r[1], r[2], r[3]) == r[4])) for r in rows]
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Audit-log entries, oldest first, optionally of one kind; a damaged entry raises."""
@@ -466,17 +529,23 @@ class LedgerIndex:
                                      "`amnesiac ledger verify` for a full report")
 
     def scan_steps_holding(self, ids: np.ndarray) -> list[int]:
-        """Steps whose own row (checksum checked) holds any of ``ids``: a full scan, no id table."""
+        """Steps whose own row (checksum checked) holds any of ``ids``: a full scan, no id table.
+
+        The scan is kept while the rows' ids are unchanged: no write of ids by this connection (counted) and no
+        write at all by another (SQLite's ``data_version``), so a writer that holds the ledger open, such as the
+        deletion service, checks every row once instead of once per request.
+        """
         with self._lock:
-            rows = self._conn.execute(f"SELECT {self._cols} FROM steps ORDER BY step").fetchall()
-        steps, chunks = [], []
-        for r in rows:
-            rec = self.record(r)
-            steps.append(np.full(rec.ids.size, rec.step, dtype=np.int64))
-            chunks.append(rec.ids)
-        if not chunks:
-            return []
-        all_steps, all_ids = np.concatenate(steps), np.concatenate(chunks)
+            key = (self._ids_writes, int(self._conn.execute("PRAGMA data_version").fetchone()[0]))
+            if self._scan is None or self._scan[0] != key:
+                rows = self._conn.execute(f"SELECT {self._cols} FROM steps ORDER BY step").fetchall()
+                steps, chunks = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+                for r in rows:
+                    rec = self.record(r)
+                    steps.append(np.full(rec.ids.size, rec.step, dtype=np.int64))
+                    chunks.append(rec.ids)
+                self._scan = (key, np.concatenate(steps), np.concatenate(chunks))
+            _, all_steps, all_ids = self._scan
         return sorted(set(np.unique(all_steps[np.isin(all_ids, ids)]).tolist()))
 
     def counts(self) -> dict[str, int]:
@@ -498,6 +567,7 @@ class LedgerIndex:
         """Index steps, ``(step, epoch, kind, ids, blob, checksum, nbytes)`` each, in one transaction; a step
         already indexed raises :class:`LedgerError` and nothing is written."""
         now = time.time()
+        self._ids_writes += 1
 
         def work(cur: sqlite3.Cursor) -> None:
             for step, epoch, kind, ids_np, blob, digest, nbytes in rows:
@@ -520,6 +590,7 @@ class LedgerIndex:
 
     def delete_after(self, step: int) -> tuple[int, list[str]]:
         """Delete every row after ``step`` in one durable transaction; returns how many and the blobs they held."""
+        self._ids_writes += 1
         with self._lock:
             rows = self._conn.execute("SELECT blob FROM steps WHERE step > ?", (int(step),)).fetchall()
 
@@ -558,6 +629,7 @@ class LedgerIndex:
         blob the row named before, or None for a new shard. A row that was reverted or destroyed since the new
         sum was written raises, and nothing is committed."""
         shard = rec.step
+        self._ids_writes += 1
         r = cur.execute(f"SELECT {self._cols} FROM steps WHERE step = ?", (shard,)).fetchone()
         old_blob = None
         if r is not None:

@@ -39,10 +39,19 @@ class Worker:
         self.applier, self.poll_s = applier, poll_s
         self.wake, self.stopping = threading.Event(), threading.Event()
         self.lock = threading.Lock()
-        self.info: dict[str, Any] = applier.model_info()
+        self._info: tuple[int, dict[str, Any]] = (0, applier.model_info())
         self.error: str | None = None
         self.batches = 0
         self._thread = threading.Thread(target=self._loop, name="amnesiac-apply", daemon=True)
+
+    def info(self) -> dict[str, Any]:
+        """The model's state after the last batch committed, computed when asked rather than after every batch
+        (a stream of requests should not wait on it); asked during a batch, it answers once that batch is done."""
+        with self.lock:
+            if self._info[0] != self.applier.batches_applied:
+                info = self.applier.model_info()
+                self._info = (int(info["batches"]), info)
+            return dict(self._info[1])
 
     def start(self) -> None:
         self._thread.start()
@@ -59,9 +68,8 @@ class Worker:
             try:
                 done = self.applier.apply_pending(stop=self.stopping.is_set)
                 if done:
-                    info = self.applier.model_info()
                     with self.lock:
-                        self.info, self.batches = info, self.batches + len(done)
+                        self.batches, self.error = self.batches + len(done), None
             except Exception as err:  # noqa: BLE001 - the service stays up to report it; the batch was requeued
                 self.error = f"{type(err).__name__}: {err}"
                 time.sleep(self.poll_s)
@@ -158,7 +166,7 @@ def _add_read_routes(app: Any, applier: BatchApplier, worker: Worker, auth: Any)
 
     @app.get("/v1/deletions/{request_id}", dependencies=[auth])
     def status(request_id: str) -> dict[str, Any]:
-        return find(request_id).public()
+        return find(request_id).public(with_proof=True)
 
     @app.get("/v1/receipts/{request_id}", dependencies=[auth])
     def receipt(request_id: str) -> dict[str, Any]:
@@ -166,7 +174,7 @@ def _add_read_routes(app: Any, applier: BatchApplier, worker: Worker, auth: Any)
         if found.receipt is None:
             raise HTTPException(404, f"request {request_id} has no receipt: it is {found.status}"
                                 + (f" ({found.reason})" if found.reason else ""))
-        return {"request_id": request_id, **found.receipt}
+        return found.receipt_body()
 
     @app.get("/v1/receipts", dependencies=[auth])
     def receipts(after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -176,13 +184,11 @@ def _add_read_routes(app: Any, applier: BatchApplier, worker: Worker, auth: Any)
 
     @app.get("/v1/model", dependencies=[auth])
     def model() -> dict[str, Any]:
-        with worker.lock:
-            return {**worker.info, "batches": worker.batches, "queue": applier.queue.counts()}
+        return {**worker.info(), "queue": applier.queue.counts()}
 
     @app.get("/", response_class=HTMLResponse, dependencies=[auth])
     def page() -> str:
-        with worker.lock:
-            info = dict(worker.info)
+        info = worker.info()
         return render_page(info, applier.queue.counts(), [r.public() for r in applier.queue.recent(20)])
 
 

@@ -15,7 +15,8 @@ would not, the requests are taken in order while the union still passes; the res
 request that fails alone (its own share too large, or updates that were never stored) is refused with the
 planner's reason. A repair runs when the planner calls for one (the share undone since the last repair passed
 ``Thresholds.amnesiac_max_share``): by default as many optimizer steps as the updates subtracted since the last
-repair held (``repair="owed"``), or a fixed number (``repair=N``; 0 never repairs).
+repair held (``repair="owed"``; ``repair_fraction`` takes a share of that, for a cheaper and less complete
+repair), or a fixed number (``repair=N``; 0 never repairs).
 
 Crash safety. A batch is marked ``applying`` in the queue before its change begins; the ledger transaction that
 moves the head also writes the batch's receipts (each naming its ``request_id``), so it is the commit point of
@@ -27,7 +28,9 @@ queues it again otherwise: every accepted request is applied exactly once.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +53,7 @@ from ..unlearn.forget import commit_deletion
 from ..unlearn.planner import AMNESIAC_SERVES, Plan, check_head, make_plan, unrepaired_steps
 from ..unlearn.receipts import Receipt, build_receipt
 from ..unlearn.request import DeletionRequest, resolve_request
-from ..utils import atomic_write_json, model_hash
+from ..utils import atomic_write_json, model_hash, new_secret
 from .queue import DeletionQueue, QueuedRequest
 
 QUEUE_DIR = "service"
@@ -82,7 +85,8 @@ class BatchApplier:
         thresholds: the planner's thresholds for each batch. force: serve a batch with amnesiac (and a repair)
             where the planner recommends another method, instead of refusing its requests.
         repair: ``"owed"`` (repair with as many optimizer steps as the undone updates held since the last
-            repair) or a number of steps (0: never repair).
+            repair) or a number of steps (0: never repair). repair_fraction: with ``"owed"``, repair with this
+            share of the owed steps (at least one); 1 repays them all.
         subject_map: data subject → sample ids, for requests that name subjects.
         max_batch: at most this many requests in one batch. max_ids: at most this many ids in one request.
         owner: how the holder describes itself in ``RUN/.service.json`` (the service puts its address).
@@ -90,17 +94,22 @@ class BatchApplier:
 
     def __init__(self, run: RunDir | str | os.PathLike[str], queue: DeletionQueue | None = None, *,
                  thresholds: Thresholds | None = None, force: bool = False, repair: int | str = "owed",
+                 repair_fraction: float = 1.0,
                  subject_map: Mapping[str, Sequence[int]] | None = None, max_batch: int = 1000,
                  max_ids: int = MAX_IDS_PER_REQUEST, owner: Mapping[str, Any] | None = None,
                  progress: bool | None = False) -> None:
         if repair != "owed" and (isinstance(repair, bool) or not isinstance(repair, int) or repair < 0):
             raise RequestError(f"repair must be 'owed' or a number of steps >= 0, got {repair!r}")
+        if isinstance(repair_fraction, bool) or not isinstance(repair_fraction, (int, float)) \
+                or not 0 < repair_fraction <= 1:
+            raise RequestError(f"repair_fraction must lie in (0, 1], got {repair_fraction!r}")
         for name, value in (("max_batch", max_batch), ("max_ids", max_ids)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RequestError(f"{name} must be a positive integer, got {value!r}")
         self.run = run if isinstance(run, RunDir) else RunDir.open(run)
         self.thresholds = thresholds or Thresholds()
         self.force, self.repair, self.subject_map = force, repair, subject_map
+        self.repair_fraction = float(repair_fraction)
         self.max_batch, self.max_ids, self.progress = max_batch, max_ids, progress
         self._owner = dict(owner or {})
         self._own_queue = queue is None
@@ -111,6 +120,8 @@ class BatchApplier:
         self.model_hash = ""
         self.owed_steps = 0  # optimizer steps the updates undone since the last repair held
         self.history: list[dict[str, Any]] = []  # the model's hashes, newest last
+        self.batches_applied = 0
+        self._batch_lock = threading.RLock()  # a batch runs whole before model_info() reads the state
         self._open()
 
     # ----------------------------------------------------------------- holding the run
@@ -122,7 +133,8 @@ class BatchApplier:
             atomic_write_json(self.run.path / SERVICE_FILE, {"pid": os.getpid(), "since": time.time(), **self._owner})
             self._stack.callback(lambda: (self.run.path / SERVICE_FILE).unlink(missing_ok=True))
             self._load()
-            training = self.run.training_data()
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # torch imports its compiler at the
+            training = self.run.training_data()  # first optimizer made (about 2 s): at start, not in a repair
             self._training = training
             self._known = np.sort(training.ids.numpy())
             self._labels = training.targets.numpy()
@@ -247,11 +259,18 @@ class BatchApplier:
         return group, group_plan, refused
 
     def _apply(self, group: list[QueuedRequest], plan: Plan | None, refused: dict[str, str]) -> BatchResult:
+        with self._batch_lock:
+            result = self._apply_locked(group, plan, refused)
+            self.batches_applied += 1
+            return result
+
+    def _apply_locked(self, group: list[QueuedRequest], plan: Plan | None, refused: dict[str, str]) -> BatchResult:
         assert plan is not None
         t0 = time.perf_counter()
         batch_id = "batch_" + uuid.uuid4().hex[:16]
         rids = [r.request_id for r in group]
-        self.queue.mark_applying(rids, batch_id)
+        secrets = {rid: new_secret() for rid in rids}  # each requester's, noted before the commit point
+        self.queue.mark_applying(rids, batch_id, secrets)
         fault_point("service:after-applying")
         old_hash = self.model_hash
         held = held_optimizer_steps(self.store, plan.to_revert, epochs=self.run.config.epochs,
@@ -264,7 +283,7 @@ class BatchApplier:
             made = commit_deletion(
                 self.run, self.store, outcome, old_hash=old_hash, plan=plan, keep_artifacts=False,
                 receipts=lambda new_hash, destroyed: self._receipts(group, plan, outcome, batch_id, held, old_hash,
-                                                                    new_hash, destroyed, t0))
+                                                                    new_hash, destroyed, t0, secrets))
         except BaseException as err:
             self._roll_back()
             if isinstance(err, AmnesiacError) and len(group) == 1:
@@ -275,7 +294,7 @@ class BatchApplier:
             raise
         fault_point("service:after-commit")
         receipts = dict(zip(rids, made))
-        self.queue.mark_done({rid: {"request_id": rid, **r.as_json()} for rid, r in receipts.items()})
+        self.queue.mark_done({rid: {**r.as_json(), "proof": _secret_part(r)} for rid, r in receipts.items()})
         self.model_hash = made[0].model_hash_after
         self.owed_steps = 0 if repair_steps else self.owed_steps + held
         self.history.append({"hash": self.model_hash, "time": time.time(), "batch_id": batch_id})
@@ -292,7 +311,9 @@ class BatchApplier:
     def _repair_steps(self, plan: Plan, held: int) -> int:
         if plan.recommendation in ("amnesiac", "nothing") or self.repair == 0:
             return 0
-        return max(1, self.owed_steps + held) if self.repair == "owed" else int(self.repair)
+        if self.repair == "owed":
+            return max(1, math.ceil(self.repair_fraction * (self.owed_steps + held)))
+        return int(self.repair)
 
     def _subtract(self, group: list[QueuedRequest], plan: Plan, repair_steps: int) -> MethodOutcome:
         """The batch's updates subtracted (and the repair, if any), with the run's own amnesiac method."""
@@ -308,10 +329,9 @@ class BatchApplier:
         return METHODS.get("amnesiac")(ctx)
 
     def _receipts(self, group: list[QueuedRequest], plan: Plan, outcome: MethodOutcome, batch_id: str, held: int,
-                  old_hash: str, new_hash: str, destroyed: dict[str, Any],
-                  t0: float) -> list[tuple[Receipt, Sequence[int]]]:
+                  old_hash: str, new_hash: str, destroyed: dict[str, Any], t0: float,
+                  secrets: Mapping[str, str]) -> list[tuple[Receipt, Sequence[int]]]:
         """One receipt per request: the steps of its own records among the batch's, and the batch it was in."""
-        salt = self.store.index.id_salt()
         reverted = set(outcome.steps_reverted)
         options = {"repair_steps": outcome.optimizer_steps} if outcome.optimizer_steps else {}
         batch = {"id": batch_id, "requests": len(group), "n_steps_reverted": len(reverted),
@@ -326,11 +346,11 @@ class BatchApplier:
                                  optimizer_steps=outcome.optimizer_steps, history=outcome.history,
                                  timings=outcome.timings, details=outcome.details)
             receipt = build_receipt(
-                method="amnesiac", options=options, request=request, salt=salt,
+                method="amnesiac", options=options, request=request,
                 new_ids=len(set(req.ids) - forgotten), plan=plan, outcome=mine, old_hash=old_hash, new_hash=new_hash,
                 evaluation={}, timings={**outcome.timings, "total": time.perf_counter() - t0}, destroyed=destroyed,
                 kept_for_research=False, ledger_kind=self.store.kind, workflow="service", request_id=req.request_id,
-                batch=batch, **({"forced": True} if plan.recommendation not in AMNESIAC_SERVES else {}))
+                batch=batch, secret=secrets[req.request_id], **({"forced": True} if plan.recommendation not in AMNESIAC_SERVES else {}))
             out.append((receipt, req.ids))
         return out
 
@@ -357,6 +377,10 @@ class BatchApplier:
     def model_info(self) -> dict[str, Any]:
         """The served model: head hash, steps (or shards) undone, the share undone since the last repair, ledger
         bytes, and the hash history."""
+        with self._batch_lock:
+            return self._model_info()
+
+    def _model_info(self) -> dict[str, Any]:
         store = self.store
         counts = store.index.counts()
         total = counts["steps"]
@@ -365,7 +389,14 @@ class BatchApplier:
                 "steps": total, "reverted": counts["reverted_steps"],
                 "unrepaired_share": unrepaired / total if total else 0.0,
                 "owed_optimizer_steps": self.owed_steps, "ledger_bytes": counts["bytes"],
-                "ledger_bytes_on_disk": _dir_bytes(store.path), "history": list(self.history[-50:])}
+                "ledger_bytes_on_disk": _dir_bytes(store.path), "history": list(self.history[-50:]),
+                "batches": self.batches_applied}
+
+
+def _secret_part(receipt: Receipt) -> dict[str, Any]:
+    """The requester's proof without the ids (the queue drops raw ids once a request is done; the requester
+    knows them): with the ids added it is what ``amnesiac receipts prove`` reads."""
+    return {k: v for k, v in receipt.proof().items() if k != "ids"}
 
 
 def _refusal(plan: Plan) -> str:

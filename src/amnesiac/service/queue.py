@@ -1,13 +1,14 @@
 """The durable queue of deletion requests a service accepts: one SQLite file beside the run's ledger.
 
-A request is stored (and fsynced: WAL with ``synchronous=FULL``) before the service answers 202, so a crash
-after that answer never loses it. Each request moves ``queued`` → ``applying`` (taken into a batch) →
+A request is stored (and fsynced: a WAL commit with ``synchronous=FULL``) before the service answers 202, so a
+crash after that answer never loses it. Each request moves ``queued`` → ``applying`` (taken into a batch) →
 ``done`` (its receipt committed to the ledger) or ``refused`` (with the reason). The ledger is the truth about
-what was applied: after a crash, :meth:`DeletionQueue.reconcile` looks up every ``applying`` request's receipt
-in the ledger and marks it done, or puts it back in the queue when no receipt was committed, so each accepted
-request is applied exactly once.
+what was applied: after a crash, :meth:`DeletionQueue.reconcile` looks up the receipt of every request not yet
+done in the ledger and marks it done, or puts it back in the queue when no receipt was committed, so each
+accepted request is applied exactly once. That is why the later moves need no fsync of their own (a process
+crash loses no WAL commit; a power loss may lose the last moves, and reconciling redoes them from the ledger).
 
-The raw ids of a request are kept only until it is done or refused (the ledger's receipts carry salted
+The raw ids of a request are kept only until it is done or refused (the ledger's receipts carry commitments
 hashes, and its own list of forgotten ids); a fingerprint of the request stays for idempotency.
 
 >>> import tempfile, pathlib
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import AmnesiacError, RequestError
+from ..unlearn.receipts import PROOF_FORMAT
 
 QUEUED, APPLYING, DONE, REFUSED = "queued", "applying", "done", "refused"
 STATUSES = (QUEUED, APPLYING, DONE, REFUSED)
@@ -89,12 +91,22 @@ class QueuedRequest:
     updated: float = 0.0
     receipt: dict[str, Any] | None = field(default=None, repr=False)
 
-    def public(self) -> dict[str, Any]:
-        """What the service shows about the request (no raw ids, no receipt body)."""
-        return {"request_id": self.request_id, "status": self.status, "kind": self.kind, "records": self.n_ids,
-                "subjects": len(self.subjects) if self.subjects is not None else None, "reason": self.reason,
-                "batch_id": self.batch_id, "idempotency_key": self.idempotency_key,
-                "created": _iso(self.created), "updated": _iso(self.updated)}
+    def public(self, *, with_proof: bool = False) -> dict[str, Any]:
+        """What the service shows about the request (no raw ids, no receipt body); ``with_proof``: a done
+        request's proof secret, for the requester (``amnesiac receipts prove``)."""
+        out = {"request_id": self.request_id, "status": self.status, "kind": self.kind, "records": self.n_ids,
+               "subjects": len(self.subjects) if self.subjects is not None else None, "reason": self.reason,
+               "batch_id": self.batch_id, "idempotency_key": self.idempotency_key,
+               "created": _iso(self.created), "updated": _iso(self.updated)}
+        if with_proof and self.receipt is not None and "proof" in self.receipt:
+            out["proof"] = self.receipt["proof"]
+        return out
+
+    def receipt_body(self) -> dict[str, Any] | None:
+        """The receipt as the ledger committed it, with the request id (without the requester's proof)."""
+        if self.receipt is None:
+            return None
+        return {"request_id": self.request_id, **{k: v for k, v in self.receipt.items() if k != "proof"}}
 
 
 def _iso(t: float) -> str:
@@ -126,7 +138,7 @@ class DeletionQueue:
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before submit() returns
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # only accepting is fsynced (see the module's text)
         self._conn.executescript(_SCHEMA)
 
     # ----------------------------------------------------------------- plumbing
@@ -140,17 +152,23 @@ class DeletionQueue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in one immediate transaction, committed durably."""
+    def _write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+        """Run ``work`` in one immediate transaction; ``durable``: on disk (fsynced) when this returns."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._conn.execute("PRAGMA synchronous=FULL")
             try:
-                out = work(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-            return out
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = work(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+                return out
+            finally:
+                if durable:
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[QueuedRequest]:
         with self._lock:
@@ -190,7 +208,7 @@ class DeletionQueue:
                  json.dumps(list(subjects)) if subjects is not None else None, len(id_list), QUEUED, now, now))
             return self._one(conn, rid)
 
-        return self._write(work)
+        return self._write(work, durable=True)  # accepting: on disk before the 202
 
     def _one(self, conn: sqlite3.Connection, request_id: str) -> QueuedRequest:
         return _row(conn.execute(f"SELECT {_COLS} FROM requests WHERE request_id = ?", (request_id,)).fetchone())
@@ -201,18 +219,29 @@ class DeletionQueue:
         sql = f"SELECT {_COLS} FROM requests WHERE status = ? ORDER BY seq"
         return self._rows(sql + (f" LIMIT {int(limit)}" if limit else ""), (QUEUED,))
 
-    def mark_applying(self, request_ids: Sequence[str], batch_id: str) -> None:
-        """Durably note that these requests are in batch ``batch_id`` (before its commit)."""
+    def mark_applying(self, request_ids: Sequence[str], batch_id: str, secrets: Mapping[str, str] | None = None) -> None:
+        """Note that these requests are in batch ``batch_id`` (before its commit), with the secret each one's
+        id commitments will be made with (kept for the requester's proof, so a crash after the commit does
+        not lose it)."""
         self._set(request_ids, status=APPLYING, batch_id=batch_id, keep_ids=True)
+        if secrets:
+            self._write(lambda conn: conn.executemany(
+                "UPDATE requests SET receipt = ? WHERE request_id = ?",
+                [(json.dumps({"proof": {"format": PROOF_FORMAT, "secret": secrets[r]}}), r) for r in request_ids]))
 
     def mark_done(self, receipts: Mapping[str, Mapping[str, Any]]) -> None:
-        """Each request's receipt is committed in the ledger: keep a copy, drop its raw ids."""
+        """Each request's receipt is committed in the ledger: keep a copy (with the requester's proof secret
+        noted when it was taken into its batch), drop its raw ids."""
         def work(conn: sqlite3.Connection) -> None:
             nxt = (conn.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests").fetchone()[0] or 0) + 1
             for k, (rid, receipt) in enumerate(receipts.items()):
+                old = conn.execute("SELECT receipt FROM requests WHERE request_id = ?", (rid,)).fetchone()
+                proof = {**(json.loads(old[0]).get("proof", {}) if old and old[0] else {}),
+                         **receipt.get("proof", {})}
+                body = {**receipt, **({"proof": {**proof, "ids_digest": receipt.get("ids_digest")}} if proof else {})}
                 conn.execute("UPDATE requests SET status = ?, receipt = ?, done_seq = ?, ids = NULL, reason = NULL, "
                              "updated = ? WHERE request_id = ?",
-                             (DONE, json.dumps(dict(receipt)), nxt + k, time.time(), rid))
+                             (DONE, json.dumps(body), nxt + k, time.time(), rid))
         self._write(work)
 
     def mark_refused(self, request_id: str, reason: str) -> None:
@@ -226,17 +255,19 @@ class DeletionQueue:
              reason: str | None = None) -> None:
         def work(conn: sqlite3.Connection) -> None:
             for rid in request_ids:
-                conn.execute("UPDATE requests SET status = ?, batch_id = ?, reason = ?, updated = ?"
+                conn.execute("UPDATE requests SET status = ?, batch_id = ?, reason = ?, updated = ?, receipt = NULL"
                              + ("" if keep_ids else ", ids = NULL") + " WHERE request_id = ?",
                              (status, batch_id, reason, time.time(), rid))
         self._write(work)
 
     def reconcile(self, committed: Mapping[str, Mapping[str, Any]]) -> tuple[int, int]:
-        """After a restart: every ``applying`` request whose receipt ``committed`` holds (request id → receipt,
-        read from the ledger) is done; every other one goes back to the queue. Returns (done, requeued)."""
-        applying = self._rows(f"SELECT {_COLS} FROM requests WHERE status = ? ORDER BY seq", (APPLYING,))
-        found = {r.request_id: committed[r.request_id] for r in applying if r.request_id in committed}
-        back = [r.request_id for r in applying if r.request_id not in committed]
+        """After a restart: every request not yet done whose receipt ``committed`` holds (request id → receipt,
+        read from the ledger) is done, whatever the queue last noted; every other ``applying`` one goes back to
+        the queue. Returns (done, requeued)."""
+        open_ = self._rows(f"SELECT {_COLS} FROM requests WHERE status IN (?, ?, ?) ORDER BY seq",
+                           (QUEUED, APPLYING, REFUSED))
+        found = {r.request_id: committed[r.request_id] for r in open_ if r.request_id in committed}
+        back = [r.request_id for r in open_ if r.status == APPLYING and r.request_id not in committed]
         if found:
             self.mark_done(found)
         if back:
@@ -261,7 +292,7 @@ class DeletionQueue:
                 start = self._conn.execute("SELECT done_seq FROM requests WHERE request_id = ?", (after,)).fetchone()[0]
         rows = self._rows(f"SELECT {_COLS} FROM requests WHERE status = ? AND done_seq > ? ORDER BY done_seq LIMIT ?",
                           (DONE, start, int(limit)))
-        return [{"request_id": r.request_id, **(r.receipt or {})} for r in rows]
+        return [body for r in rows if (body := r.receipt_body()) is not None]
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -303,7 +303,7 @@ def _apply(job: _Job, keep_artifacts: bool) -> ForgetResult:
         def receipts(new_hash: str, destroyed: dict[str, Any]) -> list[tuple[Receipt, Sequence[int]]]:
             return [(_receipt(
                 method=job.method, options=job.options, request=request,
-                salt=store.index.id_salt() if store is not None else "no-ledger", new_ids=int(job.new_ids.size),
+                new_ids=int(job.new_ids.size),
                 plan=plan, outcome=outcome, old_hash=job.current_hash, new_hash=new_hash, evaluation=job.evaluation,
                 timings={**outcome.timings, "method": method_s, "evaluate": job.eval_s, "total": total_s},
                 destroyed=destroyed, kept_for_research=bool(keep_artifacts),
@@ -342,7 +342,7 @@ def commit_deletion(run: RunDir, store: LedgerStore | None, outcome: MethodOutco
     ledger_commit = None
     if store is not None:
         ledger_commit = lambda h, fsum: store.commits.revert_batch(  # noqa: E731
-            outcome.steps_reverted, new_hash=h, events=made, extra_meta={"head_file_sum": fsum})
+            outcome.steps_reverted, new_hash=h, events=made, extra_meta={"head_file_sum": fsum}, destroying=destroy)
     saved = run.model_meta()
     commit_model(run, outcome.model, old_hash=old_hash, new_hash=new_hash, store=store, ledger_commit=ledger_commit,
                  destroy_steps=destroy, destroy_optimizer=not keep_artifacts,
@@ -381,7 +381,7 @@ def _run_creating_method(job: _Job, out: str | None) -> ForgetResult:
         new_store = new_run.open_ledger(writable=True) if new_run.has_ledger() else None
         receipt = _receipt(
             method=job.method, options=job.options, request=request,
-            salt=new_store.index.id_salt() if new_store is not None else "no-ledger", new_ids=len(request), plan=plan,
+            new_ids=len(request), plan=plan,
             outcome=outcome, old_hash=job.current_hash, new_hash=model_hash(outcome.model), evaluation=job.evaluation,
             timings={**outcome.timings, "method": method_s, "total": time.perf_counter() - job.t_start},
             destroyed={"update_blobs": 0, "optimizer_state": False, "previous_model": False},

@@ -157,7 +157,7 @@ def _subtract_and_commit(model: nn.Module, store: LedgerStore, request: Deletion
         pending.update(next=str(_save_aside(model, target, new_hash, extra)), target=str(target))
         fault_point("library:after-next")
     store.commits.revert(plan.to_revert, new_hash=new_hash, event=receipt, forgotten_ids=request.ids.tolist(),
-                        extra_meta={**extra, PENDING_DELETION: json.dumps(pending)})
+                         extra_meta={**extra, PENDING_DELETION: json.dumps(pending)}, destroying=destroy)
     fault_point("library:after-ledger")
     _finish(store, pending)
     return receipt
@@ -267,11 +267,14 @@ def _library_receipt(store: LedgerStore, request: DeletionRequest, plan: Plan, o
                      new: str, *, destroyed: dict[str, Any], timings: dict[str, float], kept: bool) -> Receipt:
     """The receipt of a deletion served from your own loop (the same fields as the run-directory workflow's)."""
     return build_receipt(
-        method="amnesiac", options={}, request=request, salt=store.index.id_salt(),
+        method="amnesiac", options={}, request=request,
         new_ids=int(np.setdiff1d(request.ids, store.forgotten_ids()).size), plan=plan, outcome=outcome,
         old_hash=old, new_hash=new, evaluation={}, destroyed=destroyed, timings=timings, kept_for_research=kept,
-        workflow="library", ledger_kind=store.kind,
-        **({"forced": True} if plan.recommendation not in AMNESIAC_SERVES else {}))
+        workflow="library", ledger_kind=store.kind, **_forced(plan))
+
+
+def _forced(plan: Plan) -> dict[str, Any]:
+    return {"forced": True} if plan.recommendation not in AMNESIAC_SERVES else {}
 
 
 def _check_head(store: LedgerStore, model: nn.Module, recovered: dict[str, Any] | None = None) -> str:

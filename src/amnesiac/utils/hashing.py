@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -50,3 +51,31 @@ def hash_ids(ids: Iterable[int], salt: str) -> tuple[str, list[str]]:
     per_id = [hashlib.sha256(f"{salt}:{i}".encode()).hexdigest()[:16] for i in ids]
     whole = hashlib.sha256((salt + ":" + ",".join(map(str, ids))).encode()).hexdigest()
     return whole, per_id
+
+
+def new_secret() -> str:
+    """256 random bits as hex: the secret a request's id commitments are made with."""
+    return secrets.token_hex(32)
+
+
+def id_commitment(secret: str, sample_id: int) -> str:
+    """The commitment to one id under a request's secret: SHA-256 of ``amnesiac-id-v1:SECRET:ID``."""
+    return hashlib.sha256(f"amnesiac-id-v1:{secret}:{int(sample_id)}".encode()).hexdigest()
+
+
+def commit_ids(ids: Iterable[int], secret: str | None = None) -> tuple[str, str, list[str]]:
+    """Commitments to a request's ids under a fresh secret: ``(secret, digest, commitments)``.
+
+    The commitments are sorted by value (not by id) and the digest covers the whole set; without the secret
+    (256 random bits, returned to the requester only) no id can be found from them, by a dictionary of ids or
+    otherwise; with it and the ids, anyone can check they are the ones committed to.
+
+    >>> secret, digest, per_id = commit_ids([42, 7], secret="s")
+    >>> per_id == sorted([id_commitment("s", 7), id_commitment("s", 42)]), commit_ids([7, 42], "s")[1] == digest
+    (True, True)
+    """
+    secret = new_secret() if secret is None else secret
+    ordered = sorted({int(i) for i in ids})
+    per_id = sorted(id_commitment(secret, i) for i in ordered)
+    digest = hashlib.sha256(f"amnesiac-ids-v1:{secret}:{','.join(map(str, ordered))}".encode()).hexdigest()
+    return secret, digest, per_id
