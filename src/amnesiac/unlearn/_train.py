@@ -29,25 +29,30 @@ def method_shards(ctx: MethodContext, data: ArrayDataset) -> ShardMap | None:
         return None
     reverting = set(ctx.plan.to_revert) if ctx.plan is not None else set()
     wanted = np.unique(data.ids.numpy())
-    assigned: dict[int, int] = {}
     rows = list(store.iter_steps())
-    standing = [r for r in rows if r.state == "applied" and r.blob is not None and r.step not in reverting]
-    for r in standing:
-        for i in r.ids[np.isin(r.ids, wanted)].tolist():
-            assigned.setdefault(i, r.step)
     nxt = max((r.step for r in rows), default=0) + 1
-    standing_steps = {r.step for r in standing}
-    for r in rows:
-        if r.step in standing_steps:
-            continue
-        rest = [i for i in r.ids[np.isin(r.ids, wanted)].tolist() if i not in assigned]
-        if rest:
-            assigned.update(dict.fromkeys(rest, nxt))
-            nxt += 1
-    unseen = [i for i in wanted.tolist() if i not in assigned]
-    assigned.update(dict.fromkeys(unseen, nxt))
-    keys = np.fromiter(assigned, dtype=np.int64, count=len(assigned))
-    return ShardMap(keys, np.fromiter(assigned.values(), dtype=np.int64, count=len(assigned)))
+    if not rows:
+        return ShardMap(wanted, np.full(wanted.size, nxt, dtype=np.int64))
+    standing = np.array([r.state == "applied" and r.blob is not None and r.step not in reverting for r in rows])
+    sizes = np.array([r.ids.size for r in rows])
+    ids = np.concatenate([r.ids for r in rows]).astype(np.int64)
+    row_of = np.repeat(np.arange(len(rows)), sizes)
+    step_of = np.repeat(np.array([r.step for r in rows], dtype=np.int64), sizes)
+    sel = np.isin(ids, wanted)
+    # a record keeps the first standing shard that holds it
+    keep_mask = sel & standing[row_of]
+    kept, first = np.unique(ids[keep_mask], return_index=True)
+    kept_shard = step_of[keep_mask][first]
+    # the rest of each subtracted (or destroyed) shard: a new shard per such row, in row order
+    move_mask = sel & ~standing[row_of] & ~np.isin(ids, kept)
+    moved, first_m = np.unique(ids[move_mask], return_index=True)
+    moved_rows = row_of[move_mask][first_m]
+    order = np.unique(moved_rows)
+    moved_shard = nxt + np.searchsorted(order, moved_rows)
+    nxt += order.size
+    unseen = np.setdiff1d(wanted, np.concatenate([kept, moved]))  # no row holds them yet: one more shard
+    keys = np.concatenate([kept, moved, unseen])
+    return ShardMap(keys, np.concatenate([kept_shard, moved_shard, np.full(unseen.size, nxt, dtype=np.int64)]))
 
 
 def ledger_recorder(ctx: MethodContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer, kind: str,
