@@ -118,10 +118,10 @@ def sequential(run: Path, ids: list[int], test: Any, fraction: float) -> dict[st
                 timeline.append({"requests": k + 1, "test_acc": evaluate(RunDir.open(run).load_model(), test)["accuracy"]})
                 t0 += time.perf_counter() - paused
         total = time.perf_counter() - t0
-        batches = len({r["batch"]["id"] for r in svc.client.get("/v1/receipts", params={"limit": 1000}).json()})
+        receipts = svc.client.get("/v1/receipts", params={"limit": 1000}).json()
     finally:
         svc.stop()
-    return {"time_s": total, "timeline": timeline, "batches": batches}
+    return {"time_s": total, "timeline": timeline, **where_time_went(receipts)}
 
 
 def burst(run: Path, ids: list[int], fraction: float, *, clients: int = 8) -> dict[str, Any]:
@@ -136,7 +136,18 @@ def burst(run: Path, ids: list[int], fraction: float, *, clients: int = 8) -> di
         receipts = svc.client.get("/v1/receipts", params={"limit": 1000}).json()
     finally:
         svc.stop()
-    return {"time_s": total, "batches": len({r["batch"]["id"] for r in receipts}), "receipts": len(receipts)}
+    return {"time_s": total, "receipts": len(receipts), **where_time_went(receipts)}
+
+
+def where_time_went(receipts: list[dict[str, Any]]) -> dict[str, Any]:
+    """From the receipts: the batches, the time inside them (one receipt per batch counted) and its repair
+    part, and the repair steps run; the rest of the wall time is HTTP, the queue and waiting."""
+    batches = {r["batch"]["id"]: r for r in receipts}
+    timings = [b.get("timings_s") or {} for b in batches.values()]
+    return {"batches": len(batches), "in_batches_s": sum(t.get("total", 0.0) for t in timings),
+            "repair_s": sum(t.get("repair_s", 0.0) for t in timings),
+            "subtract_s": sum(t.get("load_updates_s", 0.0) + t.get("revert_s", 0.0) for t in timings),
+            "repair_steps": sum(int(b.get("optimizer_steps") or 0) for b in batches.values())}
 
 
 def load(run: Path, ids: list[int], fraction: float, *, clients: int = 8) -> dict[str, Any]:
