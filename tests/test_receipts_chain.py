@@ -151,3 +151,37 @@ def test_chain_links_each_receipt_to_the_one_before_and_commits_to_rows_and_mode
     assert store.index.get_meta("chain_head") == second["receipt_hash"]
     assert merkle_root([leaf_hash(p) for p in store.index.row_preimages()]) == second["ledger_rows"]["root_after"]
     store.close()
+
+
+def test_any_edited_byte_of_any_receipt_fails_even_with_its_row_checksum_recomputed(forgotten):
+    con, rows = _events(forgotten)
+    for event_id, t, kind, payload in rows:
+        for pos in range(0, len(payload), max(1, len(payload) // 40)):
+            edited = payload[:pos] + chr(ord(payload[pos]) ^ 1) + payload[pos + 1 :]
+            con.execute("UPDATE events SET payload = ?, sum = ? WHERE id = ?", (edited, event_checksum(t, kind, edited),
+                                                                              event_id))
+            con.commit()
+            report = verify_receipts(forgotten.path)
+            assert not report.ok and any(f"(audit-log entry {event_id})" in p for p in report.problems), pos
+            con.execute("UPDATE events SET payload = ?, sum = ? WHERE id = ?", (payload, event_checksum(t, kind, payload),
+                                                                              event_id))
+            con.commit()
+    con.close()
+    assert verify_receipts(forgotten.path).ok
+
+
+def test_a_ledger_with_receipts_from_before_the_chain_verifies_from_where_the_chain_starts(served_run, capsys):
+    """An older ledger's receipts have no chain fields: they stay readable, the chain starts at the first receipt
+    written after them, and verify says so."""
+    con = sqlite3.connect(served_run.ledger_path / "index.sqlite")
+    old = json.dumps({"kind": "forget", "receipt_version": 1, "method": "amnesiac", "steps_reverted": [],
+                      "ids_hashed": ["00"], "model_hash_after": "", "request": {"type": "ids", "count": 1}})
+    con.execute("INSERT INTO events (time, kind, payload, sum) VALUES (?, 'forget', ?, ?)",
+                (1.5, old, event_checksum(1.5, "forget", old)))
+    con.commit()
+    con.close()
+    assert main(["forget", str(served_run.path), "--ids", "1201", "--no-eval", "--no-progress", "--force"]) == 0
+    capsys.readouterr()
+    assert main(["receipts", "verify", str(served_run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "the chain starts at receipt #2" in out and "1 chained" in out

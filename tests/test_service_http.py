@@ -22,6 +22,7 @@ from amnesiac.config import Thresholds  # noqa: E402
 from amnesiac.service import BatchApplier, DeletionQueue  # noqa: E402
 from amnesiac.service.app import create_app  # noqa: E402
 from amnesiac.unlearn import list_receipts  # noqa: E402
+from amnesiac.unlearn.proofs import export_receipts, prove_receipt  # noqa: E402
 
 TOKEN = "t" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -86,7 +87,7 @@ def test_a_bad_request_gets_a_4xx_with_a_message_and_stores_nothing(client, body
     assert sum(client.applier.queue.counts().values()) == 0
 
 
-def test_a_request_is_accepted_applied_and_proven(client):
+def test_a_request_is_accepted_applied_and_proven(client, tmp_path):
     first = client.post("/v1/deletions", json={"ids": [17, 42], "idempotency_key": "ticket-1"}, headers=AUTH)
     assert first.status_code == 202 and first.json()["status"] == "queued"
     rid = first.json()["request_id"]
@@ -108,6 +109,12 @@ def test_a_request_is_accepted_applied_and_proven(client):
     page = client.get("/", headers=AUTH).text
     assert rid in page and model["head_hash"][:16] in page and "done" in page
     assert client.get("/v1/deletions/del_nope", headers=AUTH).status_code == 404
+    # the requester's proof comes with the status (the secret, not the ids), never with the receipt
+    proof = _wait_done(client, rid)["proof"]
+    assert proof["secret"] and "ids" not in proof and "proof" not in receipt and "secret" not in json.dumps(listed)
+    export_receipts(client.applier.run.path, tmp_path / "bundle.json")
+    assert prove_receipt(tmp_path / "bundle.json", proof, ids=[17, 42])["ok"]
+    assert not prove_receipt(tmp_path / "bundle.json", proof, ids=[17, 43])["ok"]
 
 
 def _free_port() -> int:
