@@ -6,3 +6,5 @@ import importlib.util
 collect_ignore = []
 if importlib.util.find_spec("lightning") is None:
     collect_ignore.append("src/amnesiac/integrations/lightning.py")
+if importlib.util.find_spec("transformers") is None:
+    collect_ignore.append("src/amnesiac/integrations/transformers.py")

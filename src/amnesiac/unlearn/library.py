@@ -39,7 +39,7 @@ import numpy as np
 from torch import nn
 
 from ..config import Thresholds
-from ..errors import ConfigError, LedgerCorruptError
+from ..errors import AmnesiacError, ConfigError, LedgerCorruptError
 from ..faults import point as fault_point
 from ..ledger import LedgerStore
 from ..ledger.format import LEDGER_LOCK, PENDING_DELETION, file_checksum
@@ -237,6 +237,20 @@ def _finish(store: LedgerStore, pending: dict[str, Any]) -> None:
     store.index.set_meta(durable=True, **{PENDING_DELETION: ""})
 
 
+def _lacking_tensors(store: LedgerStore, model: nn.Module) -> str | None:
+    """For a model that is not the head: the recorded tensors it lacks, and what a merged adapter means."""
+    try:
+        recorded = set(store.load_initial())
+    except AmnesiacError:
+        return None
+    lacking = sorted(recorded - set(model.state_dict()))
+    if not lacking:
+        return None
+    return (f"It lacks {len(lacking)} of the {len(recorded)} tensors the ledger recorded (e.g. {lacking[0]}). If an "
+            "adapter (LoRA) was merged into its base, the merged weights can no longer be told apart from the base's, "
+            "so no stored update applies: forget on the unmerged adapter model, then merge again.")
+
+
 def _check_model(model: Any) -> None:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model: expected the torch.nn.Module the ledger describes, got {type(model).__name__}")
@@ -282,6 +296,8 @@ def _check_head(store: LedgerStore, model: nn.Module, recovered: dict[str, Any] 
     whose model the caller may not have loaded yet)."""
     current = model_hash(model)
     remedy = "Pass the model the ledger's last mark_head or deletion left."
+    if current != store.index.get_meta("head_hash"):
+        remedy = _lacking_tensors(store, model) or remedy
     if recovered is not None:
         where = recovered.get("target")
         remedy = ("An earlier forget_records on this ledger had committed and then died; it was completed now"

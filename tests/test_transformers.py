@@ -1,0 +1,132 @@
+"""The Hugging Face Trainer records into a ledger (amnesiac.integrations.transformers), with a LoRA adapter on a
+tiny Llama-architecture model built from a config (nothing downloaded): the ledger's updates add up to the
+final adapter minus the initial one, only the adapter is stored, and forgetting ids subtracts exactly their
+steps' updates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from amnesiac import forget_records  # noqa: E402
+from amnesiac.errors import ConfigError  # noqa: E402
+from amnesiac.integrations.transformers import AmnesiacTrainerCallback  # noqa: E402
+from amnesiac.ledger import LedgerStore, tracked_state  # noqa: E402
+
+
+def _lora_model(seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    base = transformers.LlamaForCausalLM(config)
+    lora = peft.LoraConfig(r=32, lora_alpha=32, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    return peft.get_peft_model(base, lora)
+
+
+class _Examples(torch.utils.data.Dataset):
+    """24 token sequences, each with its record id in the ``amnesiac_id`` column."""
+
+    def __init__(self, n: int = 24, length: int = 12) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.tokens = torch.randint(0, 64, (n, length), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        return {"input_ids": self.tokens[i], "labels": self.tokens[i], "amnesiac_id": 1000 + i}
+
+
+def _train(tmp_path, model, *, remove_unused_columns=False, accumulate=2, clip=1.0):
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, gradient_accumulation_steps=accumulate,
+        num_train_epochs=2, learning_rate=5e-3, max_grad_norm=clip, report_to=[], save_strategy="no",
+        logging_strategy="no", remove_unused_columns=remove_unused_columns, use_cpu=True, seed=0,
+        dataloader_num_workers=0)
+    callback = AmnesiacTrainerCallback(tmp_path / "ledger")
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Examples(), callbacks=[callback])
+    trainer.train()
+    return trainer, callback
+
+
+def _adapter(model):
+    return {k: v.detach().clone() for k, v in tracked_state(model).items()}
+
+
+def test_the_ledger_holds_only_the_adapter_and_its_updates_add_up_exactly(tmp_path):
+    model = _lora_model()
+    before = _adapter(model)
+    assert before and all("lora_" in k for k in before)  # only the adapter trains
+    trainer, callback = _train(tmp_path, model)
+    after = _adapter(model)
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        rows = list(store.iter_steps())
+        assert len(rows) == trainer.state.global_step == 6  # 24 examples / (4 x 2 accumulated) x 2 epochs
+        assert all(r.ids.size == 8 for r in rows)  # both micro-batches' ids went to their one step
+        total = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in before.items()}
+        for r in rows:
+            for k, d in store.load_update(r).items():
+                total[k] += d.float()
+        for k in before:
+            torch.testing.assert_close(before[k].float() + total[k], after[k].float(), atol=1e-5, rtol=0)
+        adapter_bytes = sum(v.numel() * v.element_size() for v in before.values())
+        per_update = store.index.counts()["bytes"] / len(rows)
+        assert per_update <= 1.2 * adapter_bytes, (per_update, adapter_bytes)
+        assert store.index.get_meta("head_hash")  # marked at the end of training
+
+
+def test_forgetting_ids_subtracts_exactly_their_steps_updates(tmp_path):
+    model = _lora_model()
+    _train(tmp_path, model)
+    forgotten = [1003, 1017]
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        steps = store.steps_for_ids(forgotten)
+        expected = _adapter(model)
+        for s in steps:
+            for k, d in store.load_update(store.index.step(s)).items():
+                expected[k] = expected[k] - d.to(expected[k].dtype)
+    done = forget_records(model, tmp_path / "ledger", forgotten, force=True)
+    assert done.receipt.steps_reverted == steps and steps
+    for k, v in _adapter(model).items():
+        torch.testing.assert_close(v, expected[k], atol=1e-6, rtol=0)
+
+
+def test_the_id_column_never_reaches_the_model_and_a_missing_one_is_refused(tmp_path):
+    model = _lora_model()
+    seen: list[set[str]] = []
+    model.get_base_model().register_forward_pre_hook(lambda m, a, kw: seen.append(set(kw)), with_kwargs=True)
+    _train(tmp_path, model, accumulate=1)
+    assert len(seen) == 12 and all("input_ids" in keys and "amnesiac_id" not in keys for keys in seen)
+    with pytest.raises(ConfigError, match="remove_unused_columns=False"):
+        _train(tmp_path / "again", _lora_model(), remove_unused_columns=True)
+
+
+def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("\n## Fine-tuned models: the Hugging Face Trainer and LoRA\n")
+    section = text[start: text.index("\n## ", start + 1)]
+    [code] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__readme__"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["deletion"].receipt.steps_reverted
+    with LedgerStore.open(tmp_path / "hf-ledger") as store:
+        assert sorted(store.forgotten_ids().tolist()) == [3, 17]
+
+
+def test_a_merged_adapter_is_refused_with_the_reason(tmp_path):
+    from amnesiac.errors import ModelMismatchError
+
+    model = _lora_model()
+    _train(tmp_path, model)
+    merged = model.merge_and_unload()
+    with pytest.raises(ModelMismatchError, match="merged into its base"):
+        forget_records(merged, tmp_path / "ledger", [1003], force=True)
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert not list(store.iter_steps(state="reverted")) and store.events("forget") == []
