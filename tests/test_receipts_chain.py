@@ -185,3 +185,18 @@ def test_a_ledger_with_receipts_from_before_the_chain_verifies_from_where_the_ch
     assert main(["receipts", "verify", str(served_run.path)]) == 0
     out = capsys.readouterr().out
     assert "the chain starts at receipt #2" in out and "1 chained" in out
+
+
+def test_a_bundle_of_the_wrong_shape_is_reported_not_raised(forgotten, tmp_path, capsys):
+    bundle = tmp_path / "bundle.json"
+    export_receipts(forgotten.path, bundle)
+    data = json.loads(bundle.read_text())
+    data["rows"][0] = {"not": "a row"}
+    data["receipts"][1]["receipt"]["ledger_rows"] = "nothing"
+    bundle.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["receipts", "verify", str(bundle)]) == 1
+    assert "PROBLEM" in capsys.readouterr().out
+    assert not prove_receipt(bundle, tmp_path / "proof-0.json")["ok"]
+    bundle.write_text("[1, 2]")
+    assert main(["receipts", "verify", str(bundle)]) == 2  # not a bundle at all: bad input

@@ -136,7 +136,16 @@ def _bundle_chain(bundle: dict[str, Any], model_file: Path | None) -> _Chain:
 # ---------------------------------------------------------------------- checking
 def _check(chain: _Chain, report: ChainReport) -> list[dict[str, Any]]:
     """The chain's hashes and links, its head, the rows' root, each reverted row, the model; returns the
-    chained receipts in order."""
+    chained receipts in order. A receipt or row of the wrong shape (a bundle is anyone's file) is reported as
+    a problem, never raised."""
+    try:
+        return _check_all(chain, report)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        report.problems.append(f"a receipt or row has the wrong shape ({type(err).__name__}: {err}): it was changed")
+        return []
+
+
+def _check_all(chain: _Chain, report: ChainReport) -> list[dict[str, Any]]:
     chained = _check_links(chain, report)
     if chain.head is not None or chained:
         last = chained[-1][RECEIPT_HASH] if chained else None
@@ -305,9 +314,20 @@ def prove_receipt(bundle_path: str | os.PathLike[str], proof: str | os.PathLike[
     if sorted(receipt.get("ids_committed") or []) != commitments:
         out["problems"] = [*report.problems, f"chained receipt {number} has the digest but not the commitments"]
         return out
-    rows = list(bundle.get("rows", []))
+    try:
+        return _prove(bundle, receipt, number, chained[-1].get("ledger_rows") or {}, out, report)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        out["problems"] = [*report.problems, f"the bundle's rows have the wrong shape ({err})"]
+        return out
+
+
+def _prove(bundle: dict[str, Any], receipt: dict[str, Any], number: int, committed: dict[str, Any],
+           out: dict[str, Any], report: ChainReport) -> dict[str, Any]:
+    """The inclusion proof of every row ``receipt`` reverted, against the root the last receipt committed to
+    (``committed``, its ``ledger_rows``), not a root the bundle merely states."""
+    rows = list(bundle.get("rows", []))[: int(committed.get("count") or 0)]
     leaves = [leaf_hash(r) for r in rows]
-    root = bundle.get("rows_root")
+    root = committed.get("root_after")
     position = {int(r["step"]): k for k, r in enumerate(rows)}
     proofs, bad = [], []
     for step in receipt.get("steps_reverted") or []:
