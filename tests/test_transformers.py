@@ -130,3 +130,19 @@ def test_a_merged_adapter_is_refused_with_the_reason(tmp_path):
         forget_records(merged, tmp_path / "ledger", [1003], force=True)
     with LedgerStore.open(tmp_path / "ledger") as store:
         assert not list(store.iter_steps(state="reverted")) and store.events("forget") == []
+
+
+def test_the_head_covers_the_adapter_and_the_same_adapter_on_another_base_is_refused(tmp_path):
+    from amnesiac.errors import ModelMismatchError
+    from amnesiac.utils import state_hash
+
+    model = _lora_model()
+    _train(tmp_path, model)
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert store.manifest["head_scope"] == "recorded" and store.manifest["base_fingerprint"]
+        assert store.index.get_meta("head_hash") == state_hash(tracked_state(model))  # the adapter alone
+    other = _lora_model(seed=1)  # another base, the trained adapter copied onto it
+    other.load_state_dict({k: v for k, v in model.state_dict().items() if "lora_" in k}, strict=False)
+    with pytest.raises(ModelMismatchError, match="frozen base"):
+        forget_records(other, tmp_path / "ledger", [1003], force=True)
+    assert forget_records(model, tmp_path / "ledger", [1003], force=True).receipt.steps_reverted

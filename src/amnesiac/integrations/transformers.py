@@ -6,7 +6,9 @@ model's forward (a forward pre-hook on the trained model, removed when training 
 it, and declares the ids to a :class:`~amnesiac.ledger.Recorder` on the Trainer's optimizer. Gradient
 accumulation works (the micro-batches' ids go to their one optimizer step), as do gradient clipping and mixed
 precision's skipped steps (the Recorder's rules). With PEFT/LoRA only the adapter trains, so only the adapter's
-update is stored per step: a fraction of the model.
+update is stored per step: a fraction of the model. Such a ledger's head hash covers the adapter alone, and a
+sampled fingerprint of the frozen base, taken once, makes a deletion refuse the adapter on another base
+(:mod:`amnesiac.ledger.scope`).
 
     from amnesiac.integrations.transformers import AmnesiacTrainerCallback
     args = TrainingArguments(..., remove_unused_columns=False)   # the id column must reach the batch
@@ -28,7 +30,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..errors import ConfigError
-from ..ledger import LedgerStore, Recorder, tracked_state
+from ..ledger import LedgerStore, Recorder, head_scope, tracked_state
 
 ID_COLUMN = "amnesiac_id"
 
@@ -69,7 +71,9 @@ class AmnesiacTrainerCallback(TrainerCallback):
             assert not isinstance(self.ledger, LedgerStore)
             initial = {k: v.detach().clone() for k, v in tracked_state(model).items()}
             self.store = LedgerStore.create(self.ledger, initial=initial, manifest={
-                "storage_dtype": self.recorder_options.get("dtype", "float32"), "recorded_by": "transformers.Trainer"})
+                "storage_dtype": self.recorder_options.get("dtype", "float32"), "recorded_by": "transformers.Trainer",
+                "include_buffers": bool(self.recorder_options.get("include_buffers", True)),
+                **head_scope(model, include_buffers=bool(self.recorder_options.get("include_buffers", True)))})
         self.recorder = Recorder(model, getattr(optimizer, "optimizer", optimizer), self.store, **self.recorder_options)
         self._model = model
         self._hook = model.register_forward_pre_hook(self._take_ids, with_kwargs=True)

@@ -5,7 +5,8 @@ See :class:`Recorder` (attaches to an optimizer) and :class:`LedgerStore` (the d
 
 from .audit import verify_ledger
 from .estimate import StorageEstimate, estimate_for_model, estimate_storage, human_bytes, watched_step_probability
-from .recorder import Recorder, tracked_state
+from .recorder import Recorder
+from .scope import check_base, head_hash, head_scope, tracked_state
 from .store import FORMAT_VERSION, STORAGE_DTYPES, LedgerStore, StepRecord, VerifyReport, is_bare_ledger, reading_ledger
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "STORAGE_DTYPES",
     "StepRecord",
     "StorageEstimate",
+    "check_base",
+    "head_hash",
+    "head_scope",
     "VerifyReport",
     "estimate_for_model",
     "estimate_storage",

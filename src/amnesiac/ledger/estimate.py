@@ -113,7 +113,7 @@ def estimate_storage(
 
 def estimate_for_model(model: Any, *, include_buffers: bool = True, **kwargs: Any) -> StorageEstimate:
     """:func:`estimate_storage` with the element counts read off a model."""
-    from .recorder import tracked_state
+    from .scope import tracked_state
 
     state = tracked_state(model, include_buffers=include_buffers)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -58,31 +58,10 @@ from ..data.shards import ShardMap
 from ..errors import ConfigError, RecorderError
 from ..utils.ids import as_id_array
 from .blob import BlobBuffer, Layout
+from .scope import tracked_state
 from .store import STORAGE_DTYPES, LedgerStore
 
 Policy = str | Callable[[np.ndarray], bool]
-
-
-def tracked_state(model: nn.Module, *, include_buffers: bool = True) -> dict[str, torch.Tensor]:
-    """The live tensors whose changes a ledger records: trainable parameters and floating buffers.
-
-    Names are state-dict names; tensors that share storage (tied weights) are listed once.
-    """
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    params = {id(p) for p in model.parameters() if p.requires_grad}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        key = id(tensor)
-        if key in seen:
-            continue
-        if key in params:
-            out[name] = tensor.data
-        elif include_buffers and not isinstance(tensor, nn.Parameter) and tensor.is_floating_point():
-            out[name] = tensor
-        else:
-            continue
-        seen.add(key)
-    return out
 
 
 class _Snapshot:

@@ -63,6 +63,7 @@ from .format import (  # noqa: F401  (StepRecord and VerifyReport are re-exporte
     file_checksum,
 )
 from .index import LedgerIndex
+from .scope import head_hash
 from .shardsums import ShardSums
 from .storage import BlobStore
 
@@ -255,9 +256,7 @@ class LedgerStore:
         model changed outside amnesiac is never subtracted from. ``model_file``: the file you saved it to, whose
         checksum ``verify`` then checks too. Returns the model's hash.
         """
-        from ..utils import model_hash
-
-        h = model_hash(model)
+        h = head_hash(self.manifest, model)
         meta: dict[str, Any] = {"head_hash": h, "head_step": self.last_step(), "training_complete": 1}
         if model_file is not None:
             meta["head_file_sum"] = file_checksum(Path(model_file))

@@ -41,11 +41,11 @@ from torch import nn
 from ..config import Thresholds
 from ..errors import AmnesiacError, ConfigError, LedgerCorruptError
 from ..faults import point as fault_point
-from ..ledger import LedgerStore
+from ..ledger import LedgerStore, check_base, head_hash
 from ..ledger.format import LEDGER_LOCK, PENDING_DELETION, file_checksum
 from ..ledger.store import read_manifest
 from ..run.checkpoint import save_tensors
-from ..utils import as_id_array, exclusive_lock, fsync_dir, model_hash, model_state
+from ..utils import as_id_array, exclusive_lock, fsync_dir, model_state
 from .amnesiac import subtract_plan
 from .base import MethodOutcome
 from .planner import AMNESIAC_SERVES, Plan, check_head, make_plan, refuse_unless_forced
@@ -146,7 +146,7 @@ def _subtract_and_commit(model: nn.Module, store: LedgerStore, request: Deletion
     to do in one transaction), then rename and destroy. Returns the receipt."""
     outcome = subtract_plan(model, store, plan, progress=progress)
     done = outcome.timings
-    new_hash = model_hash(model)
+    new_hash = head_hash(store.manifest, model)
     destroy = [] if keep_artifacts else sorted(set(plan.to_revert))
     receipt = _library_receipt(store, request, plan, outcome, current, new_hash, destroyed={
         "update_blobs": len(destroy), "optimizer_state": False, "previous_model": target is not None},
@@ -294,7 +294,7 @@ def _forced(plan: Plan) -> dict[str, Any]:
 def _check_head(store: LedgerStore, model: nn.Module, recovered: dict[str, Any] | None = None) -> str:
     """The model's hash, which must be the ledger's head (``recovered``: an interrupted deletion just completed,
     whose model the caller may not have loaded yet)."""
-    current = model_hash(model)
+    current = head_hash(store.manifest, model)
     remedy = "Pass the model the ledger's last mark_head or deletion left."
     if current != store.index.get_meta("head_hash"):
         remedy = _lacking_tensors(store, model) or remedy
@@ -304,6 +304,7 @@ def _check_head(store: LedgerStore, model: nn.Module, recovered: dict[str, Any] 
                   + (f": {where} holds the ledger's head model, load it from there" if where else
                      " (it was not saved to a file: the head is the model that call returned)"))
     check_head(store, current, model_name="the model given", remedy=remedy)
+    check_base(store.manifest, model, ledger=str(store.path))  # a ledger of an adapter: the same frozen base
     return current
 
 
