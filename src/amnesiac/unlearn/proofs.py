@@ -11,9 +11,11 @@ What a check establishes is written in :mod:`amnesiac.ledger.chain` and in docs/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,18 +248,26 @@ def verify_receipts(target: str | os.PathLike[str], *, model: str | os.PathLike[
         if model_file is None:
             report.notes.append("no --model given: the model file was not checked")
         return report
+    with _reading(path) as (store, run_model):
+        _check(_ledger_chain(store, model_file or run_model), report)
+    return report
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[tuple[Any, Path | None]]:
+    """The ledger of a run (with its model file) or a bare ledger, opened as every reader opens it: under the
+    shared lock, so no deletion changes it meanwhile."""
     if is_bare_ledger(path):
         with reading_ledger(path) as store:
-            _check(_ledger_chain(store, model_file), report)
-        return report
+            yield store, None
+        return
     run = RunDir.open(path)
     with run.reading():
         if not run.has_ledger():
             raise ConfigError(f"{path} has no ledger ({run.no_ledger_reason()}); its receipts are in receipts.json "
                               "and are not chained")
         with run.open_ledger() as store:
-            _check(_ledger_chain(store, model_file or run.model_path), report)
-    return report
+            yield store, run.model_path
 
 
 def export_receipts(target: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -269,14 +279,14 @@ def export_receipts(target: str | os.PathLike[str], out: str | os.PathLike[str])
         raise ConfigError(f"--out {out_path} exists; choose a new file name")
     if not out_path.parent.is_dir():
         raise ConfigError(f"the folder of --out {out_path} does not exist")
-    report = verify_receipts(target)
+    path = Path(target)
+    with _reading(path) as (store, run_model):  # one read: what is checked is what is exported
+        chain = _ledger_chain(store, run_model)
+    report = ChainReport(str(path))
+    _check(chain, report)
     if not report.ok:
         raise LedgerCorruptError(f"the receipts of {target} do not verify, so they are not exported: "
                                  + "; ".join(report.problems))
-    path = Path(target)
-    opened = reading_ledger(path) if is_bare_ledger(path) else RunDir.open(path).open_ledger()
-    with opened as store:
-        chain = _ledger_chain(store, None)
     chained = [e for e in chain.entries if e.payload is not None and "chain" in e.payload]
     count = int((chained[-1].payload or {}).get("ledger_rows", {}).get("count") or 0) if chained else 0
     bundle = {"format": BUNDLE_FORMAT, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
