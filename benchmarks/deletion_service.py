@@ -29,9 +29,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +47,7 @@ from _common import membership, save  # noqa: E402
 
 from amnesiac.attacks.mia import ShadowRecipe, train_shadows  # noqa: E402
 from amnesiac.run import RunDir, TrainConfig, train_run  # noqa: E402
+from amnesiac.service import start_service  # noqa: E402
 from amnesiac.training import evaluate  # noqa: E402
 
 
@@ -56,22 +55,8 @@ class Served:
     """``amnesiac serve`` on a copy of a run, in its own process."""
 
     def __init__(self, run: Path, fraction: float = 1.0) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "amnesiac", "serve", str(run), "--port", str(port),
-                                      "--force", "--repair-fraction", str(fraction)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(self.base + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("the service did not start") from None
-                time.sleep(0.2)
-        self.auth = {"Authorization": "Bearer " + (run / "service" / "token").read_text().strip()}
+        self.served = start_service(run, args=["--force", "--repair-fraction", str(fraction)], quiet=True)
+        self.proc, self.base, self.auth = self.served.process, self.served.url, self.served.headers
         self.client = httpx.Client(base_url=self.base, headers=self.auth, timeout=60)
 
     def post(self, ids: list[int]) -> str:
@@ -95,8 +80,7 @@ class Served:
 
     def stop(self) -> None:
         self.client.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=120)
+        self.served.stop()
 
 
 def copy_run(src: Path, dest: Path) -> Path:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,28 +22,7 @@ from pathlib import Path
 import httpx
 
 from amnesiac.run import TrainConfig, train_run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(run: Path, port: int) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "amnesiac", "serve", str(run), "--port", str(port)])
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(base + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the service did not start") from None
-            time.sleep(0.2)
-    token = (run / "service" / "token").read_text().strip()  # made at first start, readable by you only
-    return proc, base, {"Authorization": f"Bearer {token}"}
+from amnesiac.service import start_service
 
 
 def screenshot(page: str, out: Path) -> None:
@@ -73,9 +50,9 @@ def main() -> None:
             print("training a small digits run with a ledger ...", flush=True)
             run = train_run(TrainConfig(dataset="digits", model="small-cnn", epochs=2, batch_size=32, seed=0),
                             Path(tmp) / "digits", progress=False).run.path
-        proc, base, auth = start(run, free_port())
+        served = start_service(run, quiet=True)  # amnesiac serve RUN in its own process, answering
         try:
-            with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
+            with httpx.Client(base_url=served.url, headers=served.headers, timeout=60) as client:
                 sent = [client.post("/v1/deletions", json=body).json()["request_id"]
                         for body in ({"ids": [17, 42]}, {"ids": [99], "idempotency_key": "ticket-1"}, {"ids": [5]})]
                 for rid in sent:
@@ -94,8 +71,7 @@ def main() -> None:
                     raise SystemExit(f"the page does not show {missing}")
                 screenshot(page, args.screenshot)
         finally:
-            proc.terminate()
-            proc.wait(timeout=120)
+            served.stop()
 
 
 if __name__ == "__main__":

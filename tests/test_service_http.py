@@ -4,11 +4,7 @@ receipts and the page; and the real `amnesiac serve` process, a CLI forget refus
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from amnesiac.cli import main  # noqa: E402
 from amnesiac.config import Thresholds  # noqa: E402
-from amnesiac.service import BatchApplier, DeletionQueue  # noqa: E402
+from amnesiac.service import BatchApplier, DeletionQueue, free_port, start_service  # noqa: E402
 from amnesiac.service.app import create_app  # noqa: E402
 from amnesiac.unlearn import list_receipts  # noqa: E402
 from amnesiac.unlearn.proofs import export_receipts, prove_receipt  # noqa: E402
@@ -117,33 +113,14 @@ def test_a_request_is_accepted_applied_and_proven(client, tmp_path):
     assert not prove_receipt(tmp_path / "bundle.json", proof, ids=[17, 43])["ok"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(run, port, env=None):
+def _serve(run, port=None, env=None):
     """`amnesiac serve` on ``run`` in its own process, answering; returns (process, base url, auth header)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "amnesiac", "serve", str(run.path), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            if time.monotonic() > end or proc.poll() is not None:
-                raise AssertionError(proc.stdout.read() if proc.poll() is not None else "no answer") from None
-            time.sleep(0.2)
-    token_file = run.path / "service" / "token"
-    return proc, base, {"Authorization": "Bearer " + token_file.read_text().strip()}
+    served = start_service(run.path, port=port, env=env, timeout=60)
+    return served.process, served.url, served.headers
 
 
 def test_the_served_run_refuses_a_cli_forget_and_sigterm_stops_the_service(run, tmp_path, capsys):
-    proc, base, auth = _serve(run, _free_port())
+    proc, base, auth = _serve(run)
     try:
         assert oct((run.path / "service" / "token").stat().st_mode & 0o777) == "0o600"
         rid = httpx.post(base + "/v1/deletions", json={"ids": [7]}, headers=auth).json()["request_id"]
@@ -163,7 +140,7 @@ def test_the_served_run_refuses_a_cli_forget_and_sigterm_stops_the_service(run, 
 def test_the_service_process_killed_mid_batch_applies_every_accepted_request_once_after_a_restart(run):
     """SIGKILL of `amnesiac serve` itself between the subtraction and the commit of a batch: every request that
     got a 202 is applied exactly once by the restarted service, and the ledger verifies deep."""
-    port = _free_port()
+    port = free_port()
     proc, base, auth = _serve(run, port, {"AMNESIAC_CRASH_AT": "service:after-method"})
     try:
         rids = []

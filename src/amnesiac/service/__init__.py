@@ -7,7 +7,8 @@ The queue and the applier are library objects, usable without HTTP (see :class:`
 from __future__ import annotations
 
 from .applier import BatchApplier, BatchResult, held_optimizer_steps
+from .launch import ServedProcess, free_port, start_service
 from .queue import DeletionQueue, IdempotencyConflictError, QueuedRequest, QueueFullError
 
 __all__ = ["BatchApplier", "BatchResult", "DeletionQueue", "IdempotencyConflictError", "QueueFullError",
-           "QueuedRequest", "held_optimizer_steps"]
+           "QueuedRequest", "ServedProcess", "free_port", "held_optimizer_steps", "start_service"]
