@@ -9,7 +9,7 @@ accepted request is applied exactly once. That is why the later moves need no fs
 crash loses no WAL commit; a power loss may lose the last moves, and reconciling redoes them from the ledger).
 
 The raw ids of a request are kept only until it is done or refused (the ledger's receipts carry commitments
-hashes, and its own list of forgotten ids); a fingerprint of the request stays for idempotency.
+to them, and the ledger its own list of forgotten ids); a fingerprint of the request stays for idempotency.
 
 >>> import tempfile, pathlib
 >>> q = DeletionQueue(pathlib.Path(tempfile.mkdtemp()) / "queue.sqlite")
@@ -224,10 +224,11 @@ class DeletionQueue:
         id commitments will be made with (kept for the requester's proof, so a crash after the commit does
         not lose it)."""
         self._set(request_ids, status=APPLYING, batch_id=batch_id, keep_ids=True)
-        if secrets:
+        if secrets:  # fsynced: a receipt the ledger keeps must never outlive its requester's secret
             self._write(lambda conn: conn.executemany(
                 "UPDATE requests SET receipt = ? WHERE request_id = ?",
-                [(json.dumps({"proof": {"format": PROOF_FORMAT, "secret": secrets[r]}}), r) for r in request_ids]))
+                [(json.dumps({"proof": {"format": PROOF_FORMAT, "secret": secrets[r]}}), r) for r in request_ids]),
+                durable=True)
 
     def mark_done(self, receipts: Mapping[str, Mapping[str, Any]]) -> None:
         """Each request's receipt is committed in the ledger: keep a copy (with the requester's proof secret
