@@ -146,3 +146,29 @@ def test_the_head_covers_the_adapter_and_the_same_adapter_on_another_base_is_ref
     with pytest.raises(ModelMismatchError, match="frozen base"):
         forget_records(other, tmp_path / "ledger", [1003], force=True)
     assert forget_records(model, tmp_path / "ledger", [1003], force=True).receipt.steps_reverted
+
+
+def test_text_membership_scores_see_memorised_sequences_and_not_unseen_ones():
+    from amnesiac.attacks.text import membership_scores, min_k, text_membership, zlib_ratio
+
+    lp = torch.tensor([-1.0, -5.0, -2.0, -0.5, -3.0])
+    assert min_k(lp, 0.4) == -4.0 and min_k(lp, 1.0) == pytest.approx(float(lp.mean()))
+    assert zlib_ratio(lp, "ab" * 50) < zlib_ratio(lp, bytes(range(100)))  # easy to compress: a larger penalty
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(config)
+    g = torch.Generator().manual_seed(3)
+    members, others = torch.randint(0, 64, (16, 16), generator=g), torch.randint(0, 64, (16, 16), generator=g)
+    before = text_membership(model, list(members), list(others))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):  # memorise the members
+        optimizer.zero_grad()
+        model(input_ids=members, labels=members).loss.backward()
+        optimizer.step()
+    after = text_membership(model, list(members), list(others))
+    assert all(0.2 < v < 0.8 for v in before.values()), before  # an untrained model cannot tell them apart
+    assert all(v > 0.95 for v in after.values()), after
+    scores = membership_scores(model, list(members[:3]))
+    assert set(scores) == {"loss", "zlib", "min_k"} and all(s.shape == (3,) for s in scores.values())
