@@ -37,6 +37,7 @@ from .format import (
 
 INDEX_FILE = "index.sqlite"
 _COLUMNS = "step, epoch, kind, ids, recorded, blob, checksum, nbytes, state, n_ids, row_sum, created"
+_LEAF_COLUMNS = "step, epoch, kind, ids, recorded, blob, checksum, state"  # what a row's Merkle leaf commits to
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS steps (
@@ -361,7 +362,7 @@ class LedgerIndex:
             stale = [int(st) for st, rs in sums if rs is None or self._leaves.get(int(st), ("",))[0] != rs]
             for start in range(0, len(stale), 500):
                 chunk = stale[start : start + 500]
-                for r in db.execute("SELECT step, epoch, kind, ids, recorded, blob, checksum, state, row_sum FROM steps"
+                for r in db.execute(f"SELECT {_LEAF_COLUMNS}, row_sum FROM steps"
                                     f" WHERE step IN ({','.join('?' * len(chunk))})", chunk).fetchall():
                     pre = row_preimage(*r[:8])
                     self._leaves[int(r[0])] = (r[8] or "", pre, leaf_hash(pre))
@@ -371,7 +372,7 @@ class LedgerIndex:
 
     def row_preimages(self, cur: sqlite3.Cursor | None = None) -> list[dict[str, Any]]:
         """What each row's Merkle leaf commits to, in step order (as stored: the audit reports damage)."""
-        sql = "SELECT step, epoch, kind, ids, recorded, blob, checksum, state FROM steps ORDER BY step"
+        sql = f"SELECT {_LEAF_COLUMNS} FROM steps ORDER BY step"
         with self._lock:
             raw = (cur or self._conn).execute(sql).fetchall()
         return [row_preimage(*r) for r in raw]

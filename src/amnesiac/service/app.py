@@ -41,7 +41,6 @@ class Worker:
         self.lock = threading.Lock()
         self._info: tuple[int, dict[str, Any]] = (0, applier.model_info())
         self.error: str | None = None
-        self.batches = 0
         self._thread = threading.Thread(target=self._loop, name="amnesiac-apply", daemon=True)
 
     def info(self) -> dict[str, Any]:
@@ -66,10 +65,8 @@ class Worker:
             self.wake.wait(self.poll_s)
             self.wake.clear()
             try:
-                done = self.applier.apply_pending(stop=self.stopping.is_set)
-                if done:
-                    with self.lock:
-                        self.batches, self.error = self.batches + len(done), None
+                if self.applier.apply_pending(stop=self.stopping.is_set):
+                    self.error = None  # a good batch: the service is healthy again
             except Exception as err:  # noqa: BLE001 - the service stays up to report it; the batch was requeued
                 self.error = f"{type(err).__name__}: {err}"
                 time.sleep(self.poll_s)

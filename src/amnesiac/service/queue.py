@@ -223,12 +223,7 @@ class DeletionQueue:
         """Note that these requests are in batch ``batch_id`` (before its commit), with the secret each one's
         id commitments will be made with (kept for the requester's proof, so a crash after the commit does
         not lose it)."""
-        self._set(request_ids, status=APPLYING, batch_id=batch_id, keep_ids=True)
-        if secrets:  # fsynced: a receipt the ledger keeps must never outlive its requester's secret
-            self._write(lambda conn: conn.executemany(
-                "UPDATE requests SET receipt = ? WHERE request_id = ?",
-                [(json.dumps({"proof": {"format": PROOF_FORMAT, "secret": secrets[r]}}), r) for r in request_ids]),
-                durable=True)
+        self._set(request_ids, status=APPLYING, batch_id=batch_id, keep_ids=True, secrets=secrets)
 
     def mark_done(self, receipts: Mapping[str, Mapping[str, Any]]) -> None:
         """Each request's receipt is committed in the ledger: keep a copy (with the requester's proof secret
@@ -253,13 +248,15 @@ class DeletionQueue:
         self._set(request_ids, status=QUEUED, batch_id=None, keep_ids=True)
 
     def _set(self, request_ids: Sequence[str], *, status: str, keep_ids: bool, batch_id: str | None = None,
-             reason: str | None = None) -> None:
+             reason: str | None = None, secrets: Mapping[str, str] | None = None) -> None:
         def work(conn: sqlite3.Connection) -> None:
             for rid in request_ids:
-                conn.execute("UPDATE requests SET status = ?, batch_id = ?, reason = ?, updated = ?, receipt = NULL"
+                proof = json.dumps({"proof": {"format": PROOF_FORMAT, "secret": secrets[rid]}}) if secrets else None
+                conn.execute("UPDATE requests SET status = ?, batch_id = ?, reason = ?, updated = ?, receipt = ?"
                              + ("" if keep_ids else ", ids = NULL") + " WHERE request_id = ?",
-                             (status, batch_id, reason, time.time(), rid))
-        self._write(work)
+                             (status, batch_id, reason, time.time(), proof, rid))
+        # with secrets, fsynced: a receipt the ledger keeps must never outlive its requester's secret
+        self._write(work, durable=bool(secrets))
 
     def reconcile(self, committed: Mapping[str, Mapping[str, Any]]) -> tuple[int, int]:
         """After a restart: every request not yet done whose receipt ``committed`` holds (request id → receipt,

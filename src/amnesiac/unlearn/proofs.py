@@ -34,7 +34,7 @@ from ..ledger.chain import (
 )
 from ..run import RunDir
 from ..run.checkpoint import load_tensors
-from ..utils import commit_ids, state_hash
+from ..utils import atomic_write_json, commit_ids, state_hash
 from .receipts import PROOF_FORMAT
 
 BUNDLE_FORMAT = "amnesiac-receipts-bundle-v1"
@@ -288,15 +288,14 @@ def export_receipts(target: str | os.PathLike[str], out: str | os.PathLike[str])
         raise LedgerCorruptError(f"the receipts of {target} do not verify, so they are not exported: "
                                  + "; ".join(report.problems))
     chained = [e for e in chain.entries if e.payload is not None and "chain" in e.payload]
-    count = int((chained[-1].payload or {}).get("ledger_rows", {}).get("count") or 0) if chained else 0
+    committed = (chained[-1].payload or {}).get("ledger_rows", {}) if chained else {}
+    count = int(committed.get("count") or 0)  # the check above matched these rows to the committed root
     bundle = {"format": BUNDLE_FORMAT, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "source": str(path), "chain_head": chain.head, "chain_length": chain.length,
               "receipts": [{"id": e.event_id, "row_kind": e.kind, "receipt": e.payload} for e in chained],
-              "rows": chain.rows[:count], "rows_root": merkle_root([leaf_hash(r) for r in chain.rows[:count]]),
+              "rows": chain.rows[:count], "rows_root": committed.get("root_after", merkle_root([])),
               "model_hash": chain.ledger_head}
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text(json.dumps(bundle, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, out_path)
+    atomic_write_json(out_path, bundle)
     return bundle
 
 
