@@ -12,8 +12,9 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 from amnesiac import forget_records  # noqa: E402
+from amnesiac.data import make_shards  # noqa: E402
 from amnesiac.errors import ConfigError  # noqa: E402
-from amnesiac.integrations.transformers import AmnesiacTrainerCallback  # noqa: E402
+from amnesiac.integrations.transformers import AmnesiacTrainerCallback, confine_to_shards  # noqa: E402
 from amnesiac.ledger import LedgerStore, tracked_state  # noqa: E402
 
 
@@ -40,15 +41,18 @@ class _Examples(torch.utils.data.Dataset):
         return {"input_ids": self.tokens[i], "labels": self.tokens[i], "amnesiac_id": 1000 + i}
 
 
-def _train(tmp_path, model, *, remove_unused_columns=False, accumulate=2, clip=1.0):
+def _train(tmp_path, model, *, remove_unused_columns=False, accumulate=2, clip=1.0, shards=None, save_steps=None,
+           resume=None, epochs=2):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, gradient_accumulation_steps=accumulate,
-        num_train_epochs=2, learning_rate=5e-3, max_grad_norm=clip, report_to=[], save_strategy="no",
-        logging_strategy="no", remove_unused_columns=remove_unused_columns, use_cpu=True, seed=0,
-        dataloader_num_workers=0)
-    callback = AmnesiacTrainerCallback(tmp_path / "ledger")
+        num_train_epochs=epochs, learning_rate=5e-3, max_grad_norm=clip, report_to=[],
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, logging_strategy="no",
+        remove_unused_columns=remove_unused_columns, use_cpu=True, seed=0, dataloader_num_workers=0)
+    callback = AmnesiacTrainerCallback(tmp_path / "ledger", shards=shards)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=_Examples(), callbacks=[callback])
-    trainer.train()
+    if shards is not None:
+        confine_to_shards(trainer, shards)
+    trainer.train(resume_from_checkpoint=resume)
     return trainer, callback
 
 
@@ -92,6 +96,86 @@ def test_forgetting_ids_subtracts_exactly_their_steps_updates(tmp_path):
     assert done.receipt.steps_reverted == steps and steps
     for k, v in _adapter(model).items():
         torch.testing.assert_close(v, expected[k], atol=1e-6, rtol=0)
+
+
+def test_subject_aligned_shards_confine_every_accumulated_step_and_forgetting_a_subject_subtracts_its_shard(tmp_path):
+    ids = 1000 + torch.arange(24).numpy()
+    subjects = {f"person{k}": (1000 + torch.arange(3 * k, 3 * k + 3)).tolist() for k in range(8)}  # 3 records each
+    shards = make_shards(ids, shard_size=6, subjects=subjects, seed=0)
+    steps_seen: list[list[int]] = []
+    model = _lora_model()
+    before = _adapter(model)
+    trainer, callback = _train(tmp_path, model, shards=shards, accumulate=2)
+    assert trainer.state.global_step == 2 * 4  # 4 shards of 6: one step (2 x 3) each, 2 epochs
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert store.kind == "shards"
+        rows = list(store.iter_steps())
+        for r in rows:
+            steps_seen.append(sorted(r.ids.tolist()))
+            assert len(set(shards.shard_of(r.ids).tolist())) == 1  # one shard per stored sum
+        total = {k: torch.zeros_like(v) for k, v in before.items()}
+        for r in rows:
+            for k, d in store.load_update(r).items():
+                total[k] += d.float()
+        for k, v in _adapter(model).items():  # the shard sums add up to the whole training
+            torch.testing.assert_close(before[k] + total[k], v, atol=1e-5, rtol=0)
+        person = subjects["person5"]
+        [shard_row] = [r for r in rows if set(person) <= set(r.ids.tolist())]
+        expected = {k: v - store.load_update(shard_row)[k].float() for k, v in _adapter(model).items()}
+    assert all(len(s) == 6 for s in steps_seen)
+    done = forget_records(model, tmp_path / "ledger", person, force=True)
+    assert len(done.receipt.steps_reverted) == 1
+    for k, v in _adapter(model).items():
+        torch.testing.assert_close(v, expected[k], atol=1e-6, rtol=0)
+
+
+def test_a_shard_too_small_for_the_accumulated_micro_batches_is_refused(tmp_path):
+    shards = make_shards(1000 + torch.arange(24).numpy(), shard_size=2, seed=0)
+    with pytest.raises(ConfigError, match="cannot fill 4 accumulated"):
+        _train(tmp_path, _lora_model(), shards=shards, accumulate=4)
+
+
+def test_resuming_from_a_checkpoint_cuts_the_ledger_back_to_it(tmp_path):
+    import safetensors.torch
+
+    model = _lora_model()
+    trainer, callback = _train(tmp_path, model, save_steps=2, accumulate=1, epochs=1)  # 6 steps, checkpoints at 2, 4, 6
+    callback.store.close()
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert store.last_step() == 6
+        marks = [(e["global_step"], e["ledger_step"]) for e in store.events("trainer_checkpoint")]
+        assert marks == [(2, 2), (4, 4), (6, 6)]
+    # the run died after step 6 and resumes from the checkpoint at step 2: steps 3-6 are trained again
+    resumed = _lora_model()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    saved = safetensors.torch.load_file(str(checkpoint / "adapter_model.safetensors"))
+    assert saved  # the checkpoint holds the adapter at step 2
+    trainer2, callback2 = _train(tmp_path, resumed, save_steps=2, accumulate=1, epochs=1, resume=str(checkpoint))
+    callback2.store.close()
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        rows = list(store.iter_steps())
+        assert [r.step for r in rows] == [1, 2, 3, 4, 5, 6]
+        assert store.events("resume")[-1]["dropped"] == 4
+        start = {k: v.float() for k, v in store.load_initial().items()}
+        total = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in _adapter(resumed).items()}
+        for r in rows:
+            for k, d in store.load_update(r).items():
+                total[k] += d.float()
+    for k, v in _adapter(resumed).items():  # the cut-back ledger plus the steps after the resume add up exactly
+        torch.testing.assert_close(start[k] + total[k], v.float(), atol=1e-5, rtol=0)
+    assert forget_records(resumed, tmp_path / "ledger", [1003], force=True).receipt.steps_reverted
+
+
+def test_a_ledger_that_has_no_mark_of_the_checkpoint_or_a_fresh_run_into_a_used_ledger_is_refused(tmp_path):
+    from amnesiac.errors import LedgerError
+
+    _, callback = _train(tmp_path, _lora_model(), save_steps=3, accumulate=1, epochs=1)
+    callback.store.close()
+    with pytest.raises(LedgerError, match="already holds a ledger"):
+        _train(tmp_path, _lora_model(), accumulate=1, epochs=1)
+    (tmp_path / "fresh").mkdir()
+    with pytest.raises(LedgerError, match="holds no ledger"):
+        _train(tmp_path / "fresh", _lora_model(), accumulate=1, epochs=1, resume=str(tmp_path / "out" / "checkpoint-3"))
 
 
 def test_the_id_column_never_reaches_the_model_and_a_missing_one_is_refused(tmp_path):

@@ -200,11 +200,16 @@ def read_subject_map(path: str | os.PathLike[str]) -> dict[str, list[int]]:
     return out
 
 
-def shard_batch_order(shards: ShardMap, ids: np.ndarray, *, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+def shard_batch_order(shards: ShardMap, ids: np.ndarray, *, batch_size: int, seed: int, epoch: int,
+                      micro_batches: int = 1) -> list[np.ndarray]:
     """The batches of one epoch as positions into ``ids``: shards in a random order, records shuffled inside
-    each shard, consecutive batches of up to ``batch_size`` from one shard. Depends only on (seed, epoch)."""
+    each shard, consecutive batches of up to ``batch_size`` from one shard. Depends only on (seed, epoch).
+
+    With ``micro_batches`` k > 1 (gradient accumulation: k batches per optimizer step) every shard gives a
+    multiple of k batches, its records spread evenly over them, so no optimizer step mixes two shards."""
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_micro_batches(shards, ids, micro_batches)
     ids = np.asarray(ids, dtype=np.int64)
     of = shards.shard_of(ids)
     g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7 + 3) % (2**63))
@@ -214,8 +219,28 @@ def shard_batch_order(shards: ShardMap, ids: np.ndarray, *, batch_size: int, see
     out: list[np.ndarray] = []
     for k in torch.randperm(len(groups), generator=g).tolist():
         grp = groups[k][torch.randperm(groups[k].size, generator=g).numpy()]
-        out += [grp[i : i + batch_size] for i in range(0, grp.size, batch_size)]
+        if micro_batches == 1:
+            out += [grp[i : i + batch_size] for i in range(0, grp.size, batch_size)]
+        else:
+            out += np.array_split(grp, _shard_batches(grp.size, batch_size, micro_batches))
     return out
+
+
+def _shard_batches(n: int, batch_size: int, micro_batches: int) -> int:
+    """How many batches a shard of ``n`` records gives: enough for ``batch_size``, rounded up to a multiple
+    of ``micro_batches``."""
+    return -(-n // (batch_size * micro_batches)) * micro_batches
+
+
+def _check_micro_batches(shards: ShardMap, ids: np.ndarray, micro_batches: int) -> None:
+    if not isinstance(micro_batches, int) or isinstance(micro_batches, bool) or micro_batches < 1:
+        raise ConfigError(f"micro_batches (batches per optimizer step) must be a positive integer, got {micro_batches!r}")
+    if micro_batches > 1:
+        _, counts = np.unique(shards.shard_of(np.asarray(ids, dtype=np.int64)), return_counts=True)
+        if counts.min() < micro_batches:
+            raise ConfigError(f"a shard of {int(counts.min())} record(s) cannot fill {micro_batches} accumulated "
+                              f"batches of one optimizer step: use shards of at least {micro_batches} records, or "
+                              "fewer gradient accumulation steps")
 
 
 class ShardBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -230,26 +255,30 @@ class ShardBatchSampler(torch.utils.data.Sampler[list[int]]):
     (4, 4)
     """
 
-    def __init__(self, shards: ShardMap, ids: np.ndarray | Sequence[int], *, batch_size: int, seed: int = 0) -> None:
+    def __init__(self, shards: ShardMap, ids: np.ndarray | Sequence[int], *, batch_size: int, seed: int = 0,
+                 micro_batches: int = 1) -> None:
         self.shards = shards
         self.ids = np.asarray(ids, dtype=np.int64)
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
+        self.micro_batches = micro_batches
         shards.shard_of(self.ids)  # every record must have a shard
+        _check_micro_batches(shards, self.ids, micro_batches)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        for b in shard_batch_order(self.shards, self.ids, batch_size=self.batch_size, seed=self.seed, epoch=self.epoch):
+        for b in shard_batch_order(self.shards, self.ids, batch_size=self.batch_size, seed=self.seed, epoch=self.epoch,
+                                   micro_batches=self.micro_batches):
             yield b.tolist()
 
     def __len__(self) -> int:
-        return num_shard_batches(self.shards, self.ids, self.batch_size)
+        return num_shard_batches(self.shards, self.ids, self.batch_size, micro_batches=self.micro_batches)
 
 
-def num_shard_batches(shards: ShardMap, ids: np.ndarray, batch_size: int) -> int:
-    """Optimizer steps per epoch with shard-confined batching."""
+def num_shard_batches(shards: ShardMap, ids: np.ndarray, batch_size: int, *, micro_batches: int = 1) -> int:
+    """Batches per epoch with shard-confined batching (optimizer steps, times ``micro_batches``)."""
     _, counts = np.unique(shards.shard_of(np.asarray(ids, dtype=np.int64)), return_counts=True)
-    return int(((counts + batch_size - 1) // batch_size).sum())
+    return int(sum(_shard_batches(int(c), batch_size, micro_batches) for c in counts))

@@ -16,9 +16,17 @@ sampled fingerprint of the frozen base, taken once, makes a deletion refuse the 
     trainer.train()                       # the ledger holds every step; its head is the trained model
     forget_records(trainer.model, "ledger/", ids)
 
-Before a checkpoint is saved the ledger is flushed, so no saved model holds a step the ledger lacks. Not
-supported yet (refused with a message): resuming from a checkpoint into an existing ledger, and several
-processes (each rank would need its own ledger).
+Shard ledgers (one summed update per shard; a deletion subtracts whole shards): build a
+:class:`~amnesiac.data.ShardMap` (``make_shards(..., subjects=...)`` keeps each data subject's records in one
+shard), pass it as ``shards=``, and call :func:`confine_to_shards` on the Trainer so every optimizer step, its
+accumulated micro-batches included, draws from one shard.
+
+Checkpoints and resume: before the Trainer saves a checkpoint the ledger is flushed and its head committed
+with the model being saved, and the checkpoint's step is noted in the ledger's log. ``trainer.train(
+resume_from_checkpoint=...)`` with the same ledger directory then cuts the ledger back to that checkpoint
+(a step ledger drops the steps recorded after it; a shard ledger, whose sums cannot be cut back, resumes only
+from the checkpoint its head was last committed at, and refuses an older one). Several processes are refused
+(each rank would need its own ledger).
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from ..errors import ConfigError
+from ..data.shards import ShardBatchSampler, ShardMap
+from ..errors import ConfigError, LedgerError
 from ..ledger import LedgerStore, Recorder, head_scope, tracked_state
+from ..ledger.scope import check_base, head_hash
 
 ID_COLUMN = "amnesiac_id"
 
@@ -42,14 +53,24 @@ class AmnesiacTrainerCallback(TrainerCallback):
     Args:
         ledger: a :class:`LedgerStore` or the directory to create it in (it must not hold a ledger yet).
         id_column: the batch key holding each example's record id (removed before the model's forward).
-        recorder_options: passed on to :class:`Recorder` (``policy``, ``dtype``, ``shards``, ...).
+        shards: a :class:`ShardMap` of the training records: record a shard ledger (one summed update per
+            shard). Confine the Trainer's batches with :func:`confine_to_shards`.
+        recorder_options: passed on to :class:`Recorder` (``dtype``, ``include_buffers``, ...).
     """
 
     def __init__(self, ledger: LedgerStore | str | os.PathLike[str], *, id_column: str = ID_COLUMN,
-                 recorder_options: dict[str, Any] | None = None) -> None:
+                 shards: ShardMap | None = None, recorder_options: dict[str, Any] | None = None) -> None:
+        options = dict(recorder_options or {})
+        for key in ("policy", "shards", "start_step"):
+            if key in options:
+                raise ConfigError(f"recorder_options may not set {key!r}: the callback sets it (give shards= for a "
+                                  "shard ledger)")
+        if shards is not None and not isinstance(shards, ShardMap):
+            raise ConfigError(f"shards must be a ShardMap (amnesiac.data.make_shards), got {type(shards).__name__}")
         self.ledger = ledger
         self.id_column = id_column
-        self.recorder_options = dict(recorder_options or {})
+        self.shards = shards
+        self.recorder_options = options
         self.store: LedgerStore | None = ledger if isinstance(ledger, LedgerStore) else None
         self.recorder: Recorder | None = None
         self._hook: Any = None
@@ -65,16 +86,11 @@ class AmnesiacTrainerCallback(TrainerCallback):
                               "must reach the batch, where amnesiac takes it out before the model's forward")
         if getattr(args, "world_size", 1) > 1:
             raise ConfigError("recording a Trainer run on several processes is not supported yet: train on one")
-        if state.global_step > 0:
-            raise ConfigError("resuming a Trainer run into a ledger is not supported yet; record from the start")
-        if self.store is None:
-            assert not isinstance(self.ledger, LedgerStore)
-            initial = {k: v.detach().clone() for k, v in tracked_state(model).items()}
-            self.store = LedgerStore.create(self.ledger, initial=initial, manifest={
-                "storage_dtype": self.recorder_options.get("dtype", "float32"), "recorded_by": "transformers.Trainer",
-                "include_buffers": bool(self.recorder_options.get("include_buffers", True)),
-                **head_scope(model, include_buffers=bool(self.recorder_options.get("include_buffers", True)))})
-        self.recorder = Recorder(model, getattr(optimizer, "optimizer", optimizer), self.store, **self.recorder_options)
+        self.store = self._open_or_create(model, int(state.global_step))
+        start = self._resume_point(model, int(state.global_step)) if state.global_step > 0 else 0
+        self.recorder = Recorder(model, getattr(optimizer, "optimizer", optimizer), self.store,
+                                 policy="shards" if self.shards is not None else "all", shards=self.shards,
+                                 start_step=start, **self.recorder_options)
         self._model = model
         self._hook = model.register_forward_pre_hook(self._take_ids, with_kwargs=True)
 
@@ -84,17 +100,77 @@ class AmnesiacTrainerCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.recorder is not None and control.should_save:
-            self.recorder.flush()  # the checkpoint saved next never holds a step the ledger lacks
+            # the checkpoint saved next never holds a step the ledger lacks, and its step is noted so that a
+            # resume from it knows where to cut the ledger back to
+            self.recorder.flush()
+            assert self.store is not None and self._model is not None
+            self.store.mark_head(self._model)
+            self.store.index.add_event("trainer_checkpoint", {"global_step": int(state.global_step),
+                                                              "ledger_step": int(self.recorder.step)})
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.recorder is not None:
             self.recorder.flush()
+            if self.shards is not None and self.store is not None and self._model is not None:
+                self.store.mark_head(self._model)  # a shard ledger's sums are committed with its head
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         model = self._model
         self._detach()
         if self.store is not None and model is not None:
             self.store.mark_head(model)
+
+    # ------------------------------------------------------------------ the ledger
+    def _open_or_create(self, model: torch.nn.Module, global_step: int) -> LedgerStore:
+        if self.store is not None:
+            return self.store
+        assert not isinstance(self.ledger, LedgerStore)
+        path = os.fspath(self.ledger)
+        if os.path.exists(os.path.join(path, "manifest.json")):
+            if global_step == 0:
+                raise LedgerError(f"{path} already holds a ledger and this Trainer run starts from step 0: choose an "
+                                  "empty directory, or resume from a checkpoint of the run it recorded")
+            return LedgerStore.open(path, writable=True)
+        if global_step > 0:
+            raise LedgerError(f"this Trainer run resumes at step {global_step} but {path} holds no ledger: a ledger "
+                              "must record a run from its first step")
+        include_buffers = bool(self.recorder_options.get("include_buffers", True))
+        initial = {k: v.detach().clone() for k, v in tracked_state(model, include_buffers=include_buffers).items()}
+        kind = ({"ledger_kind": "shards", "shards": {"count": self.shards.num_shards, "records": len(self.shards)}}
+                if self.shards is not None else {})
+        return LedgerStore.create(path, initial=initial, manifest={
+            "storage_dtype": self.recorder_options.get("dtype", "float32"), "recorded_by": "transformers.Trainer",
+            "include_buffers": include_buffers, **kind, **head_scope(model, include_buffers=include_buffers)})
+
+    def _resume_point(self, model: torch.nn.Module, global_step: int) -> int:
+        """Cut the ledger back to the checkpoint the Trainer resumes from; returns its last ledger step."""
+        store = self.store
+        assert store is not None
+        check_base(store.manifest, model, ledger=str(store.path))
+        if (store.kind == "shards") != (self.shards is not None):
+            raise ConfigError(f"the ledger at {store.path} is a {store.kind} ledger: resume it "
+                              f"{'with' if store.kind == 'shards' else 'without'} shards=")
+        marks = [e for e in store.events("trainer_checkpoint") if e.get("global_step") == global_step]
+        if not marks:
+            raise LedgerError(f"the ledger at {store.path} noted no checkpoint at step {global_step}; it cannot tell "
+                              "which of its steps that checkpoint holds. Resume from a checkpoint saved while this "
+                              "callback recorded")
+        ledger_step = int(marks[-1]["ledger_step"])
+        if store.kind == "shards":
+            if head_hash(store.manifest, model) != store.index.get_meta("head_hash"):
+                raise LedgerError(f"the shard ledger at {store.path} was committed after the checkpoint at step "
+                                  f"{global_step}, and shard sums cannot be cut back: resume from the latest "
+                                  "checkpoint, or record the run anew into an empty directory")
+            return int(store.index.get_meta("head_step") or ledger_step)
+        if store.last_step() < ledger_step:
+            raise LedgerError(f"the ledger at {store.path} ends at step {store.last_step()}, before the {ledger_step} "
+                              f"steps of the checkpoint at step {global_step}: it lacks steps the model holds")
+        dropped = store.commits.truncate_after(ledger_step)
+        if dropped:
+            store.index.add_event("resume", {"dropped_steps_after": ledger_step, "dropped": dropped,
+                                             "trainer_global_step": global_step})
+        store.mark_head(model)
+        return ledger_step
 
     # ------------------------------------------------------------------ the forward pre-hook
     def _take_ids(self, module: torch.nn.Module, args: tuple[Any, ...],
@@ -117,3 +193,61 @@ class AmnesiacTrainerCallback(TrainerCallback):
         if self.recorder is not None:
             recorder, self.recorder = self.recorder, None
             recorder.close()
+
+
+def confine_to_shards(trainer: Any, shards: ShardMap, *, seed: int | None = None,
+                      id_column: str = ID_COLUMN) -> ShardBatchSampler:
+    """Make ``trainer`` draw every optimizer step's batches from one shard of ``shards``.
+
+    The Trainer's training data loader is replaced by one whose batch sampler is a
+    :class:`~amnesiac.data.ShardBatchSampler`: each epoch visits the shards in a new order, and each shard gives a
+    multiple of ``gradient_accumulation_steps`` batches, so accumulated micro-batches never mix shards. The
+    examples' record ids are read from ``id_column``. Returns the sampler (its epoch is set by the Trainer).
+    """
+    if not isinstance(shards, ShardMap):
+        raise ConfigError(f"shards must be a ShardMap (amnesiac.data.make_shards), got {type(shards).__name__}")
+    args = trainer.args
+    if getattr(args, "world_size", 1) > 1:
+        raise ConfigError("shard-confined batching of a Trainer on several processes is not supported yet")
+    dataset = trainer.train_dataset
+    if dataset is None or not hasattr(dataset, "__len__"):
+        raise ConfigError("confine_to_shards needs a training dataset with a length (not an iterable dataset)")
+    sampler = ShardBatchSampler(shards, _record_ids(dataset, id_column), batch_size=int(args.per_device_train_batch_size),
+                                seed=int(args.seed if seed is None else seed),
+                                micro_batches=int(args.gradient_accumulation_steps))
+
+    def get_train_dataloader() -> torch.utils.data.DataLoader:
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=trainer.data_collator,
+                                             num_workers=args.dataloader_num_workers,
+                                             pin_memory=args.dataloader_pin_memory)
+        return trainer.accelerator.prepare(loader)
+
+    trainer.get_train_dataloader = get_train_dataloader
+    trainer.add_callback(_SamplerEpoch(sampler))
+    return sampler
+
+
+class _SamplerEpoch(TrainerCallback):
+    """Sets the shard sampler's epoch before each epoch's batches are drawn."""
+
+    def __init__(self, sampler: ShardBatchSampler) -> None:
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.sampler.set_epoch(int(state.epoch or 0))
+
+
+def _record_ids(dataset: Any, id_column: str) -> np.ndarray:
+    """The record id of every example, in dataset order."""
+    names = getattr(dataset, "column_names", None)
+    if names is not None:  # a datasets.Dataset: read the column at once
+        if id_column not in names:
+            raise ConfigError(f"the training dataset has no {id_column!r} column (it has {list(names)})")
+        return np.asarray(dataset[id_column], dtype=np.int64)
+    out = np.empty(len(dataset), dtype=np.int64)
+    for i in range(len(dataset)):
+        example = dataset[i]
+        if not isinstance(example, dict) or id_column not in example:
+            raise ConfigError(f"training example {i} has no {id_column!r} key: give every example its record id")
+        out[i] = int(example[id_column])
+    return out
