@@ -39,12 +39,21 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, dir_bytes, save, write_section  # noqa: E402
+from _common import dir_bytes, save, write_section  # noqa: E402
 
 from amnesiac import forget_records  # noqa: E402
-from amnesiac.data.people import FACTS, make_people  # noqa: E402
-from amnesiac.experiments.people import (exact_match, finetune, membership_auc, naive, neggrad_plus,  # noqa: E402
-                                         person_shards, pretrain_base, repair, with_adapter)
+from amnesiac.data.people import make_people  # noqa: E402
+from amnesiac.experiments.people import (  # noqa: E402
+    exact_match,
+    finetune,
+    membership_auc,
+    naive,
+    neggrad_plus,
+    person_shards,
+    pretrain_base,
+    repair,
+    with_adapter,
+)
 from amnesiac.ledger import LedgerStore, tracked_state  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
