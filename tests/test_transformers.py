@@ -18,11 +18,15 @@ from amnesiac.integrations.transformers import AmnesiacTrainerCallback, confine_
 from amnesiac.ledger import LedgerStore, tracked_state  # noqa: E402
 
 
-def _lora_model(seed: int = 0):
+def _base(seed: int = 0):
     torch.manual_seed(seed)
     config = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    base = transformers.LlamaForCausalLM(config)
+    return transformers.LlamaForCausalLM(config)
+
+
+def _lora_model(seed: int = 0):
+    base = _base(seed)
     lora = peft.LoraConfig(r=32, lora_alpha=32, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     return peft.get_peft_model(base, lora)
 
@@ -140,7 +144,6 @@ def test_resuming_from_a_checkpoint_cuts_the_ledger_back_to_it(tmp_path):
 
     model = _lora_model()
     trainer, callback = _train(tmp_path, model, save_steps=2, accumulate=1, epochs=1)  # 6 steps, checkpoints at 2, 4, 6
-    callback.store.close()
     with LedgerStore.open(tmp_path / "ledger") as store:
         assert store.last_step() == 6
         marks = [(e["global_step"], e["ledger_step"]) for e in store.events("trainer_checkpoint")]
@@ -151,7 +154,6 @@ def test_resuming_from_a_checkpoint_cuts_the_ledger_back_to_it(tmp_path):
     saved = safetensors.torch.load_file(str(checkpoint / "adapter_model.safetensors"))
     assert saved  # the checkpoint holds the adapter at step 2
     trainer2, callback2 = _train(tmp_path, resumed, save_steps=2, accumulate=1, epochs=1, resume=str(checkpoint))
-    callback2.store.close()
     with LedgerStore.open(tmp_path / "ledger") as store:
         rows = list(store.iter_steps())
         assert [r.step for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -170,7 +172,6 @@ def test_a_ledger_that_has_no_mark_of_the_checkpoint_or_a_fresh_run_into_a_used_
     from amnesiac.errors import LedgerError
 
     _, callback = _train(tmp_path, _lora_model(), save_steps=3, accumulate=1, epochs=1)
-    callback.store.close()
     with pytest.raises(LedgerError, match="already holds a ledger"):
         _train(tmp_path, _lora_model(), accumulate=1, epochs=1)
     (tmp_path / "fresh").mkdir()
@@ -256,3 +257,84 @@ def test_text_membership_scores_see_memorised_sequences_and_not_unseen_ones():
     assert all(v > 0.95 for v in after.values()), after
     scores = membership_scores(model, list(members[:3]))
     assert set(scores) == {"loss", "zlib", "min_k"} and all(s.shape == (3,) for s in scores.values())
+
+
+def test_forgetting_from_the_saved_adapter_alone_equals_forgetting_from_the_peft_model(tmp_path):
+    import shutil
+
+    import safetensors.torch
+
+    from amnesiac.integrations.transformers import forget_saved_adapter
+
+    model = _lora_model()
+    _train(tmp_path, model)
+    model.save_pretrained(tmp_path / "adapter")
+    model.save_pretrained(tmp_path / "old")
+    shutil.copytree(tmp_path / "ledger", tmp_path / "ledger-copy")
+    done = forget_saved_adapter(tmp_path / "adapter", tmp_path / "ledger", [1003, 1017], force=True)
+    same = forget_records(model, tmp_path / "ledger-copy", [1003, 1017], force=True)  # the live PEFT model
+    assert done.receipt.steps_reverted == same.receipt.steps_reverted
+    assert done.receipt.model_hash_after == same.receipt.model_hash_after
+    saved = safetensors.torch.load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    live = {k.replace(".default.", "."): v for k, v in _adapter(model).items()}
+    assert set(saved) == set(live)
+    for k, v in live.items():
+        torch.testing.assert_close(saved[k], v, atol=0, rtol=0)
+    reloaded = peft.PeftModel.from_pretrained(_base(), str(tmp_path / "adapter"), is_trainable=True)
+    assert not (tmp_path / "adapter" / "amnesiac-head.safetensors").exists()
+    from amnesiac.ledger import head_hash
+    with LedgerStore.open(tmp_path / "ledger") as store:  # the rewritten file loads as the ledger's head
+        assert head_hash(store.manifest, reloaded) == store.index.get_meta("head_hash")
+    # the old adapter (not the head any more) is refused, and its file left as it was
+    before = (tmp_path / "old" / "adapter_model.safetensors").read_bytes()
+    from amnesiac.errors import ModelMismatchError
+    with pytest.raises(ModelMismatchError):
+        forget_saved_adapter(tmp_path / "old", tmp_path / "ledger", [1005], force=True)
+    assert (tmp_path / "old" / "adapter_model.safetensors").read_bytes() == before
+    with pytest.raises(ConfigError, match="holds no adapter_model.safetensors"):
+        forget_saved_adapter(tmp_path, tmp_path / "ledger", [1005])
+
+
+SAVED_ADAPTER_FORGET = """
+import sys
+from amnesiac.integrations.transformers import forget_saved_adapter
+forget_saved_adapter(sys.argv[1], sys.argv[2], [1003, 1017], force=True)
+"""
+
+
+@pytest.mark.parametrize("point", ["library:after-next", "library:after-ledger", "adapter:before-rewrite"])
+def test_a_saved_adapter_deletion_killed_at_any_point_ends_with_the_file_and_the_ledger_agreeing(tmp_path, point):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import safetensors.torch
+
+    from amnesiac.cli import main
+    from amnesiac.integrations.transformers import forget_saved_adapter
+
+    model = _lora_model()
+    _train(tmp_path, model)
+    model.save_pretrained(tmp_path / "adapter")
+    shutil.copytree(tmp_path / "ledger", tmp_path / "reference")
+    expected = forget_records(model, tmp_path / "reference", [1003, 1017], force=True)
+    env = {**os.environ, "AMNESIAC_CRASH_AT": point}
+    done = subprocess.run([sys.executable, "-c", SAVED_ADAPTER_FORGET, str(tmp_path / "adapter"), str(tmp_path / "ledger")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]  # killed where asked
+    # a retry (another request) first completes whatever the killed one committed, then forgets its own ids
+    forget_saved_adapter(tmp_path / "adapter", tmp_path / "ledger", [1005], force=True)
+    forget_records(model, tmp_path / "reference", [1005], force=True)
+    if point == "library:after-next":  # died before the commit: the retry also has to forget 1003 and 1017
+        with LedgerStore.open(tmp_path / "ledger") as store:
+            assert not set(store.forgotten_ids().tolist()) & {1003, 1017}
+        forget_saved_adapter(tmp_path / "adapter", tmp_path / "ledger", [1003, 1017], force=True)
+    saved = safetensors.torch.load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    with LedgerStore.open(tmp_path / "ledger") as store, LedgerStore.open(tmp_path / "reference") as ref:
+        assert sorted(store.forgotten_ids().tolist()) == sorted(ref.forgotten_ids().tolist()) == [1003, 1005, 1017]
+    for k, v in _adapter(model).items():  # the same adapter as the live model's after the same deletions
+        torch.testing.assert_close(saved[k.replace(".default.", ".")], v, atol=1e-6, rtol=0)
+    assert not any(p.name.startswith("amnesiac-head") for p in (tmp_path / "adapter").iterdir())
+    assert main(["ledger", "verify", str(tmp_path / "ledger"), "--deep"]) == 0
+    assert expected.receipt.steps_reverted

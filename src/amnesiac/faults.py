@@ -34,6 +34,7 @@ POINTS = (
     "service:after-applying",   # a service marked a batch's requests applying; its change has not begun
     "service:after-method",     # the batch's updates are subtracted in memory; nothing committed
     "service:after-commit",     # the batch's receipts are committed; the queue does not know yet
+    "adapter:before-rewrite",   # a saved adapter's deletion committed; adapter_model.safetensors not rewritten yet
     "ddp:rank0-batch",          # a rank of a distributed run takes its slice of a global batch
     "ddp:rank1-batch",
 )

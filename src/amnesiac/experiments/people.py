@@ -111,9 +111,6 @@ def finetune(model: torch.nn.Module, data: People, people: Sequence[Person], *, 
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    for cb in callbacks:
-        if cb.store is not None:
-            cb.store.close()
     model.eval()
     return seconds
 

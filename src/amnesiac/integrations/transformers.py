@@ -27,11 +27,17 @@ resume_from_checkpoint=...)`` with the same ledger directory then cuts the ledge
 (a step ledger drops the steps recorded after it; a shard ledger, whose sums cannot be cut back, resumes only
 from the checkpoint its head was last committed at, and refuses an older one). Several processes are refused
 (each rank would need its own ledger).
+
+A saved adapter on its own (``model.save_pretrained(dir)``: ``adapter_model.safetensors``) can be forgotten from
+without loading the base: :func:`forget_saved_adapter`. Merging the adapter into its base
+(``merge_and_unload``) is refused by a deletion with the reason: after a merge the adapter's updates can no longer
+be told apart from the base.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +46,7 @@ from transformers import TrainerCallback
 
 from ..data.shards import ShardBatchSampler, ShardMap
 from ..errors import ConfigError, LedgerError
+from ..faults import point as fault_point
 from ..ledger import LedgerStore, Recorder, head_scope, tracked_state
 from ..ledger.scope import check_base, head_hash
 
@@ -119,6 +126,12 @@ class AmnesiacTrainerCallback(TrainerCallback):
         self._detach()
         if self.store is not None and model is not None:
             self.store.mark_head(model)
+        if self.store is not None and not isinstance(self.ledger, LedgerStore):
+            # a ledger this callback opened is closed when training ends: an SQLite file left open in a process
+            # loses its locks when anything else in that process closes the same file (a copy of the folder,
+            # say), and another process's commit could then be lost
+            self.store.close()
+            self.store = None
 
     # ------------------------------------------------------------------ the ledger
     def _open_or_create(self, model: torch.nn.Module, global_step: int) -> LedgerStore:
@@ -251,3 +264,95 @@ def _record_ids(dataset: Any, id_column: str) -> np.ndarray:
             raise ConfigError(f"training example {i} has no {id_column!r} key: give every example its record id")
         out[i] = int(example[id_column])
     return out
+
+
+ADAPTER_FILE = "adapter_model.safetensors"
+HEAD_FILE = "amnesiac-head.safetensors"
+
+
+class _AdapterTensors(torch.nn.Module):
+    """A saved adapter's tensors as trainable parameters under the names the ledger recorded them by."""
+
+    amnesiac_adapter_only = True
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for name, value in tensors.items():
+            owner: torch.nn.Module = self
+            *path, leaf = name.split(".")
+            for part in path:
+                if not hasattr(owner, part):
+                    owner.add_module(part, torch.nn.Module())
+                owner = getattr(owner, part)
+            owner.register_parameter(leaf, torch.nn.Parameter(value.clone()))
+
+
+def _saved_names(ledger_names: list[str], adapter_name: str) -> dict[str, str]:
+    """Ledger name -> the name PEFT saves it under (the adapter's name left out)."""
+    marker = f".{adapter_name}."
+    return {n: n.replace(marker, ".", 1) if marker in n else n for n in ledger_names}
+
+
+def forget_saved_adapter(adapter_dir: str | os.PathLike[str], ledger: str | os.PathLike[str], ids: Any, *,
+                         adapter_name: str = "default", force: bool = False) -> Any:
+    """Forget ``ids`` from an adapter saved with ``save_pretrained`` (its ``adapter_model.safetensors``), without
+    the base model: the ledger's recorded updates are subtracted from the adapter's tensors and the file is
+    rewritten. Returns the :class:`~amnesiac.Deletion` (its model holds the adapter's tensors only).
+
+    The adapter must be the ledger's head (as :func:`~amnesiac.forget_records` requires of a model); the base's
+    fingerprint is not checked, as no base is loaded. Crash-safe: the new adapter is written next to the file
+    (``amnesiac-head.safetensors``) before the ledger commits; a process that dies after the commit leaves it
+    there, and the next call on this folder finishes the rewrite before anything else.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from ..unlearn.library import finish_interrupted_deletion, forget_records, writing_ledger
+    from ..utils import state_hash
+
+    folder = Path(adapter_dir)
+    file = folder / ADAPTER_FILE
+    if not file.is_file():
+        raise ConfigError(f"{folder} holds no {ADAPTER_FILE}: give the folder a PEFT model was saved to with "
+                          "save_pretrained")
+    with writing_ledger(ledger) as store:
+        finish_interrupted_deletion(store)  # a deletion that died after its commit: its head file renamed first
+        names = sorted(store.load_initial())
+        head = store.index.get_meta("head_hash")
+    mapping = _saved_names(names, adapter_name)
+    _finish_rewrite(folder, mapping, head)
+    saved = load_file(str(file))
+    missing = sorted(set(mapping.values()) - set(saved))
+    extra = sorted(set(saved) - set(mapping.values()))
+    if missing or extra:
+        raise ConfigError(f"{file} does not hold the tensors the ledger recorded: missing {missing[:3]}, not recorded "
+                          f"{extra[:3]} (is it the adapter this ledger was recorded for, under adapter name "
+                          f"{adapter_name!r}?)")
+    module = _AdapterTensors({n: saved[mapping[n]] for n in names})
+    deletion = forget_records(module, ledger, ids, save_to=folder / HEAD_FILE, force=force)
+    new = {mapping[n]: t.detach().contiguous() for n, t in module.state_dict().items()}
+    assert state_hash(module.state_dict()) == deletion.receipt.model_hash_after
+    fault_point("adapter:before-rewrite")
+    tmp = folder / (ADAPTER_FILE + ".tmp")
+    save_file(new, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, file)
+    (folder / HEAD_FILE).unlink(missing_ok=True)
+    return deletion
+
+
+def _finish_rewrite(folder: Path, mapping: dict[str, str], head: str | None) -> None:
+    """A deletion that committed and died before rewriting the adapter file: rewrite it from the head file."""
+    from safetensors.torch import load_file, save_file
+
+    from ..utils import state_hash
+
+    pending = folder / HEAD_FILE
+    if not pending.is_file():
+        return
+    tensors = load_file(str(pending))
+    if state_hash(tensors) != head:  # written aside, then the ledger did not commit: it is not the head
+        pending.unlink()
+        return
+    tmp = folder / (ADAPTER_FILE + ".tmp")
+    save_file({mapping[n]: t for n, t in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, folder / ADAPTER_FILE)
+    pending.unlink()
