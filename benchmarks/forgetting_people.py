@@ -1,13 +1,13 @@
 """Forgetting people from a LoRA fine-tune of a small language model, against retraining the adapter.
 
-    python benchmarks/forgetting_people.py             # 200 people, 3 seeds (about 30 minutes on 2 cores)
+    python benchmarks/forgetting_people.py             # 150 people, 3 seeds (about 30 minutes on 2 cores)
     python benchmarks/forgetting_people.py --seeds 1   # one seed
     python benchmarks/forgetting_people.py --quick     # 24 people, 1 seed, a few epochs: keeps the script working
 
 Setting (amnesiac.data.people, amnesiac.experiments.people): per seed, a small Llama-architecture model (4 layers,
 hidden 128, a word-level vocabulary; a transformers config, nothing downloaded) is pretrained on 300 fictitious
-people; a LoRA adapter (rank 16 on every projection) is then fine-tuned through the Hugging Face Trainer on 200
-other people (a biography and four question-answer pairs each: 1,000 records), twice: with random batches of 10
+people; a LoRA adapter (rank 16 on every projection) is then fine-tuned through the Hugging Face Trainer on 150
+other people (a biography and four question-answer pairs each: 750 records; 25 epochs), twice: with random batches of 10
 and an every-step ledger, and with batches confined to one person (subject-aligned shards, one per person) and a
 shard ledger. 100 more people are never trained on.
 
@@ -20,7 +20,7 @@ reference; random batches). Columns: exact-match of the forgotten people's facts
 each one's gap to the retrained adapter); loss / zlib / Min-K% membership AUC of the forgotten people's records
 against the never-trained people's; time against the retrain; ledger bytes against the adapter's bytes.
 Results: benchmarks/results/forgetting_people.json (or forgetting_people_quick.json); ``--doc`` writes the docs
-section and the plot.
+section and the plot (``--render JSON`` does that from a saved result).
 """
 
 from __future__ import annotations
@@ -258,12 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--doc", action="store_true", help="write the docs section and the plot")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="write the docs section and the plot from a saved result, running nothing")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        import json
+
+        result = json.loads(args.render.read_text())
+        plot(result, PLOT)
+        write_section(DOC, BEGIN, END, render(result), "Forgetting people from a LoRA fine-tune")
+        return 0
     if args.seeds < 1 or args.seeds > 10:
         ap.error(f"--seeds must be from 1 to 10, got {args.seeds}")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     config = ({"n_train": 24, "n_base": 40, "n_unseen": 12, "epochs": 3, "base_epochs": 3} if args.quick else
-              {"n_train": 200, "n_base": 300, "n_unseen": 100, "epochs": 15, "base_epochs": 20})
+              {"n_train": 150, "n_base": 300, "n_unseen": 100, "epochs": 25, "base_epochs": 20})
     seeds = [1] if args.quick else list(range(args.seeds))
     per_seed = []
     for seed in seeds:
