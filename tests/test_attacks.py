@@ -117,6 +117,23 @@ def test_every_attack_detects_a_memorised_set_and_not_after_retraining(memorised
     for attack, res in report.results["retrained"].items():
         assert res["auc"] <= 0.65, attack
     assert report.results["original"]["shokri-paper"]["recall"] > report.results["retrained"]["shokri-paper"]["recall"]
+    assert not any(res["constant_scores"] for r in report.results.values() for res in r.values())
+
+
+class _Constant(torch.nn.Module):
+    """Every input gets the same logits: no attack can rank anything."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 10)
+
+
+def test_an_attack_whose_scores_are_all_equal_is_flagged(memorised, memorised_shadows):
+    b, members, non_members, npos, original, retrained = memorised
+    report = run_attacks({"constant": _Constant()}, members, non_members, attacks=["loss", "lira", "shadow"],
+                         shadows=memorised_shadows, progress=False)
+    res = report.results["constant"]
+    assert res["loss"]["constant_scores"] and res["loss"]["auc"] == 0.5  # a 0.50 that measured nothing, and says so
+    assert res["shadow"]["constant_scores"]
 
 
 def test_shadow_models_are_cached_and_reused(memorised, tmp_path):

@@ -472,6 +472,7 @@ def run_attacks(models: dict[str, nn.Module], members: ArrayDataset, non_members
                 res = summarize(s, y, threshold=natural, seed=seed)
             except ConfigError as err:
                 raise ConfigError(f"attack {attack!r} on model {name!r}: {err}") from None
+            res["constant_scores"] = bool(np.unique(np.asarray(s, dtype=np.float64)).size <= 1)  # ranks nothing
             res["recall"] = res["at_threshold"]["recall"]
             res["precision"] = res["at_threshold"]["precision"]
             res["fpr"] = res["at_threshold"]["fpr"]

@@ -295,7 +295,7 @@ def _attack_figures(rep: dict[str, Any]) -> dict[str, Any]:
         t1 = r["tpr_at_1pct_fpr"]
         out[name] = {"auc": r["auc"], "auc_ci95": list(r["auc_ci95"]), "recall": r["recall"],
                      "precision": r["precision"], "fpr": r["fpr"], "tpr_at_1pct_fpr": t1["tpr"],
-                     "fpr_reached": t1["fpr"]}
+                     "fpr_reached": t1["fpr"], "constant_scores": bool(r.get("constant_scores", False))}
     return out
 
 
@@ -323,7 +323,7 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
     epoch0 = attack(target_model, "the trained target")
     retain = train_a.without_ids(targets.ids)
     table = {method: _mia_method_row(method, s, target_run, target_model, targets, retain, epoch0, attack, out,
-                                     progress, device)
+                                     progress, device, lambda m: evaluate(m, bundle.test)["accuracy"])
              for method in ("naive", "relabel", "amnesiac")}
     ref_cfg = TrainConfig.from_dict({**cfg.to_dict(), "exclude_ids": sorted(set(cfg.exclude_ids) | set(targets.ids.tolist())),
                                      "record": "none"})
@@ -333,6 +333,7 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
             "batch_size": batch, "epochs": epochs, "table": table,
             "retrained_reference": attack(reference.load_model().to(device), "the retrained reference"),
             "target_model_test": evaluate(target_model, bundle.test)["accuracy"],
+            "num_classes": int(bundle.info.num_classes),
             "target_model_train": evaluate(target_model, train_a)["accuracy"]}
 
 
@@ -372,7 +373,7 @@ def _attack(model: torch.nn.Module, label: str, targets: ArrayDataset, non_membe
 def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: torch.nn.Module,
                     targets: ArrayDataset, retain: ArrayDataset, epoch0: dict[str, Any],
                     attack: Callable[..., dict[str, Any]], out: Path, progress: bool | None,
-                    device: torch.device) -> dict[str, Any]:
+                    device: torch.device, test_accuracy: Callable[[torch.nn.Module], float]) -> dict[str, Any]:
     """One method's row of Table 1: attacked at 0, 0' and after each epoch of training after the request."""
     batch = target_run.config.batch_size
     copy_dir = out / "runs" / f"mia-{method}"
@@ -390,6 +391,7 @@ def _mia_method_row(method: str, s: Settings, target_run: RunDir, target_model: 
         model = forgotten.to(device)
         row["0'"] = attack(model, "amnesiac at 0'")
         row["steps_reverted"] = receipt["n_steps_reverted"]
+        row["test_accuracy_0p"] = test_accuracy(model)  # a recall of 0 from a wrecked model is not forgetting
         train_as = "naive"  # after the subtraction the paper keeps training on the retained data
     else:
         model = copy.deepcopy(target_model)
