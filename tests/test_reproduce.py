@@ -138,3 +138,14 @@ def test_figure7_table_puts_the_papers_digitized_curve_beside_ours(tmp_path):
     assert "for orientation" not in mnist and "Figure 7, MNIST curve" in mnist
     assert "CIFAR-100" in "\n".join(_figure7_section(tmp_path, f7, "cifar100")) and PAPER_FIG7["CIFAR-100"][5] == .55
     assert "the paper" not in "\n".join(_figure7_section(tmp_path, f7, "digits"))
+
+
+def test_every_stage_prints_a_line_at_least_every_interval(tmp_path, monkeypatch, capfd):
+    # a progress line at least every AMNESIAC_HEARTBEAT_INTERVAL seconds in every stage, whatever runs inside
+    monkeypatch.setenv("AMNESIAC_HEARTBEAT_INTERVAL", "0.2")
+    reproduce("mnist", profile="smoke", out=tmp_path / "r", progress=False)
+    err = capfd.readouterr().err
+    for stage in ("class_forgetting", "membership_inference", "figure7"):
+        assert f"stage {stage}: started" in err and f"stage {stage}: done in" in err
+        assert f"stage {stage}: still working" in err, stage
+    assert "; training " in err or "; class 3" in err  # the line says what the stage is doing

@@ -51,6 +51,7 @@ from ..unlearn.amnesiac import revert_updates
 from ..unlearn.base import METHODS, MethodContext, check_options
 from ..unlearn.request import DeletionRequest
 from ..utils import atomic_write_json, progress_bar
+from ..utils.progress import Heartbeat, note
 from .presets import Settings, keep_for_paper_share, settings_for
 
 
@@ -69,8 +70,12 @@ class Stages:
             self.skipped.append(name)
             return json.loads(path.read_text())
         t = time.perf_counter()
-        result = fn()
+        print(f"[{time.strftime('%H:%M:%S')}] stage {name}: started", file=sys.stderr, flush=True)
+        with Heartbeat(f"stage {name}"):  # a line at least every 45 s, however long one piece of work takes
+            result = fn()
         result["seconds"] = time.perf_counter() - t
+        print(f"[{time.strftime('%H:%M:%S')}] stage {name}: done in {result['seconds']:.0f} s", file=sys.stderr,
+              flush=True)
         atomic_write_json(path, result)
         return result
 
@@ -78,6 +83,7 @@ class Stages:
 def trained_run(config: TrainConfig, path: Path, *, progress: bool | None, device: torch.device) -> RunDir:
     """Train ``config`` into ``path`` on ``device``, or reuse (or resume) what an earlier attempt left there; a
     run some deletion changed is not the trained model, and is trained again."""
+    note(f"training {path.name}")
     if (path / "config.json").is_file():
         run = RunDir.open(path)
         if run.config.to_dict() == config.to_dict() and run.model_path.is_file() and not list_receipts(run):
@@ -158,6 +164,7 @@ class _Inversions:
         if self.evaluator is None:
             return
         for variant in self.s.inversion_variants:
+            note(f"inverting {method} ({label}), {variant} variant")
             if variant not in self._base_inv:  # the same architecture having learned nothing
                 base = self._invert(untrained_copy(model, seed=self.s.seed), variant)
                 self._base_inv[variant] = base
@@ -244,6 +251,7 @@ def _class_curve(method: str, run: RunDir, model: torch.nn.Module, s: Settings, 
     """``model`` trained on after a request to forget the settings' class from ``run``, by the registered
     ``method``, evaluated finely (the settings' points per epoch) and watched by ``on_epoch_end``."""
     c = s.target_class
+    note(f"class {c}: {method} after the request")
     train = run.training_data()
     retain, forgotten = train.without_ids(train.ids_of_class(c)), train.only_ids(train.ids_of_class(c))
     every = max(1, num_batches(len(retain), s.batch_size) // s.evals_first_epoch)
@@ -318,6 +326,7 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
                             n=s.shadows, seed=s.seed, cache_dir=out / "cache", progress=progress, device=device)
 
     def attack(model: torch.nn.Module, label: str) -> dict[str, Any]:
+        note(f"attacking {label}")
         return _attack(model, label, targets, non_members, shadows, s.seed)
 
     epoch0 = attack(target_model, "the trained target")
@@ -454,9 +463,15 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
     extra = [f"top{k}" for k in s.topk if k != 1]  # CIFAR: the authors' code measured top-10
     extra_losses: dict[str, list[list[float]]] = {key: [] for key in extra}
     base_accs = []
+    outside: list[int] = []
+    if s.fig7_train_size and s.fig7_train_size < len(bundle.train):  # a random subset (said in the report)
+        pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(s.seed + 7000))
+        outside = sorted(bundle.train.ids[pick[s.fig7_train_size:]].tolist())
     for k in range(seeds):
+        note(f"Figure 7, seed {k}: training {s.fig7_epochs} recorded epoch(s)")
         cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.fig7_epochs, batch_size=s.batch_size, lr=s.lr,
-                          seed=s.seed + k, data_dir=data_dir, record="all", ledger_dtype=s.ledger_dtype)
+                          seed=s.seed + k, data_dir=data_dir, record="all", ledger_dtype=s.ledger_dtype,
+                          exclude_ids=outside)
         run = trained_run(cfg, out / "runs" / f"fig7-seed{k}", progress=progress, device=device)
         base = run.load_model().to(device)
         base_eval = evaluate(base, bundle.test, topk=s.topk)
@@ -496,11 +511,14 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
             losses.append(row)
             for key in extra:
                 extra_losses[key].append(extra_rows[key])
+        note(f"Figure 7, seed {k}: the authors' slots")
         slot_losses += _slot_curve(store, base, bundle.test, shares, s.fig7_runs, rng, base_acc)
         store.close()
     arr, slots = np.asarray(losses), np.asarray(slot_losses)
     return {"shares": shares, "mean_loss": arr.mean(0).tolist(), "std_loss": arr.std(0).tolist(),
-            "slots": {"mean_loss": slots.mean(0).tolist(), "std_loss": slots.std(0).tolist(), "runs": slots.tolist()},
+            "slots": {"mean_loss": slots.mean(0).tolist(), "std_loss": slots.std(0).tolist(), "runs": slots.tolist(),
+                      "epochs": s.fig7_epochs},
+            "train_records": len(bundle.train) - len(outside),
             "runs": arr.tolist(), "base_test_accuracy": base_accs, "steps_per_run": len(steps),
             "topk": {key: {"mean_loss": np.asarray(v).mean(0).tolist(), "std_loss": np.asarray(v).std(0).tolist()}
                      for key, v in extra_losses.items()}}

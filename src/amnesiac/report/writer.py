@@ -234,7 +234,8 @@ def _setup_section(config: dict[str, Any], results: dict[str, Any]) -> list[str]
               f"- sensitive class {s['target_class']}; the amnesiac model kept only {_kept_words(s, results)}, "
               "with a watch-list ledger of the steps that held one",
               f"- membership inference on class {s['mia_class']}, {s['shadows']} shadow models of {s['shadow_epochs']} epochs",
-              f"- Figure 7: {s['fig7_runs']} runs x {config['seeds']} seed(s), {s['fig7_epochs']} recorded epoch(s)",
+              f"- Figure 7: {s['fig7_runs']} runs x {config['seeds']} seed(s), {s['fig7_epochs']} recorded epoch(s)"
+              + (f", on a random {s['fig7_train_size']:,} training records" if s.get("fig7_train_size") else ""),
               f"- device: {config.get('device', 'cpu')}"]
     lines += [f"- {n}" for n in s.get("notes", [])]
     lines.append("")

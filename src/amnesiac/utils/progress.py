@@ -90,3 +90,58 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, enabled: bool | None 
         enabled = True
     return tqdm(iterable, disable=not enabled, leave=False, dynamic_ncols=True, **kwargs)
 
+
+
+_ACTIVE: list[Heartbeat] = []
+
+
+class Heartbeat:
+    """A line on stderr at least every ``every`` seconds while long work runs, whatever it is doing inside (one
+    training epoch can outlast any bar's refresh): the label, the time so far and the latest :func:`note`.
+    ``AMNESIAC_HEARTBEAT_INTERVAL`` sets the default interval (45 s).
+
+    >>> import io, time
+    >>> out = io.StringIO()
+    >>> with Heartbeat("stage", every=0.02, file=out):
+    ...     note("step one")
+    ...     time.sleep(0.1)
+    >>> "stage: still working" in out.getvalue() and "step one" in out.getvalue()
+    True
+    """
+
+    def __init__(self, label: str, *, every: float | None = None, file: Any = None) -> None:
+        import threading
+
+        self.label = label
+        self.every = float(every if every is not None else os.environ.get("AMNESIAC_HEARTBEAT_INTERVAL", "45"))
+        if not self.every > 0:
+            raise ValueError(f"a heartbeat interval must be positive, got {self.every}")
+        self.file = file if file is not None else sys.stderr
+        self.note = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat:{label}", daemon=True)
+
+    def _beat(self) -> None:
+        import time
+
+        start = time.monotonic()
+        while not self._stop.wait(self.every):
+            what = f"; {self.note}" if self.note else ""
+            print(f"[{time.strftime('%H:%M:%S')}] {self.label}: still working, {time.monotonic() - start:.0f} s so far"
+                  f"{what}", file=self.file, flush=True)
+
+    def __enter__(self) -> Heartbeat:
+        _ACTIVE.append(self)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        _ACTIVE.remove(self)
+
+
+def note(text: str) -> None:
+    """Tell the innermost running :class:`Heartbeat` what the work is doing now (nothing when none runs)."""
+    if _ACTIVE:
+        _ACTIVE[-1].note = text
