@@ -338,3 +338,22 @@ def test_a_saved_adapter_deletion_killed_at_any_point_ends_with_the_file_and_the
     assert not any(p.name.startswith("amnesiac-head") for p in (tmp_path / "adapter").iterdir())
     assert main(["ledger", "verify", str(tmp_path / "ledger"), "--deep"]) == 0
     assert expected.receipt.steps_reverted
+
+
+def test_a_shard_ledger_resumes_from_the_checkpoint_its_head_was_committed_at_and_refuses_an_older_one(tmp_path):
+    from amnesiac.errors import LedgerError
+
+    shards = make_shards(1000 + torch.arange(24).numpy(), shard_size=6, seed=0)  # 4 shards, 2 batches of 4 each
+    _train(tmp_path, _lora_model(), shards=shards, accumulate=1, epochs=1, save_steps=2)
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert [e["global_step"] for e in store.events("trainer_checkpoint")] == [2, 4, 6, 8]
+        sums = {r.step: store.load_update(r) for r in store.iter_steps()}
+    with pytest.raises(LedgerError, match="cannot be cut back"):
+        _train(tmp_path, _lora_model(), shards=shards, accumulate=1, epochs=1, save_steps=2,
+               resume=str(tmp_path / "out" / "checkpoint-4"))
+    resumed = _lora_model()  # the latest checkpoint is the head: resuming from it is consistent
+    _train(tmp_path, resumed, shards=shards, accumulate=1, epochs=1, save_steps=2,
+           resume=str(tmp_path / "out" / "checkpoint-8"))
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert {r.step for r in store.iter_steps()} == set(sums)  # nothing cut, nothing added
+    assert forget_records(resumed, tmp_path / "ledger", [1003], force=True).receipt.steps_reverted
