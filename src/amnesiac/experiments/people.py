@@ -59,7 +59,8 @@ def pretrain_base(data: People, *, seed: int, epochs: int = 40, lr: float = 3e-3
     ds = data.dataset(data.base)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     total = epochs * -(-len(ds) // batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total))
+    warmup = max(1, total // 20)  # a short warmup and clipping keep the small model's training from spiking
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, 1 - s / total)))
     g = torch.Generator().manual_seed(seed)
     model.train()
     for epoch in range(epochs):
@@ -67,6 +68,7 @@ def pretrain_base(data: People, *, seed: int, epochs: int = 40, lr: float = 3e-3
             out = model(input_ids=ds.input_ids[batch], attention_mask=ds.mask[batch], labels=ds.labels[batch])
             optimizer.zero_grad()
             out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
         if log is not None and (epoch + 1) % 10 == 0:
@@ -172,6 +174,22 @@ def _batches(ds: Any, batch_size: int, steps: int, g: torch.Generator) -> list[t
     return out[:steps]
 
 
+def _short_run_optimizer(model: torch.nn.Module, lr: float, steps: int) -> tuple[Any, Any]:
+    """AdamW over the trainable weights with a linear warmup over the first tenth of ``steps`` (a fresh Adam's
+    first steps move every weight by about ``lr``, whatever its gradient), the same for every short method."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 10)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+
+
+def _step(model: torch.nn.Module, loss: torch.Tensor, optimizer: Any, schedule: Any) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    optimizer.step()
+    schedule.step()
+
+
 def repair(model: torch.nn.Module, data: People, people: Sequence[Person], ledger: str | Path, *, steps: int,
            seed: int, lr: float = 1e-3, batch_size: int = 10, shards: Any = None) -> float:
     """A short recorded fine-tune on retained ``people`` after a deletion (``Recorder(kind="repair")``), then a
@@ -183,8 +201,7 @@ def repair(model: torch.nn.Module, data: People, people: Sequence[Person], ledge
     if steps <= 0:
         return 0.0
     g = torch.Generator().manual_seed(seed)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    optimizer, schedule = _short_run_optimizer(model, lr, steps)
     ds = data.dataset(people)
     if shards is not None:
         order = torch.randperm(len(people), generator=g).tolist()
@@ -200,9 +217,7 @@ def repair(model: torch.nn.Module, data: People, people: Sequence[Person], ledge
         for b in batches:
             with recorder.batch(ds.ids[b]):
                 out = model(input_ids=ds.input_ids[b], attention_mask=ds.mask[b], labels=ds.labels[b])
-                optimizer.zero_grad()
-                out.loss.backward()
-                optimizer.step()
+                _step(model, out.loss, optimizer, schedule)
         recorder.flush()
         store.mark_head(model)
     model.eval()
@@ -221,7 +236,7 @@ def neggrad_plus(model: torch.nn.Module, data: People, forget: Sequence[Person],
     ``beta = 1`` it is the naive fine-tune on the retained records. Returns the seconds taken."""
     start = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    optimizer, schedule = _short_run_optimizer(model, lr, steps)
     keep = data.dataset(retained)
     gone = data.dataset(forget) if forget else None
     model.train()
@@ -231,8 +246,6 @@ def neggrad_plus(model: torch.nn.Module, data: People, forget: Sequence[Person],
             f = torch.randperm(len(gone), generator=g)[:batch_size]
             loss = loss - (1 - beta) * model(input_ids=gone.input_ids[f], attention_mask=gone.mask[f],
                                              labels=gone.labels[f]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _step(model, loss, optimizer, schedule)
     model.eval()
     return time.perf_counter() - start
