@@ -274,14 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     config = ({"n_train": 24, "n_base": 40, "n_unseen": 12, "epochs": 3, "base_epochs": 3} if args.quick else
               {"n_train": 150, "n_base": 300, "n_unseen": 100, "epochs": 25, "base_epochs": 20})
     seeds = [1] if args.quick else list(range(args.seeds))
-    per_seed = []
+    per_seed: list[dict[str, Any]] = []
+    command = "python benchmarks/forgetting_people.py" + (" --quick" if args.quick else
+                                                         f" --seeds {args.seeds}" if args.seeds != 3 else "")
     for seed in seeds:
         with tempfile.TemporaryDirectory(prefix="amnesiac-people-") as tmp:
             per_seed.append(run_seed(seed, work=Path(tmp), **config))
-    command = "python benchmarks/forgetting_people.py" + (" --quick" if args.quick else
-                                                         f" --seeds {args.seeds}" if args.seeds != 3 else "")
-    result = {"command": command, "config": config, "seeds": per_seed, "summary": summarise(per_seed)}
-    save("forgetting_people_quick" if args.quick else "forgetting_people", result, path=args.out)
+        result = {"command": command, "config": config, "seeds": per_seed, "summary": summarise(per_seed),
+                  "complete": len(per_seed) == len(seeds)}  # saved after every seed: a cut-short run keeps its seeds
+        save("forgetting_people_quick" if args.quick else "forgetting_people", result, path=args.out)
     if args.doc:
         plot(result, PLOT)
         write_section(DOC, BEGIN, END, render(result), "Forgetting people from a LoRA fine-tune")

@@ -453,6 +453,55 @@ def _slot_curve(store: Any, base: torch.nn.Module, test: ArrayDataset, shares: l
     return out
 
 
+def _fig7_left_out(s: Settings, train: ArrayDataset) -> list[int]:
+    """The training ids Figure 7's model leaves out: all but a random ``fig7_train_size`` (none by default)."""
+    if not s.fig7_train_size or s.fig7_train_size >= len(train):
+        return []
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(s.seed + 7000))
+    return sorted(train.ids[pick[s.fig7_train_size:]].tolist())
+
+
+def _random_steps_curve(s: Settings, store: Any, base: torch.nn.Module, base_eval: dict[str, Any],
+                        test: ArrayDataset, steps: list[int], shares: list[float], rng: np.random.Generator,
+                        extra: list[str], *, desc: str, progress: bool | None
+                        ) -> tuple[list[list[float]], dict[str, list[list[float]]]]:
+    """Figure 7 our way: per run, random single steps undone one by one, the loss measured at each share."""
+    need = int(round(max(shares) * len(steps)))
+    cache: dict[int, dict[str, torch.Tensor]] = {}
+    cacheable = sum(store.step(st).nbytes for st in steps[:1]) * need < 4 * 2**30
+    rows: list[list[float]] = []
+    extra_rows: dict[str, list[list[float]]] = {key: [] for key in extra}
+    marks = {int(round(p * len(steps))): p for p in shares}
+    for _ in progress_bar(range(s.fig7_runs), enabled=progress, desc=desc):
+        order = rng.permutation(steps)[:need]
+        total: dict[str, torch.Tensor] = {}
+        row: list[float] = []
+        more: dict[str, list[float]] = {key: [] for key in extra}
+        for i in range(need + 1):
+            if i in marks:
+                model = copy.deepcopy(base)
+                if total:
+                    revert_updates(model, total)
+                ev = evaluate(model, test, topk=s.topk)
+                row.append(base_eval["accuracy"] - ev["accuracy"])
+                for key in extra:
+                    more[key].append(base_eval[key] - ev[key])
+            if i == need:
+                break
+            st = int(order[i])
+            upd = cache.get(st) if cacheable else None
+            if upd is None:
+                upd = {n: t.float().clone() for n, t in store.load_update(st).items()}
+                if cacheable:
+                    cache[st] = upd
+            for n, t in upd.items():
+                total[n] = total[n] + t if n in total else t.clone()
+        rows.append(row)
+        for key in extra:
+            extra_rows[key].append(more[key])
+    return rows, extra_rows
+
+
 def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: bool | None,
             device: torch.device) -> dict[str, Any]:
     """Figure 7 two ways: ours (random single steps undone) and the authors' slots (:func:`_slot_curve`)."""
@@ -463,10 +512,7 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
     extra = [f"top{k}" for k in s.topk if k != 1]  # CIFAR: the authors' code measured top-10
     extra_losses: dict[str, list[list[float]]] = {key: [] for key in extra}
     base_accs = []
-    outside: list[int] = []
-    if s.fig7_train_size and s.fig7_train_size < len(bundle.train):  # a random subset (said in the report)
-        pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(s.seed + 7000))
-        outside = sorted(bundle.train.ids[pick[s.fig7_train_size:]].tolist())
+    outside = _fig7_left_out(s, bundle.train)
     for k in range(seeds):
         note(f"Figure 7, seed {k}: training {s.fig7_epochs} recorded epoch(s)")
         cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.fig7_epochs, batch_size=s.batch_size, lr=s.lr,
@@ -477,40 +523,15 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
         base_eval = evaluate(base, bundle.test, topk=s.topk)
         base_acc = base_eval["accuracy"]
         base_accs.append(base_acc)
+        note(f"Figure 7, seed {k}: random single steps undone")
         store = run.open_ledger()
         steps = [r.step for r in store.iter_steps() if r.recorded and r.blob is not None]
-        need = int(round(max(shares) * len(steps)))
-        cache: dict[int, dict[str, torch.Tensor]] = {}
-        cacheable = sum(store.step(st).nbytes for st in steps[:1]) * need < 4 * 2**30
         rng = np.random.default_rng(s.seed + 77 + k)
-        for _ in progress_bar(range(s.fig7_runs), enabled=progress, desc=f"figure 7 (seed {k})"):
-            order = rng.permutation(steps)[:need]
-            marks = {int(round(p * len(steps))): p for p in shares}
-            total: dict[str, torch.Tensor] = {}
-            row = []
-            extra_rows: dict[str, list[float]] = {key: [] for key in extra}
-            for i in range(need + 1):
-                if i in marks:
-                    model = copy.deepcopy(base)
-                    if total:
-                        revert_updates(model, total)
-                    ev = evaluate(model, bundle.test, topk=s.topk)
-                    row.append(base_acc - ev["accuracy"])
-                    for key in extra:
-                        extra_rows[key].append(base_eval[key] - ev[key])
-                if i == need:
-                    break
-                st = int(order[i])
-                upd = cache.get(st) if cacheable else None
-                if upd is None:
-                    upd = {n: t.float().clone() for n, t in store.load_update(st).items()}
-                    if cacheable:
-                        cache[st] = upd
-                for n, t in upd.items():
-                    total[n] = total[n] + t if n in total else t.clone()
-            losses.append(row)
-            for key in extra:
-                extra_losses[key].append(extra_rows[key])
+        rows, extra_rows = _random_steps_curve(s, store, base, base_eval, bundle.test, steps, shares, rng, extra,
+                                               desc=f"figure 7 (seed {k})", progress=progress)
+        losses += rows
+        for key in extra:
+            extra_losses[key] += extra_rows[key]
         note(f"Figure 7, seed {k}: the authors' slots")
         slot_losses += _slot_curve(store, base, bundle.test, shares, s.fig7_runs, rng, base_acc)
         store.close()
@@ -518,10 +539,10 @@ def figure7(s: Settings, out: Path, data_dir: str | None, seeds: int, progress: 
     return {"shares": shares, "mean_loss": arr.mean(0).tolist(), "std_loss": arr.std(0).tolist(),
             "slots": {"mean_loss": slots.mean(0).tolist(), "std_loss": slots.std(0).tolist(), "runs": slots.tolist(),
                       "epochs": s.fig7_epochs},
-            "train_records": len(bundle.train) - len(outside),
-            "runs": arr.tolist(), "base_test_accuracy": base_accs, "steps_per_run": len(steps),
-            "topk": {key: {"mean_loss": np.asarray(v).mean(0).tolist(), "std_loss": np.asarray(v).std(0).tolist()}
-                     for key, v in extra_losses.items()}}
+            "train_records": len(bundle.train) - len(outside), "runs": arr.tolist(), "base_test_accuracy": base_accs,
+            "steps_per_run": len(steps), "topk": {key: {"mean_loss": np.asarray(v).mean(0).tolist(),
+                                                         "std_loss": np.asarray(v).std(0).tolist()}
+                                                   for key, v in extra_losses.items()}}
 
 
 # ------------------------------------------------------------------ the whole thing

@@ -420,8 +420,8 @@ def fig7_checks(f7: dict[str, Any], curve: str | None) -> list[Check]:
     if f7.get("slots"):  # the authors' procedure: the like-for-like comparison
         verdict, ev = fig7_verdict(shares, f7["slots"]["mean_loss"], curve)
         epochs = f7["slots"].get("epochs")
-        where = f" over {epochs} recorded epoch(s)" if epochs else ""
-        out.append(Check("fig7_slots", claim + f", by the authors' procedure (slots of batch positions{where})",
+        where = f", over {epochs} recorded epoch(s)" if epochs else ""
+        out.append(Check("fig7_slots", claim + f", by the authors' procedure (slots of batch positions){where}",
                          verdict, ev))
         size_ok = verdict == HOLDS
     verdict, ev = fig7_verdict(shares, losses, curve)
