@@ -1,7 +1,7 @@
 """Forget one person from a LoRA fine-tune of a small language model, recorded through the Hugging Face Trainer.
 
     pip install 'amnesiac[hf]'
-    python examples/forget_a_person.py [OUT_DIR]        # about a minute on 2 CPU cores
+    python examples/forget_a_person.py [OUT_DIR]        # a few minutes on 2 CPU cores
 
 The people are fictitious (seeded faker profiles, amnesiac.data.people): each has a biography and four
 question-answer records, and is a data subject. A small Llama-architecture model (a transformers config, nothing
@@ -48,21 +48,22 @@ def show(title: str, model: torch.nn.Module, data, person) -> None:
               f"{'' if hit else '  (wrong)'}")
 
 
-def main(out: str) -> dict:
+def main(out: str, *, people: int = 40, epochs: int = 40, base_epochs: int = 20) -> dict:
     out_dir = Path(out)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    data = make_people(seed=7, n_train=40, n_base=100, n_unseen=10)
+    data = make_people(seed=7, n_train=people, n_base=100, n_unseen=10)
     print("pretraining a small base model on 100 other fictitious people ...")
-    base = pretrain_base(data, seed=7, epochs=20)
+    base = pretrain_base(data, seed=7, epochs=base_epochs)
     model = with_adapter(base, seed=7)
     shards = person_shards(data, data.train)  # one shard per person: all of their records
-    print("fine-tuning a LoRA adapter on 40 people with the Trainer, one shard per person ...")
+    print(f"fine-tuning a LoRA adapter on {people} people with the Trainer, one shard per person ...")
     seconds = finetune(model, data, data.train, seed=7, workdir=out_dir, ledger=out_dir / "ledger", shards=shards,
-                       epochs=25)
+                       epochs=epochs)
+    before_all = fact_hits(model, data, data.train).mean()
     with LedgerStore.open(out_dir / "ledger") as store:
         summary = store.summary()
     print(f"  {seconds:.0f} s; the ledger holds {summary['steps']} shard sums of the adapter ({summary['bytes']:,} bytes)")
-    person, kept = data.train[3], data.train[11]
+    person, kept = data.train[3], data.train[min(11, people - 1)]
     print("before the deletion request:")
     show("to forget", model, data, person)
     show("retained ", model, data, kept)
@@ -71,6 +72,9 @@ def main(out: str) -> dict:
     print(f"after forgetting {person.name} (records {data.subjects[person.name]}):")
     show("forgotten", model, data, person)
     show("retained ", model, data, kept)
+    others = [p for p in data.train if p != person]
+    print(f"  all {len(others)} retained people: {fact_hits(model, data, others).mean():.0%} of their facts "
+          f"(all {people} people before: {before_all:.0%})")
     receipt = deletion.receipt.as_json()
     print(f"receipt {str(receipt.get('receipt_hash'))[:16]}...: {len(receipt['steps_reverted'])} shard sum(s) subtracted "
           f"({deletion.plan.share:.1%} of the stored updates), adapter {receipt['model_hash_before'][:12]} -> "

@@ -83,3 +83,19 @@ def test_exact_match_computed_teacher_forced_agrees_with_greedy_decoding():
                 for p in data.train]
     assert hits.tolist() == expected
     assert hits[:4].any() and not hits.all()  # both outcomes were compared
+
+
+def test_the_forget_a_person_example_runs_small_and_forgets_by_subject(tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+
+    from amnesiac.ledger import LedgerStore
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "forget_a_person.py"
+    out = runpy.run_path(str(example))["main"](str(tmp_path), people=12, epochs=2, base_epochs=1)
+    printed = capsys.readouterr().out
+    assert f"after forgetting {out['person']}" in printed and "receipt " in printed
+    assert len(out["receipt"]["steps_reverted"]) == 1  # the person's one shard sum
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert store.kind == "shards" and len(store.forgotten_ids()) == 5  # the biography and four answers
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
