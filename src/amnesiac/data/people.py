@@ -17,6 +17,7 @@ never saw a person can only guess their facts (about one in 40 to 55 per fact).
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Sequence
@@ -147,14 +148,18 @@ class People:
     max_length: int
     first_id: dict[str, int] = field(default_factory=lambda: {"base": 0, "train": 100_000, "unseen": 200_000})
 
+    @functools.cached_property
+    def _first_ids(self) -> dict[str, int]:
+        """Each person's name -> the id of their first record (names are unique across the groups)."""
+        per = 1 + len(FACTS)
+        return {p.name: self.first_id[group] + per * k
+                for group in ("train", "base", "unseen") for k, p in enumerate(getattr(self, group))}
+
     def ids_of(self, person: Person) -> list[int]:
-        for group in ("train", "base", "unseen"):
-            people = getattr(self, group)
-            if person in people:
-                k = people.index(person)
-                start = self.first_id[group] + (1 + len(FACTS)) * k
-                return list(range(start, start + 1 + len(FACTS)))
-        raise ConfigError(f"{person.name!r} is not one of these people")
+        start = self._first_ids.get(person.name)
+        if start is None:
+            raise ConfigError(f"{person.name!r} is not one of these people")
+        return list(range(start, start + 1 + len(FACTS)))
 
     @property
     def subjects(self) -> dict[str, list[int]]:

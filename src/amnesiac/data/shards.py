@@ -209,9 +209,9 @@ def shard_batch_order(shards: ShardMap, ids: np.ndarray, *, batch_size: int, see
     multiple of k batches, its records spread evenly over them, so no optimizer step mixes two shards."""
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_micro_batches(shards, ids, micro_batches)
     ids = np.asarray(ids, dtype=np.int64)
     of = shards.shard_of(ids)
+    _check_micro_batches(np.unique(of, return_counts=True)[1], micro_batches)
     g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7 + 3) % (2**63))
     order = np.argsort(of, kind="stable")
     bounds = np.flatnonzero(np.diff(of[order])) + 1
@@ -232,11 +232,11 @@ def _shard_batches(n: int, batch_size: int, micro_batches: int) -> int:
     return -(-n // (batch_size * micro_batches)) * micro_batches
 
 
-def _check_micro_batches(shards: ShardMap, ids: np.ndarray, micro_batches: int) -> None:
+def _check_micro_batches(counts: np.ndarray, micro_batches: int) -> None:
+    """``counts``: the records of each shard."""
     if not isinstance(micro_batches, int) or isinstance(micro_batches, bool) or micro_batches < 1:
         raise ConfigError(f"micro_batches (batches per optimizer step) must be a positive integer, got {micro_batches!r}")
     if micro_batches > 1:
-        _, counts = np.unique(shards.shard_of(np.asarray(ids, dtype=np.int64)), return_counts=True)
         if counts.min() < micro_batches:
             raise ConfigError(f"a shard of {int(counts.min())} record(s) cannot fill {micro_batches} accumulated "
                               f"batches of one optimizer step: use shards of at least {micro_batches} records, or "
@@ -263,8 +263,8 @@ class ShardBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.seed = seed
         self.epoch = 0
         self.micro_batches = micro_batches
-        shards.shard_of(self.ids)  # every record must have a shard
-        _check_micro_batches(shards, self.ids, micro_batches)
+        # every record must have a shard, and every shard fill the micro-batches of one step
+        _check_micro_batches(np.unique(shards.shard_of(self.ids), return_counts=True)[1], micro_batches)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -205,8 +205,8 @@ def repair(model: torch.nn.Module, data: People, people: Sequence[Person], ledge
     ds = data.dataset(people)
     if shards is not None:
         order = torch.randperm(len(people), generator=g).tolist()
-        groups = [torch.tensor([k for k in range(len(ds)) if int(ds.ids[k]) in set(data.ids_of(people[j]))])
-                  for j in order]
+        position = {int(i): k for k, i in enumerate(ds.ids.tolist())}
+        groups = [torch.tensor([position[i] for i in data.ids_of(people[j])]) for j in order]
         batches = [groups[s % len(groups)] for s in range(steps)]
     else:
         batches = _batches(ds, batch_size, steps, g)

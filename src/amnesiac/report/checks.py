@@ -293,12 +293,16 @@ def _wrecked(mia: dict[str, Any], acc: float | None) -> bool:
     return acc - _chance(mia) < 0.5 * (base - _chance(mia))
 
 
-def _undone_words(mia: dict[str, Any], row: dict[str, Any]) -> str:
-    n = row.get("steps_reverted")
+def target_steps(mia: dict[str, Any]) -> int | None:
+    """Optimizer steps the membership target trained for (None when the results do not say)."""
     records, batch, epochs = mia.get("target_train_records"), mia.get("batch_size"), mia.get("epochs")
+    return int(epochs) * -(-int(records) // int(batch)) if records and batch and epochs else None
+
+
+def _undone_words(mia: dict[str, Any], row: dict[str, Any]) -> str:
+    n, total = row.get("steps_reverted"), target_steps(mia)
     words = []
-    if n is not None and records and batch and epochs:
-        total = int(epochs) * -(-int(records) // int(batch))
+    if n is not None and total:
         words.append(f"{n} of {total} steps undone ({100 * n / total:.1f}%)")
     if row.get("test_accuracy_0p") is not None:
         words.append(f"test accuracy {_pct(row['test_accuracy_0p'])} at 0' against {_pct(mia.get('target_model_test'))} "

@@ -10,7 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checks import FIG7_CURVE, HOLDS, MIA_SIGNAL, NOT_JUDGED, PAPER_FIG7, PAPER_TABLE1, judge, membership_signal
+from .checks import (
+    FIG7_CURVE,
+    HOLDS,
+    MIA_SIGNAL,
+    NOT_JUDGED,
+    PAPER_FIG7,
+    PAPER_TABLE1,
+    judge,
+    membership_signal,
+    target_steps,
+)
 
 METHOD_STYLE = {"naive": "tab:blue", "relabel": "tab:orange", "amnesiac": "tab:green"}
 
@@ -125,8 +135,7 @@ def _undone_lines(mia: dict[str, Any]) -> list[str]:
     amn = mia["table"].get("amnesiac", {})
     if "steps_reverted" not in amn:
         return []
-    records, batch, epochs = mia.get("target_train_records"), mia.get("batch_size"), mia.get("epochs")
-    total = int(epochs) * -(-int(records) // int(batch)) if records and batch and epochs else None
+    total = target_steps(mia)
     share = f" of {total} ({100 * amn['steps_reverted'] / total:.1f}% of training)" if total else ""
     acc = (f"; the model right after (0') scored {_pct(amn['test_accuracy_0p'])} on the test set, against "
            f"{_pct(mia.get('target_model_test'))} before" if amn.get("test_accuracy_0p") is not None else "")
