@@ -293,6 +293,16 @@ def test_forgetting_from_the_saved_adapter_alone_equals_forgetting_from_the_peft
     assert (tmp_path / "old" / "adapter_model.safetensors").read_bytes() == before
     with pytest.raises(ConfigError, match="holds no adapter_model.safetensors"):
         forget_saved_adapter(tmp_path, tmp_path / "ledger", [1005])
+    from amnesiac.errors import RunDirError
+    damaged = bytearray(before)
+    damaged[3] ^= 0xFF  # the header's length
+    (tmp_path / "old" / "adapter_model.safetensors").write_bytes(bytes(damaged))
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        events = len(store.events())
+    with pytest.raises(RunDirError, match="old/adapter_model.safetensors is not a readable safetensors file"):
+        forget_saved_adapter(tmp_path / "old", tmp_path / "ledger", [1005], force=True)
+    with LedgerStore.open(tmp_path / "ledger") as store:
+        assert len(store.events()) == events  # refused before anything changed
 
 
 SAVED_ADAPTER_FORGET = """

@@ -304,8 +304,9 @@ def forget_saved_adapter(adapter_dir: str | os.PathLike[str], ledger: str | os.P
     (``amnesiac-head.safetensors``) before the ledger commits; a process that dies after the commit leaves it
     there, and the next call on this folder finishes the rewrite before anything else.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
+    from ..run.checkpoint import load_tensors
     from ..unlearn.library import finish_interrupted_deletion, forget_records, writing_ledger
     from ..utils import state_hash
 
@@ -320,7 +321,7 @@ def forget_saved_adapter(adapter_dir: str | os.PathLike[str], ledger: str | os.P
         head = store.index.get_meta("head_hash")
     mapping = _saved_names(names, adapter_name)
     _finish_rewrite(folder, mapping, head)
-    saved = load_file(str(file))
+    saved, _ = load_tensors(file)  # a damaged file is refused with its name, before anything changes
     missing = sorted(set(mapping.values()) - set(saved))
     extra = sorted(set(saved) - set(mapping.values()))
     if missing or extra:
@@ -341,14 +342,15 @@ def forget_saved_adapter(adapter_dir: str | os.PathLike[str], ledger: str | os.P
 
 def _finish_rewrite(folder: Path, mapping: dict[str, str], head: str | None) -> None:
     """A deletion that committed and died before rewriting the adapter file: rewrite it from the head file."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
+    from ..run.checkpoint import load_tensors
     from ..utils import state_hash
 
     pending = folder / HEAD_FILE
     if not pending.is_file():
         return
-    tensors = load_file(str(pending))
+    tensors, _ = load_tensors(pending)
     if state_hash(tensors) != head:  # written aside, then the ledger did not commit: it is not the head
         pending.unlink()
         return
