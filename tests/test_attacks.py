@@ -21,8 +21,12 @@ from amnesiac.attacks import (
     threshold_stats,
     tpr_at_fpr,
     train_evaluator,
+    train_inclusion_shadows,
     train_shadows,
+    ulira_auc,
+    ulira_scores,
     untrained_copy,
+    verification_error,
 )
 from amnesiac.attacks.inversion import median2, process
 from amnesiac.cli import main
@@ -419,3 +423,35 @@ def test_run_attacks_passes_an_attacks_options_on():
     assert 0.0 <= rep.results["m"]["logreg"]["auc"] <= 1.0
     with pytest.raises(ConfigError, match="must be an integer >= 2"):  # refused, not ignored
         run_attacks({"m": model}, members, non_members, attacks=("logreg",), options={"logreg": {"folds": 1.5}})
+
+
+def test_ulira_tells_the_original_from_a_retrain_record_by_record_and_a_second_retrain_not(memorised):
+    b, members, non_members, npos, original, retrained = memorised
+    train = b.train.without_ids(members.ids)  # the retained records: every shadow model trains on all of them
+    shadows = train_inclusion_shadows(train, members, ShadowRecipe("small-cnn", epochs=30, batch_size=32), n=4, seed=3)
+    assert (shadows.member_masks.sum(0) == 2).all()  # every deleted record is IN exactly half of the shadows
+    torch.manual_seed(0)
+    other = build_model("small-cnn", in_channels=1, num_classes=10, image_size=8)
+    fit(other, make_optimizer("adam", other.parameters()), train, epochs=30, batch_size=32, seed=7, progress=False)
+    assert ulira_auc(original, retrained, shadows) >= 0.9
+    assert ulira_auc(retrained, retrained, shadows) == 0.5
+    assert ulira_auc(other, retrained, shadows) <= 0.7  # another retrain (other data order) is not told apart
+    assert ulira_scores(original, shadows).mean() > ulira_scores(retrained, shadows).mean()
+    assert verification_error(retrained, retrained) == 0.0 < verification_error(other, retrained)
+
+
+def test_ulira_shadows_keep_a_subjects_records_together_and_refuse_odd_counts():
+    b = load_dataset("digits")
+    candidates = b.train.subset(range(12))
+    groups = [candidates.ids[k:k + 4].tolist() for k in (0, 4, 8)]
+    shadows = train_inclusion_shadows(b.train.subset(range(12, 60)), candidates,
+                                      ShadowRecipe("small-cnn", epochs=1, batch_size=16), n=4, groups=groups)
+    masks = shadows.member_masks
+    assert masks.shape == (4, 12) and (masks.sum(0) == 2).all()
+    for k in (0, 4, 8):
+        assert (masks[:, k:k + 4] == masks[:, [k]]).all()  # a subject is in or out as a whole
+    with pytest.raises(ConfigError, match="even number"):
+        train_inclusion_shadows(b.train.subset(range(12, 60)), candidates, ShadowRecipe("small-cnn", epochs=1), n=3)
+    with pytest.raises(ConfigError, match="exactly one group"):
+        train_inclusion_shadows(b.train.subset(range(12, 60)), candidates, ShadowRecipe("small-cnn", epochs=1), n=2,
+                                groups=groups[:2])

@@ -138,3 +138,33 @@ def summarize(scores: Any, labels: Any, *, threshold: float | None = None, ci: b
     out["best_balanced_accuracy"] = bb["balanced_accuracy"]
     out["at_threshold"] = threshold_stats(s, y, bb["threshold"] if threshold is None else threshold)
     return out
+
+
+def verification_error(model: Any, reference: Any) -> float:
+    """The L2 distance between two models' weights: every floating parameter and buffer of ``model`` against the
+    same-named one of ``reference`` (Thudi et al., *Unrolling SGD*, 2022, call it the verification error when the
+    reference is a model retrained without the deleted records). Both must have the same architecture.
+
+    >>> import torch
+    >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> with torch.no_grad():
+    ...     _ = b.weight.copy_(a.weight + 3.0); _ = b.bias.copy_(a.bias + 4.0)
+    >>> round(verification_error(a, b), 6)
+    5.830952
+    """
+    import torch
+
+    mine, theirs = model.state_dict(), reference.state_dict()
+    if set(mine) != set(theirs):
+        differ = sorted(set(mine) ^ set(theirs))
+        raise ConfigError(f"the two models differ in their tensors ({', '.join(differ[:5])}): the verification error "
+                          "compares two models of one architecture")
+    total = 0.0
+    for name, tensor in mine.items():
+        if not tensor.is_floating_point():
+            continue
+        other = theirs[name]
+        if other.shape != tensor.shape:
+            raise ConfigError(f"{name} has shape {tuple(tensor.shape)} in one model and {tuple(other.shape)} in the other")
+        total += float(torch.sum((tensor.detach().double().cpu() - other.detach().double().cpu()) ** 2))
+    return total ** 0.5

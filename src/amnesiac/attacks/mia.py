@@ -19,6 +19,10 @@ trained on.
   shadow models that did not train on the example; the score is the standardised distance z from that
   Gaussian (Φ(z) is the test's probability), so scores far in the tail stay distinct instead of underflowing
   to 0 and tying.
+* U-LiRA (Hayes et al. 2024), for an unlearning request: :func:`train_inclusion_shadows` trains shadow models
+  with and without each deleted record (on all the retained data), :func:`ulira_scores` gives each deleted
+  record's likelihood ratio under a model, and :func:`ulira_auc` says how well those ratios tell an unlearned
+  model from a retrained one, record by record (0.5: not at all).
 """
 
 from __future__ import annotations
@@ -385,6 +389,76 @@ def lira_scores(model: nn.Module, members: ArrayDataset, non_members: ArrayDatas
         # scores of a forgotten model into ties
         scores.append((target_phi - mu) / np.maximum(sd, 1e-3))
     return _scores_split(scores[0], scores[1])
+
+
+def train_inclusion_shadows(retained: ArrayDataset, candidates: ArrayDataset, recipe: ShadowRecipe, *, n: int = 8,
+                            seed: int = 0, groups: Sequence[Sequence[int]] | None = None,
+                            progress: bool | None = None, device: str | torch.device | None = None) -> ShadowSet:
+    """Shadow models for per-record LiRA on an unlearning request (U-LiRA, Hayes et al., *Inexact Unlearning Needs
+    More Careful Evaluations*, 2024): each trains on all of ``retained`` plus half of ``candidates`` (the deleted
+    records), chosen so that every candidate is IN exactly ``n / 2`` of them and OUT of the others. With ``groups``
+    (lists of candidate ids, one per data subject) a subject's records go in or out together. The returned set's
+    pool is ``candidates`` and its masks say which shadow trained on which candidate."""
+    if n < 2 or n % 2:
+        raise ConfigError(f"U-LiRA needs an even number of shadow models (half with each record), at least 2; got {n}")
+    info = candidates.info or retained.info
+    if info is None:
+        raise ConfigError("the shadow data must carry its DatasetInfo (channels, size, classes)")
+    position = {int(i): k for k, i in enumerate(candidates.ids.tolist())}
+    units = [[int(i)] for i in candidates.ids.tolist()] if groups is None else [[int(i) for i in g] for g in groups]
+    covered = sorted(i for g in units for i in g)
+    if covered != sorted(position):
+        raise ConfigError(f"the groups hold {len(covered)} ids, the candidates {len(position)}: every candidate must be "
+                          "in exactly one group")
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, len(candidates)), dtype=bool)
+    for unit in units:
+        columns = np.asarray([position[i] for i in unit], dtype=np.int64)
+        masks[np.ix_(rng.permutation(n)[: n // 2], columns)] = True
+    models: list[nn.Module] = []
+    for k in progress_bar(range(n), enabled=progress, desc="U-LiRA shadow models"):
+        with seeded(seed * 1000 + k + 1):
+            net = build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes,
+                              image_size=info.image_size).to(device or "cpu")
+            data = ArrayDataset.concat([retained, candidates.subset(np.flatnonzero(masks[k]))])
+            fit(net, make_optimizer(recipe.optimizer, net.parameters(), lr=recipe.lr), data, epochs=recipe.epochs,
+                batch_size=recipe.batch_size, seed=seed * 1000 + k, progress=False)
+        net.eval()
+        models.append(net)
+    return ShadowSet(models, masks, candidates, None, n)
+
+
+def ulira_scores(model: nn.Module, shadows: ShadowSet) -> np.ndarray:
+    """Per-record LiRA score of ``model`` on the shadows' candidate records (their pool, in its order): the log
+    likelihood ratio of the logit-scaled confidence under the record's IN Gaussian against its OUT Gaussian
+    (per-record means; one pooled spread for IN and one for OUT, the LiRA paper's fixed variance, which a few
+    shadow models need). Higher means "trained on it". Compare an unlearned model's scores with a retrained
+    model's on the same records (:func:`ulira_auc`)."""
+    phi = outputs(model, shadows.pool).scaled_logit
+    shadow_phi = np.stack([outputs(net, shadows.pool).scaled_logit for net in shadows.models])  # (K, n)
+    inside = shadows.member_masks
+    if inside.shape != shadow_phi.shape or not (inside.any(0) & (~inside).any(0)).all():
+        raise ConfigError("every candidate record needs shadow models with and without it (train_inclusion_shadows)")
+
+    def fitted(mask: np.ndarray) -> tuple[np.ndarray, float]:
+        mean = np.where(mask, shadow_phi, 0.0).sum(0) / mask.sum(0)
+        spread = float(np.sqrt(np.where(mask, (shadow_phi - mean) ** 2, 0.0).sum() / mask.sum()))
+        return mean, max(spread, 1e-3)
+
+    (mu_in, sd_in), (mu_out, sd_out) = fitted(inside), fitted(~inside)
+    log_in = -0.5 * ((phi - mu_in) / sd_in) ** 2 - np.log(sd_in)
+    log_out = -0.5 * ((phi - mu_out) / sd_out) ** 2 - np.log(sd_out)
+    return log_in - log_out
+
+
+def ulira_auc(unlearned: nn.Module, retrained: nn.Module, shadows: ShadowSet) -> float:
+    """How well per-record LiRA tells ``unlearned`` from ``retrained`` on the deleted records: the AUC of the
+    unlearned model's scores (as members) against the retrained model's (as non-members). 0.5 means the attacker
+    cannot tell them apart; 1.0 that every deleted record still looks trained on."""
+    from .metrics import auc
+
+    a, b = ulira_scores(unlearned, shadows), ulira_scores(retrained, shadows)
+    return auc(np.concatenate([a, b]), np.r_[np.ones(a.size), np.zeros(b.size)])
 
 
 # ------------------------------------------------------------------ one call for a report
