@@ -27,16 +27,105 @@ def test_forgetting_quality_quick_covers_every_method_and_scenario(tmp_path):
         sys.path.pop(0)
     summary = fq.summarize(payload)
     assert set(summary) == set(fq.SCENARIOS)
+    tuned = {f"{name} (tuned)" for name in payload["settings"]["tune_methods"]}
+    assert set(payload["settings"]["tune_methods"]) <= set(fq.SEARCH)
     for scenario, rows in summary.items():
-        assert set(rows) == {"retrain", "original (no deletion)", *fq.METHODS}, scenario
+        assert set(rows) == {"retrain", "retrain, another data order", "original (no deletion)", *fq.METHODS, *tuned}
         assert rows["retrain"]["avg_gap"][0] == 0.0 and rows["retrain"]["time_ratio"][0] == 1.0
+        assert rows["retrain"]["verification_error"][0] == 0.0  # the verification error is a distance to it
+        assert rows["retrain, another data order"]["verification_error"][0] > 0.0
         for name, row in rows.items():
             assert all(0.0 <= row[k][0] <= 1.0 for k in fq.METRICS), (scenario, name)
+            assert ("ulira_auc" in row) == (scenario in fq.ULIRA), (scenario, name)
+        for name in tuned:  # every tuned row names the values it ran with, the ones tuning chose
+            assert rows[name]["options"] == payload["tuning"]["chosen"][scenario][name.removesuffix(" (tuned)")]["options"]
+        assert rows["SCRUB"]["options"] == "defaults"
+    for scenario in fq.ULIRA:
+        assert summary[scenario]["retrain"]["ulira_auc"][0] == pytest.approx(0.5)  # the retrain against itself
+    # tuning ran on its own seed, with forget sets none of which an evaluation seed forgets (another class)
+    tuning = payload["tuning"]
+    assert str(tuning["seed"]) not in payload["per_seed"]
+    for seed_rows in payload["per_seed"].values():
+        for scenario, result in seed_rows.items():
+            assert not set(result["ids"]) & set(tuning["forget_ids"][scenario]), scenario
+    assert tuning["class"] != payload["settings"]["class"]
+    for methods in tuning["chosen"].values():
+        for choice in methods.values():
+            assert 1 <= len(choice["tried"]) <= choice["grid"] and choice["options"] in [t["options"] for t in choice["tried"]]
+            assert choice["avg_gap"] == min(t["avg_gap"] for t in choice["tried"])
     # the class scenario: the retrained model never saw the class, and the methods that forget it get close
     assert summary["one class"]["retrain"]["forget_acc"][0] == 0.0
     assert summary["one class"]["amnesiac + repair"]["undone"][0] > 0
     table = fq.render(payload, "fq.json")
     assert table.count("| retrain |") == len(fq.SCENARIOS) and fq.BEGIN in table and fq.END in table
+    assert table.count("| SCRUB | untuned defaults |") == len(fq.SCENARIOS) and "| NegGrad+ (tuned) | tuned: lr=" in table
+
+
+def _fq():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import forgetting_quality as fq
+    finally:
+        sys.path.pop(0)
+    return fq
+
+
+def _quick_plan(tmp_path, seeds=1):
+    import argparse
+
+    fq = _fq()
+    s = {**fq.settings(argparse.Namespace(quick=True, seeds=1)), "seeds": seeds}
+    return fq, s, fq.plan_splits(s, tmp_path)
+
+
+def test_forgetting_quality_splits_keep_tuning_away_from_evaluation(tmp_path):
+    from amnesiac.run import RunDir
+
+    fq, s, plan = _quick_plan(tmp_path)
+    assert plan["tune_seed"] not in plan["seeds"] and plan["tune_class"] != s["class"]
+    targets = {seed: set(RunDir.open(tmp_path / f"probe{seed}").training_data().ids.tolist())
+               for seed in (*plan["seeds"], plan["tune_seed"])}
+    validation, pool = set(plan["validation_ids"]), set(plan["pool_ids"])
+    assert len(validation) == s["validation"] and len(pool) == s["pool"] and not validation & pool
+    for seed, ids in targets.items():  # no model of the benchmark trains on the validation or the attacker's pool
+        assert not ids & validation and not ids & pool, seed
+    tuning = fq.forget_sets(RunDir.open(tmp_path / f"probe{plan['tune_seed']}"), s, plan["tune_seed"],
+                            avoid=plan["avoid"], klass=plan["tune_class"])
+    for scenario, request in tuning.items():
+        for seed, evaluation in plan["evaluation"].items():
+            if scenario == "one class":
+                assert request["class"] != evaluation[scenario]["class"]
+            else:
+                assert not set(request["ids"]) & set(evaluation[scenario]["ids"]), (scenario, seed)
+                assert set(request["ids"]) <= targets[plan["tune_seed"]]
+
+
+def test_tuning_trains_and_measures_only_on_its_own_seed_and_the_validation_set(tmp_path, monkeypatch):
+    fq, s, plan = _quick_plan(tmp_path, seeds=1)
+    seen_seeds, seen_sets, excluded = [], [], []
+    real_train_run, real_measure = fq.train_run, fq.Judge.measure
+
+    def train_run(config, folder, **kw):
+        seen_seeds.append(config.seed)
+        excluded.extend(config.exclude_ids)
+        return real_train_run(config, folder, **kw)
+
+    def measure(self, model, seconds):
+        seen_sets.append({k: set(v.ids.tolist()) for k, v in self.sets.items()})
+        return real_measure(self, model, seconds)
+
+    monkeypatch.setattr(fq, "train_run", train_run)
+    monkeypatch.setattr(fq.Judge, "measure", measure)
+    monkeypatch.setattr(fq, "SEARCH", {"NegGrad+": {"lr": [1e-4, 1e-3]}})
+    s = {**s, "tune_budget": 100.0, "tune_methods": ["NegGrad+"]}  # the budget allows the grid: both points tried
+    shadows = fq.train_shadows(plan["full"].only_ids(plan["pool_ids"]), fq.ShadowRecipe("small-cnn", 1, 32), n=2)
+    tuning = fq.tune(s, {k: v for k, v in plan.items() if k not in ("test", "evaluation")}, tmp_path / "t", shadows)
+    assert set(seen_seeds) == {fq.TUNE_SEED}
+    evaluation_ids = {i for scen in plan["evaluation"].values() for sc in scen.values() for i in sc["ids"]}
+    assert not set(excluded) & (evaluation_ids - set(tuning["forget_ids"]["one class"]))
+    validation = set(plan["validation_ids"])
+    assert seen_sets and all(sets["test"] == validation and sets["non_members"] == validation for sets in seen_sets)
+    assert all(len(c["tried"]) == 2 for c in (tuning["chosen"][k]["NegGrad+"] for k in fq.SCENARIOS))
 
 
 def _shard_bench():
