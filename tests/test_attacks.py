@@ -455,3 +455,28 @@ def test_ulira_shadows_keep_a_subjects_records_together_and_refuse_odd_counts():
     with pytest.raises(ConfigError, match="exactly one group"):
         train_inclusion_shadows(b.train.subset(range(12, 60)), candidates, ShadowRecipe("small-cnn", epochs=1), n=2,
                                 groups=groups[:2])
+
+
+def test_the_contrast_aware_inversion_verdict_agrees_with_labels_given_by_eye():
+    import csv
+    from pathlib import Path
+
+    from amnesiac.attacks.inversion import class_visibility
+
+    folder = Path(__file__).parent / "data" / "inversions"
+    data = np.load(folder / "images.npz")
+    images, means = torch.from_numpy(data["images"]), torch.from_numpy(data["class_means"])
+    with open(folder / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(images) >= 60
+    said = np.array([bool(class_visibility(images[[k]], int(r["target"]), means)["visible"][0])
+                     for k, r in enumerate(rows)])
+    eye = np.array([r["class_visible"] == "yes" for r in rows])
+    assert eye.sum() >= 10 and (~eye).sum() >= 10  # both verdicts are in the labels, and both are given
+    assert said.any() and not said.all()
+    assert (said == eye).mean() >= 0.9, [r["index"] for r, a, b in zip(rows, said, eye) if a != b]
+    controls = [k for k, r in enumerate(rows) if r["source"].startswith(("ghost x0.05", "ghost x0.1", "noise"))]
+    assert controls and not said[controls].any()  # faint ghosts and structured noise never count as the class
+    # the older per-image rule (nearest real image of the class and a positive margin) took faint ghosts for it
+    ghosts = [k for k, r in enumerate(rows) if r["source"].startswith("ghost x0.1")]
+    assert all(class_visibility(images[[k]], int(rows[k]["target"]), means)["margin"][0] > 0 for k in ghosts)

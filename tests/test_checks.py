@@ -117,6 +117,47 @@ def test_relabelled_inversions_that_still_show_the_class_say_no():
     assert "after relabelling the inversions are noise from the first epoch | **no** |" in section
 
 
+def _with_visible(res: dict, shares: dict[str, list[float]], *, trained: float = 1.0, base: float = 0.0) -> dict:
+    """Add the contrast-aware visible shares (per method, in the order of its inverted points) to the results."""
+    inv = res["class_forgetting"]["inversion"]["regularised"]
+    for method, points in inv.items():
+        points["trained"] = {**points["trained"], "visible": trained}
+        labels = [k for k in points if k != "trained"]
+        for label, share in zip(labels, shares[method], strict=True):
+            points[label] = {**points[label], "visible": share}
+    baseline = res["class_forgetting"]["inversion_baseline"]["regularised"]
+    baseline["visible"] = base
+    return res
+
+
+def test_inversions_judged_by_eye_noise_that_keeps_the_margin_is_noise_and_the_after_subtraction_finding_is_said():
+    # the audit's case: the relabelled model's inversions are streaky noise with no object in them, yet they keep
+    # most of the class margin; and right after the subtraction a clear class image is still there
+    res = _with_visible(_inversion_results(naive=[0.09, 0.08], relabel=[0.06, 0.05], amnesiac=[0.09, 0.01, 0.0]),
+                        {"naive": [0.9, 0.75], "relabel": [0.0, 0.0], "amnesiac": [0.75, 0.0, 0.0]})
+    checks = _by_key(judge(res, "mnist"))
+    assert checks["inversion_trained"].verdict == HOLDS and "visible in 100.0%" in checks["inversion_trained"].evidence
+    assert checks["inversion_naive"].verdict == HOLDS
+    assert checks["inversion_relabel"].verdict == HOLDS  # on the margin alone (kept 60%, 50%) it said "no"
+    assert _by_key(judge(_inversion_results(naive=[0.09, 0.08], relabel=[0.06, 0.05], amnesiac=[0.09, 0.01, 0.0]),
+                         "mnist"))["inversion_relabel"].verdict == NO
+    amnesiac = checks["inversion_amnesiac"]
+    assert amnesiac.verdict == SHAPE and "Right after the subtraction" in amnesiac.evidence
+    assert "regularised inversions (75.0%)" in amnesiac.evidence
+    # faint-ghost-like inversions of the trained model (visible in none) leave nothing to judge
+    faint = _with_visible(_inversion_results(naive=[0.09, 0.08], relabel=[0.0, 0.0], amnesiac=[0.0, 0.0, 0.0]),
+                          {"naive": [0.0, 0.0], "relabel": [0.0, 0.0], "amnesiac": [0.0, 0.0, 0.0]}, trained=0.25)
+    checks = _by_key(judge(faint, "mnist"))
+    assert checks["inversion_trained"].verdict == NO
+    assert {checks[k].verdict for k in ("inversion_naive", "inversion_relabel", "inversion_amnesiac")} == {NOT_JUDGED}
+    # a relabelled model whose inversions still show the class: "no"
+    shown = _with_visible(_inversion_results(naive=[0.09, 0.08], relabel=[0.09, 0.08], amnesiac=[0.0, 0.0, 0.0]),
+                          {"naive": [1.0, 1.0], "relabel": [0.75, 0.5], "amnesiac": [0.0, 0.0, 0.0]})
+    checks = _by_key(judge(shown, "mnist"))
+    assert checks["inversion_relabel"].verdict == NO and checks["inversion_amnesiac"].verdict == HOLDS
+    assert "Right after" not in checks["inversion_amnesiac"].evidence
+
+
 def test_inversions_no_better_than_a_never_trained_models_are_not_evidence_of_forgetting():
     # the trained model's inversions are no more like the class than an untrained model's: nothing can be lost,
     # so "the forgotten model's inversions show nothing" would prove nothing

@@ -293,13 +293,51 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 1e-9, flat / norm.clamp_min(1e-12), torch.zeros_like(flat))
 
 
+# When an inversion shows its class, by eye: it holds the class's mean pattern at a good part of a real image's
+# contrast (a faint ghost of it does not count), and it is more like that class than like any other (structured
+# noise is like none). Checked against 81 inversion and control images labelled by eye, blind to their source
+# (tests/data/inversions): this rule agrees with the labels on 94% of them, where counting an image as recognised
+# when its nearest real image is of the class and its margin is positive agreed on 77% (it took faint ghosts and
+# near-black images for the class).
+VISIBLE_AMPLITUDE = 0.3  # the class pattern's least-squares amplitude in the image (1 = the class mean's contrast)
+VISIBLE_CORRELATION = 0.5  # Pearson correlation with the class's mean image
+VISIBLE_MARGIN = 0.05  # that correlation minus the best correlation with another class's mean
+
+
+def class_visibility(images: torch.Tensor, target: int, means: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image, whether class ``target`` is visible in it (see ``VISIBLE_*``), with the numbers behind it.
+
+    ``means`` are the classes' mean images (:attr:`InversionReferences.means`). Images are clamped to [-1, 1],
+    the range they are shown in. ``amplitude`` is ``a`` of the least-squares fit ``image ~ a * (mean - its
+    average) + b``: 1 for an image with the class mean's own contrast, near 0 for a faint ghost or a flat image.
+
+    >>> means = torch.stack([torch.linspace(-1, 1, 16).reshape(1, 4, 4), torch.linspace(1, -1, 16).reshape(1, 4, 4)])
+    >>> v = class_visibility(torch.stack([means[0], 0.1 * means[0], means[1]]), 0, means)
+    >>> v["visible"].tolist(), [round(a, 2) for a in v["amplitude"].tolist()]
+    ([True, False, False], [1.0, 0.1, -1.0])
+    """
+    x = images.detach().cpu().clamp(-1, 1)
+    corr = _unit(x) @ _unit(means.cpu()).T  # (images, classes)
+    others = torch.cat([corr[:, :target], corr[:, target + 1:]], dim=1)
+    margin = corr[:, target] - (others.max(1).values if others.shape[1] else torch.zeros(len(x), dtype=corr.dtype))
+    pattern = means[target].cpu().double().reshape(-1)
+    pattern = pattern - pattern.mean()
+    flat = x.reshape(len(x), -1).double()
+    amplitude = (flat - flat.mean(1, keepdim=True)) @ pattern / pattern.dot(pattern).clamp_min(1e-12)
+    visible = (amplitude >= VISIBLE_AMPLITUDE) & (corr[:, target] >= VISIBLE_CORRELATION) & (margin >= VISIBLE_MARGIN)
+    return {"correlation": corr[:, target].numpy(), "margin": margin.numpy(), "amplitude": amplitude.numpy(),
+            "visible": visible.numpy()}
+
+
 def pixel_scores(images: torch.Tensor, target: int, refs: InversionReferences) -> dict[str, Any]:
     """Similarity to real images that a blank or smooth image cannot win (its correlation with everything is 0).
 
     ``class_margin``: correlation with the target class's mean image minus the best correlation with another
     class's mean (above 0: more like the class than like any other). ``nearest_real_agreement``: the share of
     images whose most correlated real image is of the target class (chance: ``nearest_real_chance``; a constant
-    image counts as not agreeing). ``recognised``: the share with both."""
+    image counts as not agreeing). ``recognised``: the share with both. ``visible``: the share in which the class
+    is visible by the contrast-aware rule of :func:`class_visibility` (a faint ghost or structured noise is not),
+    and ``class_amplitude`` their mean amplitude of the class pattern."""
     u, m = _unit(images.cpu()), _unit(refs.means.cpu())
     corr = u @ m.T  # (images, classes)
     others = torch.cat([corr[:, :target], corr[:, target + 1:]], dim=1)
@@ -307,12 +345,15 @@ def pixel_scores(images: torch.Tensor, target: int, refs: InversionReferences) -
     near = (u @ _unit(refs.images.cpu()).T).argmax(1)
     alive = u.abs().sum(1) > 0
     agree = (refs.labels.cpu()[near] == target) & alive
+    seen = class_visibility(images, target, refs.means)
     return {
         "class_margin": float(margin.mean()),
         "corr_to_class_mean": float(corr[:, target].mean()),
         "nearest_real_agreement": float(agree.double().mean()),
         "nearest_real_chance": float((refs.labels == target).double().mean()),
         "recognised": float((agree & (margin > 0)).double().mean()),
+        "visible": float(seen["visible"].mean()),
+        "class_amplitude": float(seen["amplitude"].mean()),
     }
 
 

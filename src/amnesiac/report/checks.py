@@ -201,12 +201,17 @@ def _kept_words(kept: dict[str, float]) -> str:
 
 
 def inversion_checks(cf: dict[str, Any]) -> list[Check]:
-    """Figures 3-6 against the paper's qualitative findings. Judged on the variant whose inversions of the
-    trained model stand furthest above its never-trained baseline (the clearest signal: a variant whose prior
-    alone looks like the class leaves little to lose); the other variants' verdicts are given beside it."""
+    """Figures 3-6 against the paper's qualitative findings. Where the scores hold the contrast-aware ``visible``
+    share (:func:`amnesiac.attacks.inversion.class_visibility`, checked against images labelled by eye) the
+    findings are judged on it: in how many inversions the class can be seen; older results are judged on the
+    share of the class-margin lift kept. Judged on the variant whose trained-model inversions stand furthest above
+    its never-trained baseline; the other variants' verdicts are given beside it."""
     scores, bases = cf.get("inversion") or {}, cf.get("inversion_baseline") or {}
     if not scores or not bases:
         return []
+    by_eye = all("visible" in inv["naive"]["trained"] and "visible" in bases[v] for v, inv in scores.items())
+    if by_eye:
+        return _visible_checks(scores, bases, cf["target_class"])
     variant = max(scores, key=lambda v: _lift(scores[v], bases[v]))
     inv, base, c = scores[variant], bases[variant], cf["target_class"]
     trained = inv["naive"]["trained"]
@@ -217,14 +222,7 @@ def inversion_checks(cf: dict[str, Any]) -> list[Check]:
     ok = trained["recognised"] >= 0.5 and lift >= INVERSION_MIN_LIFT
     out = [Check("inversion_trained", f"inversions of the trained model show class {c} (paper: a clear 3)",
                  HOLDS if ok else NO, ev)]
-    claims = {
-        "naive": ("inversion_naive", "after naive retraining the inversions still show the class at every epoch "
-                  "inverted (paper: recognisable 3s at epochs 1, 5, 10)"),
-        "relabel": ("inversion_relabel", "after relabelling the inversions are noise from the first epoch"),
-        "amnesiac": ("inversion_amnesiac", "after amnesiac unlearning the inversions show next to nothing (paper: a "
-                     "faint hint at epoch 1, nothing at 5 and 10)"),
-    }
-    for method, (key, claim) in claims.items():
+    for method, (key, claim) in INVERSION_CLAIMS.items():
         judged = {v: _method_kept(scores[v], bases[v], method) for v in scores}
         kept = judged[variant]
         if not ok or kept is None:
@@ -238,6 +236,62 @@ def inversion_checks(cf: dict[str, Any]) -> list[Check]:
                          f"recognisable: >= {100 * INVERSION_KEPT:.0f}%, noise: <= {100 * INVERSION_GONE:.0f}%)"
                          + (f"; other variants: {others}" if others else "")))
     return out
+
+
+INVERSION_CLAIMS = {
+    "naive": ("inversion_naive", "after naive retraining the inversions still show the class at every epoch "
+              "inverted (paper: recognisable 3s at epochs 1, 5, 10)"),
+    "relabel": ("inversion_relabel", "after relabelling the inversions are noise from the first epoch"),
+    "amnesiac": ("inversion_amnesiac", "after amnesiac unlearning the inversions show next to nothing (paper: a "
+                 "faint hint at epoch 1, nothing at 5 and 10)"),
+}
+
+
+def _visible_points(inv: dict[str, Any], method: str) -> dict[str, float]:
+    """The share of inversions in which the class is visible, per inverted point after the request."""
+    points = inv.get(method, {})
+    labels = (["after removal"] if "after removal" in points else []) + _epochs(points)
+    return {label: float(points[label]["visible"]) for label in labels if "visible" in points[label]}
+
+
+def _visible_checks(scores: dict[str, Any], bases: dict[str, Any], c: int) -> list[Check]:
+    """The inversion checks on the share of inversions in which the class is visible (judged by the rule that
+    agrees with people's eyes): the trained model's must show it where a never-trained model's do not."""
+    lift = {v: scores[v]["naive"]["trained"]["visible"] - bases[v]["visible"] for v in scores}
+    variant = max(scores, key=lambda v: (lift[v], _lift(scores[v], bases[v])))
+    trained, base = scores[variant]["naive"]["trained"], bases[variant]
+    ok = trained["visible"] >= INVERSION_KEPT and base["visible"] <= INVERSION_GONE
+    out = [Check("inversion_trained", f"inversions of the trained model show class {c} (paper: a clear 3)",
+                 HOLDS if ok else NO,
+                 f"{variant} inversions (the variant furthest above its never-trained baseline): the class is visible "
+                 f"in {_pct(trained['visible'])} of the trained model's and {_pct(base['visible'])} of a "
+                 f"never-trained model's (visible: the class pattern at >= 30% of a real image's contrast, more like "
+                 f"the class than any other)")]
+    for method, (key, claim) in INVERSION_CLAIMS.items():
+        judged = {v: _visible_points(scores[v], method) for v in scores}
+        shown = judged[variant]
+        if not ok or not shown:
+            out.append(Check(key, claim, NOT_JUDGED, "the trained model's inversions do not show the class, so "
+                             "there is nothing to lose" if not ok else "no inversion after the request"))
+            continue
+        others = "; ".join(f"{v}: {_inversion_verdict(method, k) if k else NOT_JUDGED}"
+                           for v, k in judged.items() if v != variant)
+        words = ", ".join(f"{label} {_pct(v)}" for label, v in shown.items())
+        out.append(Check(key, claim, _inversion_verdict(method, shown),
+                         f"inversions showing the class: {words} ({variant} variant; recognisable: >= "
+                         f"{100 * INVERSION_KEPT:.0f}%, noise: <= {100 * INVERSION_GONE:.0f}%)"
+                         + (f"; other variants: {others}" if others else "") + _after_subtraction(judged)))
+    return out
+
+
+def _after_subtraction(judged: dict[str, dict[str, float]]) -> str:
+    """The finding to state when it occurs: right after the subtraction the class is still plain to see."""
+    still = {v: p["after removal"] for v, p in judged.items() if p.get("after removal", 0.0) >= INVERSION_KEPT}
+    if not still:
+        return ""
+    return (". Right after the subtraction, before any further training, the class is still visible in the "
+            + ", ".join(f"{v} inversions ({_pct(x)})" for v, x in still.items())
+            + ": the subtraction alone did not remove what an inversion shows")
 
 
 def _method_kept(inv: dict[str, Any], base: dict[str, Any], method: str) -> dict[str, float] | None:

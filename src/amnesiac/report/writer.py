@@ -302,6 +302,11 @@ def _class_forgetting_section(out: Path, cf: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _visible(sc: dict[str, Any]) -> str:
+    """The contrast-aware share of inversions showing the class (results from before it have none)."""
+    return _pct(sc["visible"]) if "visible" in sc else "-"
+
+
 def _inversion_section(cf: dict[str, Any]) -> list[str]:
     """Figures 3-6: a table and a grid of images per inversion variant."""
     c, bases = cf["target_class"], cf.get("inversion_baseline")
@@ -312,7 +317,10 @@ def _inversion_section(cf: dict[str, Any]) -> list[str]:
              "variation and an L2 pull towards the data's mean image). *Recognised*: the share of inversions whose "
              "most correlated real training image is of the class and which correlate more with the class's mean "
              "image than with any other class's. *Class margin*: that correlation minus the best other class's "
-             "(a blank image scores 0). The baseline is the same architecture never trained, inverted the same way: "
+             "(a blank image scores 0). Class visible: the share in which the class can be seen, by a contrast-aware "
+             "rule (its pattern at >= 30% of a real image's contrast, more like it than any other class) that "
+             "agrees with 94% of 81 inversions labelled by eye; a faint ghost or structured noise is not visible. "
+             "The baseline is the same architecture never trained, inverted the same way: "
              "it shows what the method and its prior give without any learning. The independent evaluator "
              "(another architecture trained on real data) is a second opinion that adversarial patterns can fool; "
              "SSIM to the class mean is kept for comparison with earlier reports, but it can reward dark, smooth images.",
@@ -320,16 +328,16 @@ def _inversion_section(cf: dict[str, Any]) -> list[str]:
     for variant, methods in cf["inversion"].items():
         base = bases[variant]
         lines += [f"### {variant} variant", "",
-                  f"| method | model | recognised | class margin | evaluator calls it {c} | evaluator confidence | "
-                  "SSIM to class mean |", "|---|---|---|---|---|---|---|",
-                  f"| never trained | (baseline) | {_pct(base['recognised'])} | {base['class_margin']:.3f} | "
+                  f"| method | model | class visible | recognised | class margin | evaluator calls it {c} | "
+                  "evaluator confidence | SSIM to class mean |", "|---|---|---|---|---|---|---|---|",
+                  f"| never trained | (baseline) | {_visible(base)} | {_pct(base['recognised'])} | {base['class_margin']:.3f} | "
                   f"{_pct(base['evaluator_accuracy'])} | {base['evaluator_confidence']:.3f} | "
                   f"{base['ssim_to_class_mean']:.3f} |"]
         for m, rows in methods.items():
             for label, sc in rows.items():
                 if m == "relabel" and label == "trained":
                     continue  # the same model as naive's
-                lines.append(f"| {m} | {label} | {_pct(sc['recognised'])} | {sc['class_margin']:.3f} | "
+                lines.append(f"| {m} | {label} | {_visible(sc)} | {_pct(sc['recognised'])} | {sc['class_margin']:.3f} | "
                              f"{_pct(sc['evaluator_accuracy'])} | {sc['evaluator_confidence']:.3f} | "
                              f"{sc['ssim_to_class_mean']:.3f} |")
         lines.append("")
