@@ -20,11 +20,7 @@ def test_forgetting_quality_quick_covers_every_method_and_scenario(tmp_path):
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads(out.read_text())
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import forgetting_quality as fq
-    finally:
-        sys.path.pop(0)
+    fq = _fq()
     summary = fq.summarize(payload)
     assert set(summary) == set(fq.SCENARIOS)
     tuned = {f"{name} (tuned)" for name in payload["settings"]["tune_methods"]}
@@ -61,13 +57,19 @@ def test_forgetting_quality_quick_covers_every_method_and_scenario(tmp_path):
     assert table.count("| SCRUB | untuned defaults |") == len(fq.SCENARIOS) and "| NegGrad+ (tuned) | tuned: lr=" in table
 
 
-def _fq():
+def _bench(name):
+    """A benchmark script, imported as a module."""
+    import importlib
+
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import forgetting_quality as fq
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return fq
+
+
+def _fq():
+    return _bench("forgetting_quality")
 
 
 def _quick_plan(tmp_path, seeds=1):
@@ -129,12 +131,7 @@ def test_tuning_trains_and_measures_only_on_its_own_seed_and_the_validation_set(
 
 
 def _shard_bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import shard_ledger
-    finally:
-        sys.path.pop(0)
-    return shard_ledger
+    return _bench("shard_ledger")
 
 
 def _shard_payload(seeds, *, threads, date, stream=True):
