@@ -99,3 +99,22 @@ def test_the_forget_a_person_example_runs_small_and_forgets_by_subject(tmp_path,
     with LedgerStore.open(tmp_path / "ledger") as store:
         assert store.kind == "shards" and len(store.forgotten_ids()) == 5  # the biography and four answers
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_finetune_gives_the_trainer_adams_momentum(tmp_path, monkeypatch):
+    # the forgetting-people benchmark trains a shard ledger with a lower beta1: it must reach the optimizer
+    from amnesiac.experiments.people import finetune, with_adapter
+
+    seen = []
+    real = transformers.Trainer.create_optimizer
+
+    def spy(self, *args, **kwargs):
+        optimizer = real(self, *args, **kwargs)
+        seen.append(self.optimizer.param_groups[0]["betas"])
+        return optimizer
+
+    monkeypatch.setattr(transformers.Trainer, "create_optimizer", spy)
+    data = make_people(seed=0, n_train=2, n_base=2, n_unseen=1)
+    model = with_adapter(transformers.LlamaForCausalLM(base_config(data, hidden=16, layers=1)), seed=0, rank=2)
+    finetune(model, data, data.train, seed=0, workdir=tmp_path, epochs=1, adam_beta1=0.7)
+    assert seen and seen[0][0] == 0.7

@@ -94,15 +94,17 @@ def person_shards(data: People, people: Sequence[Person]) -> Any:
 
 def finetune(model: torch.nn.Module, data: People, people: Sequence[Person], *, seed: int, workdir: str | Path,
              ledger: str | Path | None = None, shards: Any = None, exclude: Sequence[int] = (), epochs: int = 30,
-             lr: float = 3e-3, batch_size: int = 10) -> float:
+             lr: float = 3e-3, batch_size: int = 10, adam_beta1: float = 0.9) -> float:
     """Train ``model``'s adapter on ``people``'s records (less ``exclude``) with the Trainer; with ``ledger`` the
-    run is recorded there (a shard ledger with ``shards``). Returns the training time in seconds."""
+    run is recorded there (a shard ledger with ``shards``). ``adam_beta1`` is AdamW's momentum: with one step per
+    shard visit, a step's gradient reaches the following steps (other shards') through it, so a lower value keeps
+    more of each person's effect in their own shard's sum. Returns the training time in seconds."""
     transformers, _ = _hf()
     from ..integrations.transformers import AmnesiacTrainerCallback, confine_to_shards
 
     args = transformers.TrainingArguments(
         output_dir=str(Path(workdir) / "trainer"), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
-        learning_rate=lr, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        learning_rate=lr, adam_beta1=adam_beta1, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         report_to=[], save_strategy="no", logging_strategy="no", remove_unused_columns=False, use_cpu=True,
         seed=seed, data_seed=seed, dataloader_num_workers=0, disable_tqdm=True)
     callbacks = [AmnesiacTrainerCallback(ledger, shards=shards)] if ledger is not None else []
