@@ -411,7 +411,8 @@ def summarize(payload: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
                                if k in row}})
             out[scen][m] = {k: _mean_sd([p[k] for p in per]) for k in per[0]}
             out[scen][m]["n_forget"] = seeds[0][scen]["n_forget"]
-            out[scen][m]["options"] = seeds[0][scen]["rows"][m].get("options", "-")
+            # results from before the tuned rows ran every method with its defaults
+            out[scen][m]["options"] = seeds[0][scen]["rows"][m].get("options", "defaults" if m in METHODS else "-")
     return out
 
 
@@ -453,11 +454,7 @@ def render(payload: dict[str, Any], json_name: str) -> str:
              f"mean ± sd). Setting: small-cnn on {10 * s['per_class']} {s['dataset']} records ({s['per_class']} per "
              f"class), {s['epochs']} epochs at batch {s['batch_size']}; membership against {s['non_members']} test "
              f"records, LiRA with {s['shadows']} shadow models. Each metric's gap is to the retrained model; the "
-             "average gap is over forget, retain and test accuracy and LiRA AUC. Verification error: the L2 distance "
-             "of the weights from the retrained model's (the row `retrain, another data order` is a second exact "
-             "retrain from the same initialisation: the noise floor). U-LiRA: per-record LiRA with shadow models "
-             "trained with and without each deleted record, the AUC of telling the row's model from the retrained "
-             "one on those records (0.5: indistinguishable).", ""]
+             "average gap is over forget, retain and test accuracy and LiRA AUC." + _new_columns_words(payload), ""]
     lines += _tuning_lines(payload)
     for scen, rows in summary.items():
         n = rows["retrain"]["n_forget"]
@@ -479,6 +476,16 @@ def render(payload: dict[str, Any], json_name: str) -> str:
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
+
+
+def _new_columns_words(payload: dict[str, Any]) -> str:
+    if "tuning" not in payload:
+        return (" This result predates the verification-error and U-LiRA columns (`python benchmarks/forgetting_quality.py`"
+                " measures them).")
+    return (" Verification error: the L2 distance of the weights from the retrained model's (the row `retrain, another "
+            "data order` is a second exact retrain from the same initialisation: the noise floor). U-LiRA: per-record "
+            "LiRA with shadow models trained with and without each deleted record, the AUC of telling the row's model "
+            "from the retrained one on those records (0.5: indistinguishable).")
 
 
 def _tuning_lines(payload: dict[str, Any]) -> list[str]:
