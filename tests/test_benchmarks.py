@@ -174,3 +174,31 @@ def test_shard_ledger_merge_joins_seeds_and_refuses_what_it_cannot_account_for()
     other["settings"]["epochs"] = 3
     with pytest.raises(SystemExit, match="settings differ"):
         sl.merge([_shard_payload([0], threads=2, date="a"), other])
+
+
+def test_momentum_attributed_shard_sums_add_up_and_move_a_persons_share_out_of_the_others_sums():
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    pytest.importorskip("faker")
+    import torch
+    import transformers
+
+    from amnesiac.data.people import make_people
+    from amnesiac.experiments.people import base_config, with_adapter
+
+    sm = _bench("shard_momentum")
+    data = make_people(seed=0, n_train=4, n_base=2, n_unseen=1)
+    torch.manual_seed(0)
+    model = with_adapter(transformers.LlamaForCausalLM(base_config(data, hidden=16, layers=1)), seed=0, rank=2)
+    visit, attributed, gap = sm.train_with_both_accountings(model, data, epochs=2, beta1=0.9, seed=0)
+    assert gap < 1e-5  # both accountings add up to the adapter's whole change
+    name = next(iter(visit[0]))
+    # the same total, split otherwise: momentum moves part of each person's effect out of the next people's sums
+    assert not torch.allclose(visit[0][name], attributed[0][name])
+    total_visit = sum(visit[s][name] for s in visit)
+    assert torch.allclose(total_visit, sum(attributed[s][name] for s in attributed), atol=1e-6)
+    # with no momentum the two accountings are the same
+    torch.manual_seed(0)
+    flat = with_adapter(transformers.LlamaForCausalLM(base_config(data, hidden=16, layers=1)), seed=0, rank=2)
+    visit0, attributed0, _ = sm.train_with_both_accountings(flat, data, epochs=2, beta1=0.0, seed=0)
+    assert all(torch.allclose(visit0[s][k], attributed0[s][k], atol=1e-6) for s in visit0 for k in visit0[s])
