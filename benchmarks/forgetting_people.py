@@ -1,15 +1,16 @@
 """Forgetting people from a LoRA fine-tune of a small language model, against retraining the adapter.
 
-    python benchmarks/forgetting_people.py             # 150 people, 3 seeds (about 30 minutes on 2 cores)
+    python benchmarks/forgetting_people.py             # 150 people, 3 seeds (about an hour on 2 cores)
     python benchmarks/forgetting_people.py --seeds 1   # one seed
     python benchmarks/forgetting_people.py --quick     # 24 people, 1 seed, a few epochs: keeps the script working
 
 Setting (amnesiac.data.people, amnesiac.experiments.people): per seed, a small Llama-architecture model (4 layers,
 hidden 128, a word-level vocabulary; a transformers config, nothing downloaded) is pretrained on 300 fictitious
 people; a LoRA adapter (rank 16 on every projection) is then fine-tuned through the Hugging Face Trainer on 150
-other people (a biography and four question-answer pairs each: 750 records; 25 epochs), twice: with random batches of 10
-and an every-step ledger, and with batches confined to one person (subject-aligned shards, one per person) and a
-shard ledger. 100 more people are never trained on.
+other people (a biography and four question-answer pairs each: 750 records; 25 epochs), three times: with random
+batches of 10 and an every-step ledger, and twice with batches confined to one person (subject-aligned shards, one
+per person) and a shard ledger, with AdamW's beta1 at 0.9 and at 0.7 (SHARD_RUNS). 100 more people are never
+trained on.
 
 Scenarios: one person; 1% of the people; ten people forgotten one after another (ten requests). Methods, each
 from the fine-tuned adapter (the shard rows from the shard-trained one): amnesiac on the step ledger and on the
