@@ -205,6 +205,16 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+SCENARIO_ORDER = ["one person", "1% of the people", "ten people, one after another"]
+
+
+def _row_order(method: str) -> tuple[int, str]:
+    """The originals, the retrained reference, amnesiac's rows, then the other methods."""
+    rank = (0 if method.startswith("original") else 1 if method == "retrained adapter" else
+            2 if method.startswith("amnesiac") else 3)
+    return rank, method
+
+
 def render(result: dict[str, Any]) -> str:
     cmd = result["command"]
     s = result["summary"]
@@ -221,7 +231,8 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"- Ledger, {kind}: {rows:.0f} stored updates, {byts / 2**20:.1f} MiB, "
                      f"{byts / rows / adapter:.3f} x the adapter's {adapter / 2**10:.0f} KiB per stored update.")
     lines.append("")
-    for scenario, methods in s.items():
+    for scenario in sorted(s, key=lambda k: (SCENARIO_ORDER.index(k) if k in SCENARIO_ORDER else 9, k)):
+        methods = {m: s[scenario][m] for m in sorted(s[scenario], key=_row_order)}
         lines += [f"**{scenario}**", "",
                   "| method | EM forgotten (gap) | EM retained (gap) | loss / zlib / Min-K% AUC, forgotten (gap of loss) "
                   "| time / retrain |", "|---|---|---|---|---|"]
