@@ -256,9 +256,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     s = result["summary"]
-    fig, axes = plt.subplots(1, len(s), figsize=(5 * len(s), 4.2), sharey=True)
-    for ax, (scenario, methods) in zip(axes, s.items()):
-        for method, r in methods.items():
+    scenarios = sorted(s, key=lambda k: (SCENARIO_ORDER.index(k) if k in SCENARIO_ORDER else 9, k))
+    fig, axes = plt.subplots(1, len(s), figsize=(5 * len(s), 5.2), sharey=True)
+    for ax, scenario in zip(axes, scenarios):
+        for method in sorted(s[scenario], key=_row_order):
+            r = s[scenario][method]
             if method.startswith("original"):
                 continue
             x, y = r["time_vs_retrain"]["mean"], 100 * r["em_forget_gap"]["mean"]
@@ -268,8 +270,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_title(scenario)
         ax.set_xlabel("time / retraining the adapter")
     axes[0].set_ylabel("EM of the forgotten facts minus the retrained adapter's (points)")
-    axes[-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)  # below the panels: no point hidden
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     print(f"saved {path}")
