@@ -47,7 +47,7 @@ from ..options import check
 from ..run.checkpoint import load_tensors, save_tensors
 from ..training import fit, make_optimizer, predict
 from ..utils import progress_bar, seeded
-from .metrics import summarize, threshold_stats
+from .metrics import auc, summarize, threshold_stats
 
 
 def canonical_attack(name: str) -> str:
@@ -199,22 +199,33 @@ def train_shadows(pool: ArrayDataset, recipe: ShadowRecipe, *, n: int = 16, seed
     trained = 0
     for k in progress_bar(range(n), enabled=progress, desc="shadow models"):
         path = folder / f"shadow-{k:03d}.safetensors" if folder is not None else None
-        with seeded(seed * 1000 + k + 1):
-            net = build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes,
-                              image_size=info.image_size)
-            net.to(device or "cpu")
-            if path is not None and path.is_file():
-                net.load_state_dict(load_tensors(path)[0])
-            else:
-                opt = make_optimizer(recipe.optimizer, net.parameters(), lr=recipe.lr)
-                fit(net, opt, pool.subset(np.flatnonzero(masks[k])), epochs=recipe.epochs,
-                    batch_size=recipe.batch_size, seed=seed * 1000 + k, progress=False)
-                trained += 1
-                if path is not None:
-                    save_tensors(path, net.state_dict(), {"k": k, "key": key})
+        if path is not None and path.is_file():
+            with seeded(seed * 1000 + k + 1):
+                net = _build_shadow(recipe, info, device)
+            net.load_state_dict(load_tensors(path)[0])
+        else:
+            net = _fit_shadow(recipe, info, pool.subset(np.flatnonzero(masks[k])), seed=seed * 1000 + k, device=device)
+            trained += 1
+            if path is not None:
+                save_tensors(path, net.state_dict(), {"k": k, "key": key})
         net.eval()
         models.append(net)
     return ShadowSet(models, masks, pool, folder, trained)
+
+
+def _build_shadow(recipe: ShadowRecipe, info: Any, device: str | torch.device | None) -> nn.Module:
+    return build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes,
+                       image_size=info.image_size).to(device or "cpu")
+
+
+def _fit_shadow(recipe: ShadowRecipe, info: Any, data: ArrayDataset, *, seed: int,
+                device: str | torch.device | None) -> nn.Module:
+    """One shadow model, initialised under ``seed + 1`` and trained on ``data`` by the recipe with ``seed``."""
+    with seeded(seed + 1):
+        net = _build_shadow(recipe, info, device)
+        fit(net, make_optimizer(recipe.optimizer, net.parameters(), lr=recipe.lr), data, epochs=recipe.epochs,
+            batch_size=recipe.batch_size, seed=seed, progress=False)
+    return net
 
 
 class _AttackMLP(nn.Module):
@@ -417,12 +428,8 @@ def train_inclusion_shadows(retained: ArrayDataset, candidates: ArrayDataset, re
         masks[np.ix_(rng.permutation(n)[: n // 2], columns)] = True
     models: list[nn.Module] = []
     for k in progress_bar(range(n), enabled=progress, desc="U-LiRA shadow models"):
-        with seeded(seed * 1000 + k + 1):
-            net = build_model(recipe.model, in_channels=info.channels, num_classes=info.num_classes,
-                              image_size=info.image_size).to(device or "cpu")
-            data = ArrayDataset.concat([retained, candidates.subset(np.flatnonzero(masks[k]))])
-            fit(net, make_optimizer(recipe.optimizer, net.parameters(), lr=recipe.lr), data, epochs=recipe.epochs,
-                batch_size=recipe.batch_size, seed=seed * 1000 + k, progress=False)
+        data = ArrayDataset.concat([retained, candidates.subset(np.flatnonzero(masks[k]))])
+        net = _fit_shadow(recipe, info, data, seed=seed * 1000 + k, device=device)
         net.eval()
         models.append(net)
     return ShadowSet(models, masks, candidates, None, n)
@@ -434,29 +441,36 @@ def ulira_scores(model: nn.Module, shadows: ShadowSet) -> np.ndarray:
     (per-record means; one pooled spread for IN and one for OUT, the LiRA paper's fixed variance, which a few
     shadow models need). Higher means "trained on it". Compare an unlearned model's scores with a retrained
     model's on the same records (:func:`ulira_auc`)."""
+    (mu_in, sd_in), (mu_out, sd_out) = _ulira_gaussians(shadows)
     phi = outputs(model, shadows.pool).scaled_logit
-    shadow_phi = np.stack([outputs(net, shadows.pool).scaled_logit for net in shadows.models])  # (K, n)
-    inside = shadows.member_masks
-    if inside.shape != shadow_phi.shape or not (inside.any(0) & (~inside).any(0)).all():
-        raise ConfigError("every candidate record needs shadow models with and without it (train_inclusion_shadows)")
-
-    def fitted(mask: np.ndarray) -> tuple[np.ndarray, float]:
-        mean = np.where(mask, shadow_phi, 0.0).sum(0) / mask.sum(0)
-        spread = float(np.sqrt(np.where(mask, (shadow_phi - mean) ** 2, 0.0).sum() / mask.sum()))
-        return mean, max(spread, 1e-3)
-
-    (mu_in, sd_in), (mu_out, sd_out) = fitted(inside), fitted(~inside)
     log_in = -0.5 * ((phi - mu_in) / sd_in) ** 2 - np.log(sd_in)
     log_out = -0.5 * ((phi - mu_out) / sd_out) ** 2 - np.log(sd_out)
     return log_in - log_out
+
+
+def _ulira_gaussians(shadows: ShadowSet) -> tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]]:
+    """Each candidate's IN and OUT means and the pooled IN and OUT spreads, fitted once per shadow set (kept with
+    its attack models: every model scored against the set reuses them)."""
+    if "ulira" not in shadows.attack_models:
+        shadow_phi = np.stack([outputs(net, shadows.pool).scaled_logit for net in shadows.models])  # (K, n)
+        inside = shadows.member_masks
+        if inside.shape != shadow_phi.shape or not (inside.any(0) & (~inside).any(0)).all():
+            raise ConfigError("every candidate record needs shadow models with and without it "
+                              "(train_inclusion_shadows)")
+
+        def fitted(mask: np.ndarray) -> tuple[np.ndarray, float]:
+            mean = np.where(mask, shadow_phi, 0.0).sum(0) / mask.sum(0)
+            spread = float(np.sqrt(np.where(mask, (shadow_phi - mean) ** 2, 0.0).sum() / mask.sum()))
+            return mean, max(spread, 1e-3)
+
+        shadows.attack_models["ulira"] = (fitted(inside), fitted(~inside))
+    return shadows.attack_models["ulira"]
 
 
 def ulira_auc(unlearned: nn.Module, retrained: nn.Module, shadows: ShadowSet) -> float:
     """How well per-record LiRA tells ``unlearned`` from ``retrained`` on the deleted records: the AUC of the
     unlearned model's scores (as members) against the retrained model's (as non-members). 0.5 means the attacker
     cannot tell them apart; 1.0 that every deleted record still looks trained on."""
-    from .metrics import auc
-
     a, b = ulira_scores(unlearned, shadows), ulira_scores(retrained, shadows)
     return auc(np.concatenate([a, b]), np.r_[np.ones(a.size), np.zeros(b.size)])
 
