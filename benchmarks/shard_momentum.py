@@ -49,7 +49,8 @@ def train_with_both_accountings(model: torch.nn.Module, data: Any, *, epochs: in
     opt = torch.optim.AdamW(list(params.values()), lr=lr, betas=(beta1, 0.999), weight_decay=0.0)
     n = len(data.train)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / (epochs * n)))
-    ds, groups = data.dataset(data.train), _groups(data)
+    ds = data.dataset(data.train)
+    groups = _groups(data, ds)
     zeros = {k: torch.zeros_like(p) for k, p in params.items()}
     visit = {s: copy.deepcopy(zeros) for s in range(n)}
     attributed = {s: copy.deepcopy(zeros) for s in range(n)}
@@ -74,8 +75,8 @@ def train_with_both_accountings(model: torch.nn.Module, data: Any, *, epochs: in
     return visit, attributed, gap
 
 
-def _groups(data: Any) -> list[torch.Tensor]:
-    ds = data.dataset(data.train)
+def _groups(data: Any, ds: Any) -> list[torch.Tensor]:
+    """Each person's positions in ``ds`` (the training people's dataset): one batch per person."""
     position = {int(i): k for k, i in enumerate(ds.ids.tolist())}
     return [torch.tensor([position[i] for i in data.ids_of(p)]) for p in data.train]
 
@@ -121,11 +122,11 @@ def subtract(model: torch.nn.Module, sums: dict[str, torch.Tensor]) -> torch.nn.
     return out
 
 
-def repair(model: torch.nn.Module, data: Any, keep: list[int], steps: int, seed: int) -> None:
+def repair(model: torch.nn.Module, ds: Any, groups: list[torch.Tensor], keep: list[int], steps: int,
+           seed: int) -> None:
     """A short fine-tune on retained people, one person per step (AdamW lr 1e-3, warmup)."""
     if steps <= 0:
         return
-    ds, groups = data.dataset(data.train), _groups(data)
     optimizer, schedule = P._short_run_optimizer(model, 1e-3, steps)
     g = torch.Generator().manual_seed(seed)
     model.train()
@@ -153,12 +154,14 @@ def run(n: int, epochs: int, forgotten: int, repairs: list[int], seed: int, beta
                            "em_others_original": P.exact_match(model, data, others),
                            "retrained": {"em_forgotten": P.exact_match(retrained, data, data.train[:forgotten]),
                                          "em_others": P.exact_match(retrained, data, others)}, "rows": {}}
+    ds = data.dataset(data.train)
+    groups = _groups(data, ds)
     for name, sums in (("visit sums", visit), ("momentum-attributed sums", attributed)):
         for steps in repairs:
             ems, kept = [], []
             for s in range(forgotten):
                 m = subtract(model, sums[s])
-                repair(m, data, [q for q in range(n) if q != s], steps, seed=100 + s)
+                repair(m, ds, groups, [q for q in range(n) if q != s], steps, seed=100 + s)
                 ems.append(P.exact_match(m, data, [data.train[s]]))
                 kept.append(P.exact_match(m, data, others))
             out["rows"][f"{name}, repair {steps} steps"] = {"em_forgotten": statistics.fmean(ems),
