@@ -161,28 +161,29 @@ def train_targets(s: dict[str, Any], seed: int, root: Path, *, avoid: Any = (),
     return base, sharded, scen
 
 
-def retrain(s: dict[str, Any], seed: int, scenario: dict[str, Any], folder: Path) -> tuple[Any, float]:
-    """The reference: the same recipe and seed (so the same initialisation) without the records."""
-    t0 = time.perf_counter()
-    ref = train_run(TrainConfig.from_dict({**recipe(s, seed).to_dict(), "record": "none",
-                                           "exclude_ids": scenario["ids"]}), folder, progress=False)
-    return ref.model, time.perf_counter() - t0
-
-
-def order_retrain(base: RunDir, retained: Any, s: dict[str, Any], seed: int) -> tuple[Any, float]:
-    """A second retrain without the records from the same initialisation (the ledger's initial state) with
-    another data order: how far two exact retrains lie apart, the noise floor of every gap to the retrain."""
+def retrain(base: RunDir, retained: Any, order_seed: int) -> tuple[Any, float]:
+    """Training from the run's initialisation (the ledger's initial state) on the retained records alone, timed
+    as the methods are: training only, no evaluation along the way. With the run's own seed it is the reference
+    (the recipe the run followed, without the records); with another seed, another data order."""
     from amnesiac.ledger import LedgerStore
     from amnesiac.training import fit, make_optimizer
 
+    cfg = base.config
     t0 = time.perf_counter()
     model = base.new_model()
     with LedgerStore.open(base.ledger_path) as store:
         model.load_state_dict(store.load_initial())
-    fit(model, make_optimizer("adam", model.parameters(), lr=1e-3), retained, epochs=s["epochs"],
-        batch_size=s["batch_size"], seed=seed + 5000, progress=False)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    fit(model, optimizer, retained, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=order_seed, progress=False)
     model.eval()
     return model, time.perf_counter() - t0
+
+
+def order_retrain(base: RunDir, retained: Any, seed: int) -> tuple[Any, float]:
+    """A second retrain without the records from the same initialisation with another data order: how far two
+    exact retrains lie apart, the noise floor of every gap to the retrain."""
+    return retrain(base, retained, seed + 5000)
 
 
 class Judge:
@@ -231,8 +232,10 @@ def run_method(method: str, options: dict[str, Any], src: Path, work: Path, scen
     """One method on a copy of ``src`` (with its ledger if ``ledger``): the forgotten model and its receipt's say."""
     run = copy_run(src, work, ledger=ledger)
     # amnesiac is measured where the planner would refuse it too (a whole class): that is the comparison
+    # the Judge measures every row alike; forget's own evaluation (curves, before/after) would be timed as the
+    # method's and cost each tuning point more than most methods take
     res = forget(run, method=method, options=options, progress=False, force=method == "amnesiac",
-                 **request_of(scenario))
+                 evaluate_after=False, **request_of(scenario))
     receipt = res.receipt
     extra: dict[str, Any] = {"method_s": receipt["timings_s"]["method"]}
     if method == "amnesiac":
@@ -254,10 +257,10 @@ def one_seed(s: dict[str, Any], seed: int, root: Path, shadows: Any, non_members
     out: dict[str, Any] = {}
     for name, scenario in scen.items():
         sets = scenario_sets(training, scenario, non_members, base.bundle().test, seed)
-        ref, retrain_s = retrain(s, seed, scenario, root / "retrain")
+        ref, retrain_s = retrain(base, training.without_ids(scenario["ids"]), seed)
         judge = Judge(sets, shadows, ref, ulira_shadows(s, seed, training, scenario) if name in ULIRA else None)
         rows: dict[str, Any] = {"retrain": judge.measure(ref, retrain_s)}
-        floor, floor_s = order_retrain(base, training.without_ids(scenario["ids"]), s, seed)
+        floor, floor_s = order_retrain(base, training.without_ids(scenario["ids"]), seed)
         rows["retrain, another data order"] = judge.measure(floor, floor_s)
         rows["original (no deletion)"] = judge.measure(trained, 0.0)  # the signal there was to remove
         for label, method, options, start, shown in method_runs(tuned.get(name)):
@@ -267,7 +270,6 @@ def one_seed(s: dict[str, Any], seed: int, root: Path, shadows: Any, non_members
             if method == "amnesiac":
                 rows[label]["ledger_bytes"] = dir_bytes(RunDir.open(src).ledger_path)
             shutil.rmtree(root / "work", ignore_errors=True)
-        shutil.rmtree(root / "retrain", ignore_errors=True)
         out[name] = {"n_forget": len(scenario["ids"]), "ids": scenario["ids"], "rows": rows}
         print(f"seed {seed} {name}: " + ", ".join(f"{k} {v['forget_acc']:.2f}/{v['test_acc']:.2f}/{v['lira_auc']:.2f}"
                                                   for k, v in rows.items()), flush=True)
@@ -322,14 +324,13 @@ def tune(s: dict[str, Any], plan: dict[str, Any], root: Path, shadows: Any) -> d
     chosen: dict[str, Any] = {}
     for name, scenario in scen.items():
         sets = scenario_sets(training, scenario, validation, validation, seed)
-        ref, retrain_s = retrain(s, seed, scenario, root / "retrain")
+        ref, retrain_s = retrain(base, training.without_ids(scenario["ids"]), seed)
         judge = Judge(sets, shadows, ref)
         ref_row = judge.measure(ref, retrain_s)
         chosen[name] = {}
         for label in s["tune_methods"]:
             chosen[name][label] = search(label, SEARCH[label], s["tune_budget"] * retrain_s, judge, ref_row,
                                          base=base, sharded=sharded, scenario=scenario, work=root / "work", seed=seed)
-        shutil.rmtree(root / "retrain", ignore_errors=True)
         print(f"tuned {name}: " + "; ".join(f"{k} {v['options']} ({len(v['tried'])} tried, {v['seconds']:.0f} s)"
                                            for k, v in chosen[name].items()), flush=True)
     return {"seed": seed, "class": plan["tune_class"], "forget_ids": {k: v["ids"] for k, v in scen.items()},
@@ -344,10 +345,9 @@ def search(label: str, space: dict[str, list[Any]], budget_s: float, judge: Judg
     for point in search_order(space, seed):
         if tried and spent >= budget_s:
             break
-        t0 = time.perf_counter()
-        model, _ = run_method(method, {**options, **point}, src, work, scenario, ledger=start != "plain")
+        model, extra = run_method(method, {**options, **point}, src, work, scenario, ledger=start != "plain")
         row = judge.measure(model, 0.0)
-        spent += time.perf_counter() - t0
+        spent += extra["method_s"]  # the method's own seconds, as its rows and the retrain are timed
         tried.append({"options": point, "avg_gap": avg_gap(row, ref_row)})
         shutil.rmtree(work, ignore_errors=True)
     best = min(tried, key=lambda t: t["avg_gap"])
