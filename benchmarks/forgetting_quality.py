@@ -88,7 +88,8 @@ SEARCH: dict[str, dict[str, list[Any]]] = {
     "relabel": {"epochs": [1, 2], "lr": [1e-4, 3e-4, 1e-3]},
     "naive": {"epochs": [1, 2], "lr": [1e-4, 3e-4, 1e-3]},
     "finetune": {"epochs": [1, 2], "lr": [1e-4, 3e-4, 1e-3]},
-    "NegGrad+": {"lr": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], "retain_weight": [1.0, 3.0]},
+    # its default is one pass over the forget set (a single step for 20 records): the length is searched too
+    "NegGrad+": {"lr": [1e-4, 3e-4, 1e-3], "retain_weight": [1.0, 3.0], "steps": [5, 20, 60]},
     "SCRUB": {"lr": [1e-4, 5e-4, 2e-3], "max_epochs": [1, 2], "epochs": [2, 4]},
     "SalUn": {"lr": [1e-3, 4e-3, 1.3e-2], "saliency": [0.3, 0.5], "epochs": [2, 5, 10]},
 }
