@@ -513,23 +513,40 @@ def _tuning_lines(payload: dict[str, Any]) -> list[str]:
 
 
 def plots(payload: dict[str, Any], folder: Path, prefix: str) -> list[Path]:
+    """One plot per scenario: each row's average gap (mean, sd as a bar) against its time relative to the retrain;
+    a method's untuned row is an open circle, its tuned row a filled square of the same colour, joined by a line
+    (how far tuning moved it); the references are black. Names go in a legend below, not on the points."""
     from matplotlib.figure import Figure
 
     summary = summarize(payload)
     folder.mkdir(parents=True, exist_ok=True)
+    families = list(METHODS)
     paths = []
     for scen, rows in summary.items():
-        fig = Figure(figsize=(6, 4))
+        fig = Figure(figsize=(7, 6.2))
         ax = fig.add_subplot()
-        for name, r in rows.items():
-            x, y = max(r["time_ratio"][0], 1e-4), r["avg_gap"][0]
-            ax.errorbar([x], [y], yerr=[r["avg_gap"][1]], fmt="o", capsize=3)
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        point = {name: (max(r["time_ratio"][0], 1e-3), r["avg_gap"][0], r["avg_gap"][1]) for name, r in rows.items()}
+        for name, style in (("retrain", "k*"), ("retrain, another data order", "kD"), ("original (no deletion)", "kx")):
+            x, y, sd = point[name]
+            ax.errorbar([x], [y], yerr=[sd], fmt=style, capsize=3, label=name + (" (at the left edge: no time)"
+                                                                                 if name.startswith("original") else ""))
+        for k, family in enumerate(families):
+            colour = f"C{k % 10}"
+            x, y, sd = point[family]
+            ax.errorbar([x], [y], yerr=[sd], fmt="o", mfc="none", color=colour, capsize=3,
+                        label=f"{family}, untuned" if family in SEARCH else f"{family} (nothing to tune)")
+            tuned = point.get(f"{family} (tuned)")
+            if tuned is not None:
+                ax.errorbar([tuned[0]], [tuned[1]], yerr=[tuned[2]], fmt="s", color=colour, capsize=3,
+                            label=f"{family}, tuned")
+                ax.plot([x, tuned[0]], [y, tuned[1]], color=colour, lw=0.8, alpha=0.6)
         ax.set_xscale("log")
         ax.set_xlabel("wall time relative to retraining from scratch (log)")
-        ax.set_ylabel("average gap to retrain")
+        ax.set_ylabel("average gap to retrain (lower is closer)")
         ax.set_title(f"{scen}: closeness to retraining against cost")
-        fig.tight_layout()
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.3, 1, 1))
         path = folder / f"{prefix}-{scen.replace('%', 'pct').replace(' ', '-').replace('.', '')}.png"
         fig.savefig(path, dpi=110)
         paths.append(path)
