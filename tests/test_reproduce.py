@@ -123,7 +123,9 @@ def test_published_row_states_how_the_setting_differs():
         "This run differs: batch size 64 instead of 8; otherwise the same setting. "
     fm = settings_for("fashion-mnist", "default").as_dict()
     text = _setting_differences(fm, {"target_class": fm["mia_class"]})
-    assert "fashion-mnist class 6 instead of CIFAR-100 class 11" in text and "for orientation" in text
+    assert ("fashion-mnist class 6 (cut to 1% of the records, a CIFAR-100 class's share) instead of CIFAR-100 "
+            "class 11") in text
+    assert "for orientation" in text
 
 
 def test_figure7_table_puts_the_papers_digitized_curve_beside_ours(tmp_path):
@@ -149,3 +151,33 @@ def test_every_stage_prints_a_line_at_least_every_interval(tmp_path, monkeypatch
         assert f"stage {stage}: started" in err and f"stage {stage}: done in" in err
         assert f"stage {stage}: still working" in err, stage
     assert "; training " in err or "; class 3" in err  # the line says what the stage is doing
+
+
+def test_table1_split_puts_the_class_at_the_asked_share_in_both_parts():
+    """A ten-class data set's class is cut to CIFAR-100's one in a hundred in the target's records and in the
+    attacker's alike; every other record of the drawn subset stays, and the parts never overlap."""
+    from dataclasses import replace
+
+    from amnesiac.data import ArrayDataset
+    from amnesiac.experiments.runner import mia_split
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (6000,), generator=g)
+    train = ArrayDataset(torch.zeros(6000, 1, 4, 4), labels, torch.arange(6000) + 100)
+    s = replace(settings_for("fashion-mnist", "default"), mia_train_size=3000, mia_target_share=1 / 3)
+    assert s.mia_class_share == 0.01
+    mine, theirs = mia_split(s, train)
+    assert not set(mine.tolist()) & set(theirs.tolist())
+    for part in (mine, theirs):
+        y = labels[part]
+        assert int((y == s.mia_class).sum()) >= 1
+        assert abs(float((y == s.mia_class).float().mean()) - 0.01) < 0.002
+    as_drawn_mine, as_drawn_theirs = mia_split(replace(s, mia_class_share=None), train)
+    assert len(as_drawn_mine) + len(as_drawn_theirs) == 3000
+    assert float((labels[as_drawn_mine] == s.mia_class).float().mean()) > 0.05  # about a tenth, as drawn
+    for cut, drawn in ((mine, as_drawn_mine), (theirs, as_drawn_theirs)):
+        # the cut only removes records of the class: the other classes' records are those drawn
+        assert set(cut.tolist()) <= set(drawn.tolist())
+        others = drawn[labels[drawn] != s.mia_class]
+        assert set(others.tolist()) <= set(cut.tolist())
+    assert settings_for("cifar100", "paper").mia_class_share is None  # a CIFAR-100 class is 1% as it is

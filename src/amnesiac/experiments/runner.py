@@ -346,18 +346,42 @@ def membership_inference(s: Settings, out: Path, data_dir: str | None, progress:
             "target_model_train": evaluate(target_model, train_a)["accuracy"]}
 
 
-def _mia_target(s: Settings, bundle: Any, out: Path, data_dir: str | None, progress: bool | None,
-                device: torch.device) -> tuple[TrainConfig, RunDir, ArrayDataset]:
-    """The target run (its share of a random subset, watch-list ledger on the target class) and the
-    attacker's records (the rest)."""
+def mia_split(s: Settings, train: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions in ``train`` of the target's records and of the attacker's (Table 1's split).
+
+    A random ``mia_train_size`` subset (all records when None) is cut into the target's share and the
+    attacker's rest. With ``mia_class_share`` each part then keeps only as many records of ``mia_class`` as make
+    that share of it (the rest of the class is used by neither): on a ten-class data set this puts the class at
+    CIFAR-100's one in a hundred, so that its members sit in a few percent of the target's steps, as in the paper,
+    not in over half of them. The attacker's part gets the same share, since shadow models mimic the target's data.
+    """
     g = torch.Generator().manual_seed(s.seed + 1000)
-    order = torch.randperm(len(bundle.train), generator=g)
+    order = torch.randperm(len(train), generator=g)
     if s.mia_train_size:
         order = order[: s.mia_train_size]
     # the target gets its share (the paper's code: a half); each shadow model trains on a random half of the
     # attacker's rest (with a third for the target, on as many records as the target, as Shokri et al. build them)
     cut = int(len(order) * s.mia_target_share)
-    mine, theirs = order[:cut], order[cut:]
+    parts = [order[:cut], order[cut:]]
+    if s.mia_class_share is not None:
+        parts = [_thin_class(part, train.targets, s.mia_class, s.mia_class_share) for part in parts]
+    return parts[0], parts[1]
+
+
+def _thin_class(part: torch.Tensor, targets: torch.Tensor, klass: int, share: float) -> torch.Tensor:
+    """``part`` with its records of ``klass`` cut to the first ones that make ``share`` of what remains."""
+    is_class = targets[part] == klass
+    others = int((~is_class).sum())
+    keep = min(int(is_class.sum()), max(1, round(share * others / (1.0 - share))))
+    kept_class = part[is_class][:keep]
+    return torch.sort(torch.cat([part[~is_class], kept_class])).values
+
+
+def _mia_target(s: Settings, bundle: Any, out: Path, data_dir: str | None, progress: bool | None,
+                device: torch.device) -> tuple[TrainConfig, RunDir, ArrayDataset]:
+    """The target run (its share of a random subset, watch-list ledger on the target class) and the
+    attacker's records (the rest)."""
+    mine, theirs = mia_split(s, bundle.train)
     attacker_pool = bundle.train.subset(torch.sort(theirs).values)
     outside = sorted(set(bundle.train.ids.tolist()) - set(bundle.train.ids[mine].tolist()))
     cfg = TrainConfig(dataset=s.dataset, model=s.model, epochs=s.mia_epochs or s.epochs,

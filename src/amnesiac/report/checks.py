@@ -23,6 +23,8 @@ HOLDS, SHAPE, NO, NOT_JUDGED = "holds", "holds in shape only", "no", "not judged
 PAPER_TARGET_SHARE = 0.11
 REGIME_JUDGED = (0.05, 0.20)  # outside: "no", the regime is not the paper's
 REGIME_CLOSE = (0.07, 0.16)  # outside (but judged): flagged in the check
+# Table 1's: 119 members, each in one step of each epoch of 25,000 records at batch 8 (3,125 steps): at most 3.8%
+PAPER_MIA_STEP_SHARE = 119 / 3125
 
 # Figures 1-2, printed and digitized (MNIST: target digit 3, top-1; CIFAR-100: class 81, top-10).
 PAPER_CLASS = {
@@ -357,7 +359,8 @@ def _undone_words(mia: dict[str, Any], row: dict[str, Any]) -> str:
     n, total = row.get("steps_reverted"), target_steps(mia)
     words = []
     if n is not None and total:
-        words.append(f"{n} of {total} steps undone ({100 * n / total:.1f}%)")
+        words.append(f"{n} of {total} steps undone ({100 * n / total:.1f}%; paper: at most "
+                     f"{100 * PAPER_MIA_STEP_SHARE:.1f}%)")
     if row.get("test_accuracy_0p") is not None:
         words.append(f"test accuracy {_pct(row['test_accuracy_0p'])} at 0' against {_pct(mia.get('target_model_test'))} "
                      "at epoch 0")

@@ -16,6 +16,7 @@ from .checks import (
     MIA_SIGNAL,
     NOT_JUDGED,
     PAPER_FIG7,
+    PAPER_MIA_STEP_SHARE,
     PAPER_TABLE1,
     judge,
     membership_signal,
@@ -67,8 +68,12 @@ def _share_words(s: dict[str, Any]) -> str:
     share = float(s.get("mia_target_share", 0.5))
     part = {0.5: "a random half", round(1 / 3, 6): "a random third"}.get(round(share, 6), f"a random {share:.0%}")
     pool = s.get("mia_train_size")
-    return part + (f" of a random {pool:,}-record subset, the attacker having the rest" if pool else
-                   ", the attacker having the rest")
+    words = part + (f" of a random {pool:,}-record subset, the attacker having the rest" if pool else
+                    ", the attacker having the rest")
+    if s.get("mia_class_share") is not None:
+        words += (f"; class {s['mia_class']} cut to {100 * float(s['mia_class_share']):g}% of each part, a "
+                  "CIFAR-100 class's share")
+    return words
 
 
 def _table1_section(s: dict[str, Any], mia: dict[str, Any]) -> list[str]:
@@ -136,7 +141,8 @@ def _undone_lines(mia: dict[str, Any]) -> list[str]:
     if "steps_reverted" not in amn:
         return []
     total = target_steps(mia)
-    share = f" of {total} ({100 * amn['steps_reverted'] / total:.1f}% of training)" if total else ""
+    share = (f" of {total} ({100 * amn['steps_reverted'] / total:.1f}% of training; the paper's: at most "
+             f"{100 * PAPER_MIA_STEP_SHARE:.1f}%)" if total else "")
     acc = (f"; the model right after (0') scored {_pct(amn['test_accuracy_0p'])} on the test set, against "
            f"{_pct(mia.get('target_model_test'))} before" if amn.get("test_accuracy_0p") is not None else "")
     return [f"Amnesiac unlearning of the targets reverted {amn['steps_reverted']} training steps{share}{acc}.", ""]
@@ -146,7 +152,9 @@ def _setting_differences(s: dict[str, Any], mia: dict[str, Any]) -> str:
     """How this run's membership-inference setting differs from the one behind the published row."""
     diffs = []
     if s["dataset"] != "cifar100" or int(mia["target_class"]) != 11:
-        diffs.append(f"{s['dataset']} class {mia['target_class']} instead of CIFAR-100 class 11")
+        cut = (f" (cut to {100 * float(s['mia_class_share']):g}% of the records, a CIFAR-100 class's share)"
+               if s.get("mia_class_share") is not None else "")
+        diffs.append(f"{s['dataset']} class {mia['target_class']}{cut} instead of CIFAR-100 class 11")
     if s["model"] != "resnet18":
         diffs.append(f"model {s['model']} instead of ResNet18")
     epochs = mia.get("epochs", s.get("mia_epochs") or s["epochs"])
