@@ -154,6 +154,27 @@ def test_shadow_models_are_cached_and_reused(memorised, tmp_path):
     assert other.trained_now == 1  # a different recipe never reuses a stale model
 
 
+def test_a_running_stage_says_which_shadow_model_trains(memorised, monkeypatch):
+    # a reproduce stage's heartbeat line names the shadow model in training, not the last thing noted before
+    import io
+
+    from amnesiac.attacks import mia
+    from amnesiac.utils.progress import Heartbeat
+
+    seen = []
+    real = mia._fit_shadow
+
+    def spy(*args, **kwargs):
+        seen.append(beat.note)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mia, "_fit_shadow", spy)
+    with Heartbeat("stage", every=60, file=io.StringIO()) as beat:
+        mia.note("training the target")  # what the stage said before the shadows
+        train_shadows(memorised[0].test, ShadowRecipe("small-cnn", epochs=1, batch_size=32), n=2, seed=1)
+    assert seen == ["training shadow model 1 of 2", "training shadow model 2 of 2"]
+
+
 def test_attack_input_errors(memorised):
     b, members, non_members, _, original, _ = memorised
     with pytest.raises(ConfigError, match="need shadow models"):

@@ -47,6 +47,7 @@ from ..options import check
 from ..run.checkpoint import load_tensors, save_tensors
 from ..training import fit, make_optimizer, predict
 from ..utils import progress_bar, seeded
+from ..utils.progress import note
 from .metrics import auc, summarize, threshold_stats
 
 
@@ -204,6 +205,7 @@ def train_shadows(pool: ArrayDataset, recipe: ShadowRecipe, *, n: int = 16, seed
                 net = _build_shadow(recipe, info, device)
             net.load_state_dict(load_tensors(path)[0])
         else:
+            note(f"training shadow model {k + 1} of {n}")  # what a running stage's heartbeat line reports
             net = _fit_shadow(recipe, info, pool.subset(np.flatnonzero(masks[k])), seed=seed * 1000 + k, device=device)
             trained += 1
             if path is not None:
