@@ -13,7 +13,7 @@ from .common import add_subparser, table
 
 EXAMPLES = """\
   amnesiac reproduce --list
-  amnesiac reproduce fashion-mnist --profile default --out results/fmnist     # took 107 min for fashion-mnist on 2 shared CPU cores
+  amnesiac reproduce fashion-mnist --profile default --out results/fmnist     # took 61 min for fashion-mnist on 2 shared CPU cores
   amnesiac reproduce mnist --profile smoke --out /tmp/smoke                   # 2-6 minutes per preset on 2 CPU cores
   amnesiac reproduce fashion-mnist --stages membership_inference --out results/fmnist-mia   # Table 1 only
   amnesiac reproduce mnist --profile paper --data-dir ~/data --out results/mnist-paper
@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--list", action="store_true", help="list the presets and profiles")
     p.add_argument("--profile", default="default", choices=PROFILES,
                    help="smoke: a few minutes per preset on 2 CPU cores (checks that everything runs); default: "
-                        "sized for CPU (107 min for fashion-mnist on 2 shared cores); paper: the paper's settings, "
+                        "sized for CPU (61 min for fashion-mnist on 2 shared cores); paper: the paper's settings, "
                         "for a GPU")
     p.add_argument("--out", default=None, help="directory for the report")
     p.add_argument("--data-dir", default=None, help="where the dataset files are")
