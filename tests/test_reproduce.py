@@ -181,5 +181,5 @@ def test_table1_split_puts_the_class_at_the_asked_share_in_both_parts():
         others = drawn[labels[drawn] != s.mia_class]
         assert set(others.tolist()) <= set(cut.tolist())
     assert settings_for("cifar100", "paper").mia_class_share is None  # a CIFAR-100 class is 1% as it is
-    with pytest.raises(ConfigError, match="mia_class_share=1.0"):
-        mia_split(replace(s, mia_class_share=1.0), train)
+    with pytest.raises(ConfigError, match="mia_class_share=1.0"):  # refused before anything trains
+        replace(s, mia_class_share=1.0)

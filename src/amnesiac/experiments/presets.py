@@ -62,6 +62,12 @@ class Settings:
     ledger_dtype: str = "float32"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        # refused when the settings are made, before any stage trains (Table 1 runs after the class stage)
+        if self.mia_class_share is not None and not 0.0 < self.mia_class_share < 1.0:
+            raise ConfigError(f"mia_class_share={self.mia_class_share!r}: the class's share of the records must lie "
+                              "strictly between 0 and 1 (e.g. 0.01), or be None to keep the records as drawn")
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -363,10 +363,7 @@ def mia_split(s: Settings, train: ArrayDataset) -> tuple[torch.Tensor, torch.Ten
     # attacker's rest (with a third for the target, on as many records as the target, as Shokri et al. build them)
     cut = int(len(order) * s.mia_target_share)
     parts = [order[:cut], order[cut:]]
-    if s.mia_class_share is not None:
-        if not 0.0 < s.mia_class_share < 1.0:
-            raise ConfigError(f"mia_class_share={s.mia_class_share!r}: the class's share of the records must lie "
-                              "strictly between 0 and 1 (e.g. 0.01), or be None to keep the records as drawn")
+    if s.mia_class_share is not None:  # Settings refuses a share outside (0, 1)
         parts = [_thin_class(part, train.targets, s.mia_class, s.mia_class_share) for part in parts]
     return parts[0], parts[1]
 
