@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -32,6 +33,25 @@ def save(name: str, payload: dict[str, Any], *, path: Path | None = None) -> Pat
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=True) + "\n")
     print(f"saved {path}")
     return path
+
+
+def refuse(message: str) -> NoReturn:
+    """Stop a script on bad input: the message on stderr, exit code 2, nothing written."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def read_result(path: str | Path, what: str) -> dict[str, Any]:
+    """A result JSON given on the command line (``what`` names the flag), or a refusal that says what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        refuse(f"{what} {path}: cannot read it ({err.strerror}); expected a result JSON this script wrote")
+    except ValueError as err:
+        refuse(f"{what} {path}: not JSON ({err}); expected a result JSON this script wrote")
+    if not isinstance(data, dict):
+        refuse(f"{what} {path}: holds a {type(data).__name__}, expected a result JSON object this script wrote")
+    return data
 
 
 def dir_bytes(path: Path) -> int:

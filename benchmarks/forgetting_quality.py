@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, dir_bytes, membership, save, write_section  # noqa: E402
+from _common import RESULTS, dir_bytes, membership, read_result, refuse, save, write_section  # noqa: E402
 
 from amnesiac.attacks.mia import ShadowRecipe, train_shadows  # noqa: E402
 from amnesiac.run import RunDir, TrainConfig, train_run  # noqa: E402
@@ -305,8 +305,8 @@ def plan_splits(s: dict[str, Any], root: Path) -> dict[str, Any]:
     pool_ids = np.random.default_rng(5).choice(outside, min(s["pool"], outside.size), replace=False)
     rest = np.setdiff1d(outside, pool_ids)
     if rest.size < s["validation"]:
-        raise SystemExit(f"only {rest.size} training records lie outside every target and the shadow pool; the "
-                         f"validation set needs {s['validation']}: use fewer seeds or a smaller pool")
+        refuse(f"only {rest.size} training records lie outside every target and the shadow pool; the "
+               f"validation set needs {s['validation']}: use fewer seeds or a smaller pool")
     validation_ids = np.random.default_rng(6).choice(rest, s["validation"], replace=False)
     evaluation = {seed: forget_sets(probes[seed], s, seed) for seed in seeds}
     avoid = sorted({i for scen in evaluation.values() for sc in scen.values() for i in sc["ids"]})
@@ -385,9 +385,9 @@ def load_tuning(args: argparse.Namespace) -> dict[str, Any] | None:
     """The tuning of an earlier run of the same setting (``--tuning JSON``), so seeds run apart share one tuning."""
     if not args.tuning:
         return None
-    saved = json.loads(Path(args.tuning).read_text())
-    if saved.get("settings") != settings(args):
-        raise SystemExit(f"--tuning {args.tuning}: its setting {saved.get('settings')} is not this run's")
+    saved = read_result(args.tuning, "--tuning")
+    if saved.get("settings") != settings(args) or "tuning" not in saved:
+        refuse(f"--tuning {args.tuning}: its setting {saved.get('settings')} is not this run's")
     return saved["tuning"]
 
 
@@ -563,21 +563,26 @@ def write_docs(payload: dict[str, Any], json_name: str) -> None:
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One payload from runs of the same setting that measured different seeds (refuses a mixed setting or a seed
     measured twice). Wall time is the sum, i.e. the compute spent, not the elapsed time of parallel runs."""
+    for part in parts:
+        missing = [k for k in ("settings", "per_seed", "machine", "wall_s") if k not in part]
+        if missing:
+            refuse(f"cannot merge: a part lacks {', '.join(missing)}; expected the JSON of a "
+                   "`forgetting_quality.py --only-seed K --json FILE` run")
     base = {k: v for k, v in parts[0]["settings"].items()}
     per_seed: dict[str, Any] = {}
     for part in parts:
         if part["settings"] != base:
-            raise SystemExit(f"cannot merge: settings differ ({part['settings']} against {base})")
+            refuse(f"cannot merge: settings differ ({part['settings']} against {base})")
         for seed, result in part["per_seed"].items():
             if str(seed) in per_seed:
-                raise SystemExit(f"cannot merge: seed {seed} is in two files")
+                refuse(f"cannot merge: seed {seed} is in two files")
             per_seed[str(seed)] = result
     tunings = {json.dumps(p.get("tuning"), sort_keys=True) for p in parts}
     if len(tunings) != 1:
-        raise SystemExit("cannot merge: the parts were tuned apart (run the other seeds with --tuning FIRST.json)")
+        refuse("cannot merge: the parts were tuned apart (run the other seeds with --tuning FIRST.json)")
     threads = {p["machine"]["torch_threads"] for p in parts}
     if len(threads) != 1:
-        raise SystemExit(f"cannot merge: the parts ran with different torch thread counts {sorted(threads)}")
+        refuse(f"cannot merge: the parts ran with different torch thread counts {sorted(threads)}")
     merged_from = [{"seeds": sorted(p["per_seed"], key=int), "date": p["machine"]["date"], "wall_s": p["wall_s"]}
                    for p in parts]
     return {"settings": base, "tuning": parts[0].get("tuning"),
@@ -603,7 +608,7 @@ def main() -> None:
     args = ap.parse_args()
     name = args.out or ("forgetting_quality_quick" if args.quick else "forgetting_quality")
     if args.merge:
-        save(name, merge([json.loads(Path(f).read_text()) for f in args.merge]))
+        save(name, merge([read_result(f, "--merge") for f in args.merge]))
         return
     if args.render:
         write_docs(json.loads((RESULTS / f"{name}.json").read_text()), f"{name}.json")

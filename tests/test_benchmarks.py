@@ -202,3 +202,20 @@ def test_momentum_attributed_shard_sums_add_up_and_move_a_persons_share_out_of_t
     flat = with_adapter(transformers.LlamaForCausalLM(base_config(data, hidden=16, layers=1)), seed=0, rank=2)
     visit0, attributed0, _ = sm.train_with_both_accountings(flat, data, epochs=2, beta1=0.0, seed=0)
     assert all(torch.allclose(visit0[s][k], attributed0[s][k], atol=1e-6) for s in visit0 for k in visit0[s])
+
+
+def test_forgetting_quality_merge_refuses_bad_files_with_exit_2_and_writes_nothing(tmp_path):
+    garbage, listed, partial = tmp_path / "garbage.json", tmp_path / "list.json", tmp_path / "partial.json"
+    garbage.write_text("not json")
+    listed.write_text("[1]")
+    partial.write_text('{"settings": {}}')
+    name = "forgetting_quality_refusal_test"
+    script = str(ROOT / "benchmarks" / "forgetting_quality.py")
+    cases = [([str(garbage)], "not JSON"), ([str(tmp_path / "missing.json")], "cannot read it"),
+             ([str(listed)], "holds a list"), ([str(partial)], "lacks per_seed, machine, wall_s")]
+    for files, message in cases:
+        done = subprocess.run([sys.executable, script, "--out", name, "--merge", *files], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, (files, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert not (ROOT / "benchmarks" / "results" / f"{name}.json").exists()
